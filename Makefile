@@ -1,0 +1,65 @@
+# Signalpost: `make run` serves a demo on 127.0.0.1:8000; `make test` runs the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+unexport PYTHONDONTWRITEBYTECODE
+# Settings from .env, if there is one (see .env.example); its values win over the environment.
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
+
+PORT ?= 8000
+VENV := .venv
+PY := $(VENV)/bin/python
+# Django 6.1 needs Python 3.12 or newer; the first one found on PATH wins.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3 python; do \
+	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; \
+	then echo $$p; break; fi; done)
+
+.PHONY: run install test lint typecheck pytest test-sqlite worker timers screenshots clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (found none on PATH)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv \
+		&& UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip install --quiet -p $(PY) -r requirements-dev.txt \
+		|| $(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	@echo "Serving on http://127.0.0.1:$(PORT)/ (clock sweep every $${TIMER_SWEEP_SECONDS:-15} s in the background)"
+	@$(PY) manage.py run_timers --loop & timers=$$!; \
+		trap 'kill $$timers 2>/dev/null' EXIT INT TERM; \
+		$(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy .
+
+pytest: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole suite: lint, types, then every test with the services the environment names.
+test: lint typecheck pytest
+
+# The suite on SQLite alone (no PostgreSQL, Redis or browser), as a laptop with nothing set runs it.
+test-sqlite: install
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -m "not worker and not browser" $(PYTEST_ARGS)
+
+# Production mode: a Celery worker and beat (needs REDIS_URL).
+worker: install
+	@test -n "$$REDIS_URL" || { echo "REDIS_URL must be set for the worker"; exit 1; }
+	$(VENV)/bin/celery -A statuspage worker --beat --loglevel=INFO -s var/celerybeat-schedule
+
+timers: install
+	$(PY) manage.py run_timers --loop
+
+clean:
+	rm -rf $(VENV) var db.sqlite3 .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,859 @@
+"""THE write path. Every change with consequences is one function here.
+
+Each action is one transaction, locks the rows it changes, refuses impossible moves with an
+ActionRefused that says why, and writes one timeline event. Actions never send anything: side
+effects are rows, and tasks enqueued with delay_on_commit. `at=` records a change that happened
+earlier (imports, demo data); it defaults to now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from incidents import clocks
+from incidents.markup import render_markdown
+from incidents.models import (
+    COMPONENT_STATUS_RANK,
+    IMPACT_FOR_COMPONENT_STATUS,
+    IMPACT_RANK,
+    Clock,
+    ClockEvent,
+    ClockEventKind,
+    ClockState,
+    Component,
+    ComponentStatus,
+    ComponentStatusChange,
+    EventKind,
+    IdempotencyKey,
+    Impact,
+    Incident,
+    IncidentStatus,
+    IncidentUpdate,
+    Metric,
+    PublicStatus,
+    Severity,
+    TimelineEvent,
+)
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+
+class ActionRefused(Exception):
+    """A refused change, with a message fit to show the person who asked for it."""
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "refused") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ComponentChange:
+    component: Component
+    status: str
+
+
+def _user(actor: Actor) -> Any:
+    return actor if actor is not None and actor.is_authenticated else None
+
+
+def _actor_name(actor: Actor) -> str:
+    user = _user(actor)
+    return user.get_username() if user is not None else "system"
+
+
+def _event(incident: Incident, kind: str, message: str, *, actor: Actor, at: datetime, **data: Any) -> TimelineEvent:
+    return TimelineEvent.objects.create(
+        incident=incident, kind=kind, actor=_user(actor), message=message[:500], data=data, created_at=at
+    )
+
+
+def _lock(incident: Incident) -> Incident:
+    """Re-read the incident under a row lock so concurrent actions queue instead of losing a change."""
+    return Incident.objects.select_for_update(of=("self",)).select_related("severity").get(pk=incident.pk)
+
+
+def _clean_percent(value: Decimal | float | int | str | None) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        percent = Decimal(str(value))
+    except ArithmeticError:
+        raise ActionRefused("Customer share must be a number from 0 to 100.", field="customer_impact_percent") from None
+    if not percent.is_finite() or percent < 0 or percent > 100:
+        raise ActionRefused("Customer share must be a number from 0 to 100.", field="customer_impact_percent")
+    return percent.quantize(Decimal("0.01"))
+
+
+def _clean_regions(regions: Iterable[str] | str | None) -> list[str]:
+    if regions is None:
+        return []
+    if isinstance(regions, str):
+        regions = regions.split(",")
+    cleaned: list[str] = []
+    for region in regions:
+        region = region.strip()
+        if region and region not in cleaned:
+            cleaned.append(region[:100])
+    return cleaned
+
+
+def _check_status(status: str, field: str = "status") -> str:
+    if status not in ComponentStatus.values:
+        allowed = ", ".join(ComponentStatus.values)
+        raise ActionRefused(f"Unknown component status {status!r}; use one of {allowed}.", field=field)
+    return status
+
+
+def _apply_component_changes(
+    incident: Incident | None, changes: Iterable[ComponentChange], *, actor: Actor, at: datetime
+) -> list[dict[str, Any]]:
+    """Set component statuses, recording each real change in the component's history."""
+    applied: list[dict[str, Any]] = []
+    for change in changes:
+        _check_status(change.status, field="components")
+        component = Component.objects.select_for_update().get(pk=change.component.pk)
+        if component.is_group:
+            raise ActionRefused(
+                f"{component.name} is a group; set the status of its components instead.", field="components"
+            )
+        if component.status == change.status:
+            continue
+        ComponentStatusChange.objects.create(
+            component=component,
+            old_status=component.status,
+            new_status=change.status,
+            changed_at=at,
+            incident=incident,
+            actor=_user(actor),
+        )
+        applied.append(
+            {
+                "component_id": component.pk,
+                "name": component.display_name,
+                "old_status": component.status,
+                "new_status": change.status,
+            }
+        )
+        component.status = change.status
+        component.updated_at = at
+        component.save(update_fields=["status", "updated_at"])
+    return applied
+
+
+def _derived_impact(statuses: Iterable[str]) -> str:
+    worst = Impact.NONE
+    for status in statuses:
+        impact = IMPACT_FOR_COMPONENT_STATUS[ComponentStatus(status)]
+        if IMPACT_RANK[impact] > IMPACT_RANK[Impact(worst)]:
+            worst = impact
+    return worst
+
+
+def _refresh_impact(incident: Incident, statuses: Iterable[str]) -> None:
+    """Impact is the worst the incident has reached (peak), unless staff override it."""
+    if incident.impact_override:
+        incident.impact = incident.impact_override
+        return
+    derived = _derived_impact(statuses)
+    if IMPACT_RANK[Impact(derived)] > IMPACT_RANK[Impact(incident.impact)]:
+        incident.impact = derived
+
+
+# --- clocks -------------------------------------------------------------------------------------
+
+
+def _start_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
+    for metric in (Metric.ACKNOWLEDGE, Metric.FIRST_UPDATE, Metric.RESOLVE):
+        target = severity.target_for(metric)
+        if target:
+            clock = Clock(incident=incident, metric=metric, target_seconds=target, started_at=incident.declared_at)
+            clock.running_since = incident.declared_at
+            clock.next_check_at = clocks.next_check_at(clock)
+            clock.save()
+    # The cadence clock starts with the first public update.
+
+
+def _clock(incident: Incident, metric: str) -> Clock | None:
+    return Clock.objects.select_for_update().filter(incident=incident, metric=metric).first()
+
+
+def _record_clock_event(clock: Clock, kind: str, due: datetime) -> bool:
+    try:
+        with transaction.atomic():
+            ClockEvent.objects.create(clock=clock, kind=kind, cycle=clock.cycle, due_at=due)
+    except IntegrityError:
+        return False  # recorded already: exactly once, whoever got there first
+    share = {ClockEventKind.WARNING_75: "75%", ClockEventKind.WARNING_90: "90%"}.get(kind)
+    label = Metric(clock.metric).label
+    if share:
+        message = f"{label} clock at {share} of its {_duration(clock.target_seconds)} target"
+        event_kind = EventKind.CLOCK_WARNING
+    else:
+        message = f"{label} clock breached its {_duration(clock.target_seconds)} target"
+        event_kind = EventKind.CLOCK_BREACHED
+    _event(
+        clock.incident, event_kind, message, actor=None, at=due, metric=clock.metric, threshold=kind, cycle=clock.cycle
+    )
+    return True
+
+
+def record_clock_thresholds(clock: Clock, *, now: datetime) -> int:
+    """Record the warnings and breach of a locked clock that are due by `now`.
+
+    Called by the sweep for claimed rows, and by the actions before they stop a clock, so a threshold
+    crossed between two sweeps is never lost.
+    """
+    recorded = 0
+    while clock.running_since is not None and clock.thresholds_done < len(clocks.THRESHOLDS):
+        fraction, kind = clocks.THRESHOLDS[clock.thresholds_done]
+        due = clocks.threshold_at(clock, fraction)
+        # Reaching the target exactly is still on time: a breach is strictly past it.
+        if due is None or due > now or (due == now and kind == ClockEventKind.BREACH):
+            break
+        if _record_clock_event(clock, kind, due):
+            recorded += 1
+        if kind == ClockEventKind.BREACH:
+            clock.state = ClockState.BREACHED
+            clock.breached_at = clock.breached_at or due
+        clock.thresholds_done += 1
+    clock.next_check_at = clocks.next_check_at(clock)
+    clock.save(update_fields=["thresholds_done", "state", "breached_at", "next_check_at"])
+    return recorded
+
+
+def _stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) -> None:
+    """Stop a running clock: met if it made its target, breached if not, stopped if not satisfied."""
+    if clock is None or clock.running_since is None:
+        return
+    record_clock_thresholds(clock, now=at)
+    clock.elapsed_seconds = clocks.elapsed(clock, at)
+    clock.running_since = None
+    clock.stopped_at = at
+    if clock.breached_at is not None or clock.elapsed_seconds > clock.target_seconds:
+        clock.state = ClockState.BREACHED
+    else:
+        clock.state = ClockState.MET if satisfied else ClockState.STOPPED
+    clock.next_check_at = None
+    clock.save(update_fields=["elapsed_seconds", "running_since", "stopped_at", "state", "next_check_at"])
+
+
+def _resume_clock(clock: Clock | None, at: datetime) -> None:
+    if clock is None or clock.running_since is not None:
+        return
+    clock.running_since = at
+    clock.stopped_at = None
+    clock.state = ClockState.BREACHED if clock.breached_at is not None else ClockState.RUNNING
+    clock.next_check_at = clocks.next_check_at(clock)
+    clock.save(update_fields=["running_since", "stopped_at", "state", "next_check_at"])
+
+
+def _restart_cadence(incident: Incident, severity: Severity, at: datetime) -> None:
+    """A public update meets the current cadence cycle and promises the next update."""
+    target = severity.update_cadence_target
+    clock = _clock(incident, Metric.UPDATE_CADENCE)
+    if clock is not None:
+        _stop_clock(clock, at)
+    if not target:
+        return
+    if clock is None:
+        clock = Clock(incident=incident, metric=Metric.UPDATE_CADENCE, target_seconds=target, started_at=at, cycle=0)
+    clock.cycle += 1
+    clock.target_seconds = target
+    clock.started_at = at
+    clock.running_since = at
+    clock.elapsed_seconds = 0
+    clock.stopped_at = None
+    clock.breached_at = None
+    clock.thresholds_done = 0
+    clock.state = ClockState.RUNNING
+    clock.next_check_at = clocks.next_check_at(clock)
+    clock.save()
+
+
+def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
+    """Apply a new severity's targets, keeping elapsed time and any breach already recorded."""
+    existing = {clock.metric: clock for clock in Clock.objects.select_for_update().filter(incident=incident)}
+    for metric in Metric.values:
+        target = severity.target_for(metric)
+        clock = existing.get(metric)
+        if clock is None:
+            if not target or incident.is_resolved:
+                continue
+            if metric == Metric.UPDATE_CADENCE:
+                if incident.published_at is not None:
+                    _restart_cadence(incident, severity, at)
+                continue
+            if metric == Metric.ACKNOWLEDGE and incident.acknowledged_at is not None:
+                continue
+            if metric == Metric.FIRST_UPDATE and incident.published_at is not None:
+                continue
+            clock = Clock(incident=incident, metric=metric, target_seconds=target, started_at=incident.declared_at)
+            clock.running_since = incident.declared_at
+            clock.next_check_at = clocks.next_check_at(clock)
+            clock.save()
+            continue
+        if not target:
+            _stop_clock(clock, at, satisfied=False)
+            continue
+        clock.target_seconds = target
+        clock.next_check_at = clocks.next_check_at(clock)
+        clock.save(update_fields=["target_seconds", "next_check_at"])
+
+
+def _duration(seconds: int | float) -> str:
+    seconds = int(seconds)
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+# --- milestones ---------------------------------------------------------------------------------
+
+_STATUS_ORDER = [
+    IncidentStatus.DECLARED,
+    IncidentStatus.ACKNOWLEDGED,
+    IncidentStatus.IDENTIFIED,
+    IncidentStatus.MITIGATED,
+    IncidentStatus.RESOLVED,
+]
+_INTERNAL_FOR_PUBLIC = {
+    PublicStatus.INVESTIGATING: IncidentStatus.ACKNOWLEDGED,
+    PublicStatus.IDENTIFIED: IncidentStatus.IDENTIFIED,
+    PublicStatus.MONITORING: IncidentStatus.MITIGATED,
+    PublicStatus.RESOLVED: IncidentStatus.RESOLVED,
+}
+
+
+def _stamp_acknowledged(incident: Incident, actor: Actor, at: datetime) -> bool:
+    if incident.acknowledged_at is not None:
+        return False
+    incident.acknowledged_at = at
+    incident.acknowledged_by = _user(actor)
+    _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+    return True
+
+
+def _advance(incident: Incident, public_status: str, actor: Actor, at: datetime) -> list[str]:
+    """Move the internal status forward for a public status, stamping each milestone once."""
+    stamped: list[str] = []
+    target = _INTERNAL_FOR_PUBLIC[PublicStatus(public_status)]
+    # A person who identifies or resolves has acknowledged, even without pressing the button.
+    beyond_investigating = target != IncidentStatus.ACKNOWLEDGED
+    if beyond_investigating and _user(actor) is not None and _stamp_acknowledged(incident, actor, at):
+        stamped.append("acknowledged_at")
+    if beyond_investigating and incident.identified_at is None:
+        incident.identified_at = at
+        stamped.append("identified_at")
+    if target in (IncidentStatus.MITIGATED, IncidentStatus.RESOLVED) and incident.mitigated_at is None:
+        incident.mitigated_at = at
+        stamped.append("mitigated_at")
+    if not beyond_investigating:
+        # Still investigating: the status moves only through an explicit acknowledgment.
+        return stamped
+    if _STATUS_ORDER.index(target) > _STATUS_ORDER.index(IncidentStatus(incident.status)):
+        incident.status = target
+    return stamped
+
+
+# --- incidents ----------------------------------------------------------------------------------
+
+
+def declare_incident(
+    *,
+    actor: Actor,
+    title: str,
+    severity: Severity,
+    message: str = "",
+    message_is_public: bool = True,
+    public_status: str = PublicStatus.INVESTIGATING,
+    components: Mapping[Component, str] | None = None,
+    customer_impact_percent: Decimal | float | str | None = None,
+    regions: Iterable[str] | str | None = None,
+    workaround: str = "",
+    impact_override: str = "",
+    commander: Any = None,
+    idempotency_key: str | None = None,
+    at: datetime | None = None,
+) -> Incident:
+    """Declare an incident, start its clocks, set component statuses and post the first message."""
+    at = at or timezone.now()
+    title = title.strip()
+    if not title:
+        raise ActionRefused("A title is required.", field="title")
+    if public_status == PublicStatus.RESOLVED:
+        raise ActionRefused("A new incident cannot start resolved.", field="public_status")
+    if public_status not in PublicStatus.values:
+        raise ActionRefused(f"Unknown status {public_status!r}.", field="public_status")
+    if impact_override and impact_override not in Impact.values:
+        raise ActionRefused(f"Unknown impact {impact_override!r}.", field="impact_override")
+    percent = _clean_percent(customer_impact_percent)
+    user = _user(actor)
+
+    with transaction.atomic():
+        if idempotency_key and user is not None:
+            previous = IdempotencyKey.objects.filter(user=user, key=idempotency_key).select_related("incident")
+            if found := previous.first():
+                return found.incident
+
+        incident = Incident.objects.create(
+            title=title[:200],
+            severity=severity,
+            public_status=PublicStatus.INVESTIGATING,
+            customer_impact_percent=percent,
+            regions=_clean_regions(regions),
+            workaround=workaround.strip(),
+            impact_override=impact_override,
+            commander=commander or user,
+            declared_by=user,
+            declared_at=at,
+            updated_at=at,
+        )
+        if idempotency_key and user is not None:
+            try:
+                with transaction.atomic():
+                    IdempotencyKey.objects.create(user=user, key=idempotency_key, incident=incident, created_at=at)
+            except IntegrityError:
+                # Another request with the same key won the race: ours never happened.
+                transaction.set_rollback(True)
+                return IdempotencyKey.objects.get(user=user, key=idempotency_key).incident
+
+        _start_clocks(incident, severity, at)
+        changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
+        if changes:
+            incident.components.set([change.component for change in changes])
+        applied = _apply_component_changes(incident, changes, actor=actor, at=at)
+        _refresh_impact(incident, [change.status for change in changes])
+        incident.save(update_fields=["impact", "impact_override"])
+        _event(
+            incident,
+            EventKind.DECLARED,
+            f"{_actor_name(actor)} declared {severity.name}: {incident.title}",
+            actor=actor,
+            at=at,
+            severity=severity.key,
+            components=applied,
+        )
+        if message.strip():
+            _post_update_locked(
+                incident,
+                actor=actor,
+                body=message,
+                public_status=public_status,
+                is_public=message_is_public,
+                component_changes=[],
+                at=at,
+            )
+        return incident
+
+
+def acknowledge_incident(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Incident:
+    at = at or timezone.now()
+    if _user(actor) is None:
+        raise ActionRefused("Only a person can acknowledge an incident.")
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.is_resolved:
+            raise ActionRefused("This incident is already resolved; reopen it first.")
+        if incident.acknowledged_at is not None:
+            who = incident.acknowledged_by.get_username() if incident.acknowledged_by else "someone"
+            raise ActionRefused(f"Already acknowledged by {who}.", code="already_acknowledged")
+        _stamp_acknowledged(incident, actor, at)
+        if incident.status == IncidentStatus.DECLARED:
+            incident.status = IncidentStatus.ACKNOWLEDGED
+        incident.updated_at = at
+        incident.save(update_fields=["acknowledged_at", "acknowledged_by", "status", "updated_at"])
+        elapsed = (at - incident.declared_at).total_seconds()
+        _event(
+            incident,
+            EventKind.ACKNOWLEDGED,
+            f"{_actor_name(actor)} acknowledged after {_duration(round(elapsed))}",
+            actor=actor,
+            at=at,
+            elapsed_seconds=elapsed,
+        )
+        return incident
+
+
+def post_update(
+    incident: Incident,
+    *,
+    actor: Actor,
+    body: str,
+    public_status: str | None = None,
+    is_public: bool = True,
+    components: Mapping[Component, str] | None = None,
+    at: datetime | None = None,
+) -> IncidentUpdate:
+    """Post an update; a public one restarts the cadence clock and may move the public status."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.is_resolved:
+            raise ActionRefused("This incident is resolved; reopen it before posting an update.")
+        status = public_status or incident.public_status
+        if status not in PublicStatus.values:
+            raise ActionRefused(f"Unknown status {status!r}.", field="status")
+        if status == PublicStatus.RESOLVED:
+            raise ActionRefused("Use Resolve to resolve an incident.", field="status")
+        changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
+        return _post_update_locked(
+            incident,
+            actor=actor,
+            body=body,
+            public_status=status,
+            is_public=is_public,
+            component_changes=changes,
+            at=at,
+        )
+
+
+def _post_update_locked(
+    incident: Incident,
+    *,
+    actor: Actor,
+    body: str,
+    public_status: str,
+    is_public: bool,
+    component_changes: list[ComponentChange],
+    at: datetime,
+) -> IncidentUpdate:
+    body = body.strip()
+    if not body:
+        raise ActionRefused("An update needs a message.", field="body")
+    applied = _apply_component_changes(incident, component_changes, actor=actor, at=at)
+    if component_changes:
+        incident.components.add(*[change.component for change in component_changes])
+    previous_status = incident.public_status
+    fields = {"public_status", "status", "impact", "updated_at"}
+    if is_public:
+        incident.public_status = public_status
+    stamped = _advance(incident, public_status, actor, at)
+    fields.update(stamped)
+    if "acknowledged_at" in stamped:
+        fields.add("acknowledged_by")
+    if is_public:
+        if incident.published_at is None:
+            incident.published_at = at
+            fields.add("published_at")
+            _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at)
+        if public_status != PublicStatus.RESOLVED:
+            _restart_cadence(incident, incident.severity, at)
+    _refresh_impact(incident, [c["new_status"] for c in applied])
+    incident.updated_at = at
+    incident.save(update_fields=sorted(fields))
+    update = IncidentUpdate.objects.create(
+        incident=incident,
+        status=public_status if is_public else incident.public_status,
+        body=body,
+        body_html=render_markdown(body),
+        is_public=is_public,
+        component_changes=applied,
+        author=_user(actor),
+        created_at=at,
+    )
+    visibility = "public" if is_public else "internal"
+    status_note = f" ({previous_status} → {public_status})" if is_public and previous_status != public_status else ""
+    _event(
+        incident,
+        EventKind.UPDATE_POSTED,
+        f"{_actor_name(actor)} posted a {visibility} update{status_note}",
+        actor=actor,
+        at=at,
+        update_id=update.pk,
+        is_public=is_public,
+        public_status=public_status,
+        components=applied,
+        milestones=stamped,
+    )
+    return update
+
+
+def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at: datetime | None = None) -> Incident:
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.severity_id == severity.pk:
+            raise ActionRefused(f"The incident is already {severity.name}.", field="severity")
+        previous = incident.severity
+        incident.severity = severity
+        incident.updated_at = at
+        incident.save(update_fields=["severity", "updated_at"])
+        _retarget_clocks(incident, severity, at)
+        _event(
+            incident,
+            EventKind.SEVERITY_CHANGED,
+            f"{_actor_name(actor)} changed severity from {previous.name} to {severity.name}",
+            actor=actor,
+            at=at,
+            old=previous.key,
+            new=severity.key,
+        )
+        return incident
+
+
+_UNSET: Any = object()
+
+
+def update_impact_scope(
+    incident: Incident,
+    *,
+    actor: Actor,
+    customer_impact_percent: Any = _UNSET,
+    regions: Any = _UNSET,
+    workaround: Any = _UNSET,
+    impact_override: Any = _UNSET,
+    at: datetime | None = None,
+) -> Incident:
+    """Change who is affected. Only the arguments given change; the event records old and new."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        changed: dict[str, dict[str, Any]] = {}
+        if customer_impact_percent is not _UNSET:
+            percent = _clean_percent(customer_impact_percent)
+            if percent != incident.customer_impact_percent:
+                old = incident.customer_impact_percent
+                changed["customer_impact_percent"] = {
+                    "old": None if old is None else str(old),
+                    "new": None if percent is None else str(percent),
+                }
+                incident.customer_impact_percent = percent
+        if regions is not _UNSET:
+            cleaned = _clean_regions(regions)
+            if cleaned != incident.regions:
+                changed["regions"] = {"old": incident.regions, "new": cleaned}
+                incident.regions = cleaned
+        if workaround is not _UNSET and (workaround or "").strip() != incident.workaround:
+            changed["workaround"] = {"old": incident.workaround, "new": (workaround or "").strip()}
+            incident.workaround = (workaround or "").strip()
+        if impact_override is not _UNSET and (impact_override or "") != incident.impact_override:
+            if impact_override and impact_override not in Impact.values:
+                raise ActionRefused(f"Unknown impact {impact_override!r}.", field="impact_override")
+            changed["impact_override"] = {"old": incident.impact_override, "new": impact_override or ""}
+            incident.impact_override = impact_override or ""
+            if incident.impact_override:
+                incident.impact = incident.impact_override
+            else:
+                statuses = list(incident.components.values_list("status", flat=True))
+                incident.impact = _derived_impact(statuses)
+        if not changed:
+            raise ActionRefused("Nothing changed.")
+        incident.updated_at = at
+        incident.save(
+            update_fields=[
+                "customer_impact_percent", "regions", "workaround", "impact_override", "impact", "updated_at"
+            ]
+        )  # fmt: skip
+        _event(
+            incident,
+            EventKind.SCOPE_CHANGED,
+            f"{_actor_name(actor)} changed the impact scope ({', '.join(changed)})",
+            actor=actor,
+            at=at,
+            changes=changed,
+        )
+        return incident
+
+
+def resolve_incident(
+    incident: Incident,
+    *,
+    actor: Actor,
+    message: str = "",
+    is_public: bool = True,
+    restore_components: bool = True,
+    at: datetime | None = None,
+) -> Incident:
+    """Resolve: fill skipped milestones forward, stop every clock, restore components if asked."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.is_resolved:
+            raise ActionRefused("This incident is already resolved.", code="already_resolved")
+        restore = (
+            [ComponentChange(c, ComponentStatus.OPERATIONAL) for c in incident.components.filter(is_group=False)]
+            if restore_components
+            else []
+        )
+        if message.strip():
+            _post_update_locked(
+                incident,
+                actor=actor,
+                body=message,
+                public_status=PublicStatus.RESOLVED,
+                is_public=is_public,
+                component_changes=restore,
+                at=at,
+            )
+            restore = []
+        else:
+            _advance(incident, PublicStatus.RESOLVED, actor, at)
+        applied = _apply_component_changes(incident, restore, actor=actor, at=at)
+        # Skipped milestones fill forward, so every resolved incident has all of them.
+        if incident.acknowledged_at is None:
+            incident.acknowledged_at = at
+            _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+        incident.identified_at = incident.identified_at or at
+        incident.mitigated_at = incident.mitigated_at or at
+        incident.resolved_at = at
+        incident.status = IncidentStatus.RESOLVED
+        incident.public_status = PublicStatus.RESOLVED
+        incident.updated_at = at
+        incident.save(
+            update_fields=[
+                "acknowledged_at", "acknowledged_by", "identified_at", "mitigated_at", "resolved_at",
+                "status", "public_status", "published_at", "impact", "updated_at",
+            ]
+        )  # fmt: skip
+        _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at, satisfied=False)
+        _stop_clock(_clock(incident, Metric.UPDATE_CADENCE), at, satisfied=False)
+        _stop_clock(_clock(incident, Metric.RESOLVE), at)
+        duration = (at - incident.declared_at).total_seconds()
+        _event(
+            incident,
+            EventKind.RESOLVED,
+            f"{_actor_name(actor)} resolved the incident after {_duration(round(duration))}",
+            actor=actor,
+            at=at,
+            components=applied,
+        )
+        return incident
+
+
+def reopen_incident(incident: Incident, *, actor: Actor, reason: str, at: datetime | None = None) -> Incident:
+    """Reopen a resolved incident: the resolve clock resumes with the time it had already run."""
+    at = at or timezone.now()
+    reason = reason.strip()
+    if not reason:
+        raise ActionRefused("Say why the incident is reopened.", field="reason")
+    with transaction.atomic():
+        incident = _lock(incident)
+        if not incident.is_resolved:
+            raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
+        incident.status = IncidentStatus.MITIGATED if incident.mitigated_at else IncidentStatus.ACKNOWLEDGED
+        incident.public_status = PublicStatus.INVESTIGATING
+        incident.resolved_at = None
+        incident.reopened_count += 1
+        incident.updated_at = at
+        incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
+        _resume_clock(_clock(incident, Metric.RESOLVE), at)
+        _event(
+            incident,
+            EventKind.REOPENED,
+            f"{_actor_name(actor)} reopened the incident: {reason}",
+            actor=actor,
+            at=at,
+            reason=reason,
+        )
+        return incident
+
+
+# --- components ---------------------------------------------------------------------------------
+
+
+def create_component(
+    *,
+    actor: Actor,
+    name: str,
+    group: Component | None = None,
+    is_group: bool = False,
+    description: str = "",
+    position: int | None = None,
+    status: str = ComponentStatus.OPERATIONAL,
+    showcase: bool = True,
+    only_show_if_degraded: bool = False,
+    at: datetime | None = None,
+) -> Component:
+    at = at or timezone.now()
+    name = name.strip()
+    if not name:
+        raise ActionRefused("A component needs a name.", field="name")
+    _check_status(status)
+    if group is not None and (not group.is_group or group.group_id is not None):
+        raise ActionRefused(f"{group.name} is not a group.", field="group")
+    if is_group and group is not None:
+        raise ActionRefused("Groups cannot be nested: components have two levels.", field="group")
+    with transaction.atomic():
+        if Component.objects.filter(name=name, group=group).exists():
+            raise ActionRefused(f"A component named {name!r} already exists there.", field="name")
+        if position is None:
+            last = Component.objects.filter(group=group).order_by("-position").values_list("position", flat=True)
+            position = (last.first() or 0) + 1
+        component = Component.objects.create(
+            name=name[:200],
+            group=group,
+            is_group=is_group,
+            description=description.strip(),
+            position=position,
+            status=status,
+            showcase=showcase,
+            only_show_if_degraded=only_show_if_degraded,
+            start_date=at.date(),
+            created_at=at,
+            updated_at=at,
+        )
+        if status != ComponentStatus.OPERATIONAL:
+            ComponentStatusChange.objects.create(
+                component=component,
+                old_status=ComponentStatus.OPERATIONAL,
+                new_status=status,
+                changed_at=at,
+                actor=_user(actor),
+            )
+        return component
+
+
+def set_component_status(
+    component: Component,
+    *,
+    actor: Actor,
+    status: str,
+    incident: Incident | None = None,
+    at: datetime | None = None,
+) -> Component:
+    """Change one component's status outside an update (the change is recorded in its history)."""
+    at = at or timezone.now()
+    _check_status(status)
+    with transaction.atomic():
+        if incident is not None:
+            incident = _lock(incident)
+            if incident.is_resolved:
+                raise ActionRefused("This incident is resolved; reopen it first.")
+        applied = _apply_component_changes(incident, [ComponentChange(component, status)], actor=actor, at=at)
+        if incident is not None and applied:
+            incident.components.add(component)
+            _refresh_impact(incident, [status])
+            incident.updated_at = at
+            incident.save(update_fields=["impact", "updated_at"])
+            _event(
+                incident,
+                EventKind.COMPONENT_CHANGED,
+                f"{_actor_name(actor)} set {component.display_name} to {ComponentStatus(status).label.lower()}",
+                actor=actor,
+                at=at,
+                components=applied,
+            )
+        component.refresh_from_db()
+        return component
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    worst: str = ComponentStatus.OPERATIONAL
+    for status in statuses:
+        if COMPONENT_STATUS_RANK[ComponentStatus(status)] > COMPONENT_STATUS_RANK[ComponentStatus(worst)]:
+            worst = status
+    return worst

@@ -1,0 +1,103 @@
+"""Clock arithmetic, and the sweep that records warnings and breaches when they fall due.
+
+A clock accumulates elapsed time over running spans: `elapsed_seconds` holds what was accumulated
+before `running_since`. Thresholds are fractions of the target: 75% and 90% warnings, breach at 100%.
+`thresholds_done` counts how many of them the current cycle has recorded, so the next one to check is
+a column (`next_check_at`) that the sweep claims, never a broker ETA.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from incidents.models import Clock, ClockEventKind, ClockState
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+THRESHOLDS: tuple[tuple[float, str], ...] = (
+    (0.75, ClockEventKind.WARNING_75),
+    (0.90, ClockEventKind.WARNING_90),
+    (1.00, ClockEventKind.BREACH),
+)
+SWEEP_BATCH = 100
+
+
+def elapsed(clock: Clock, now: datetime) -> float:
+    """Seconds the clock has run, up to `now`."""
+    if clock.running_since is None:
+        return clock.elapsed_seconds
+    return clock.elapsed_seconds + max(0.0, (now - clock.running_since).total_seconds())
+
+
+def remaining(clock: Clock, now: datetime) -> float:
+    return clock.target_seconds - elapsed(clock, now)
+
+
+def threshold_at(clock: Clock, fraction: float) -> datetime | None:
+    """When a running clock reaches `fraction` of its target (None when it is not running)."""
+    if clock.running_since is None:
+        return None
+    return clock.running_since + timedelta(seconds=fraction * clock.target_seconds - clock.elapsed_seconds)
+
+
+def due_at(clock: Clock) -> datetime | None:
+    """When the target is (or, for a stopped clock, would have been) reached."""
+    base = clock.running_since or clock.stopped_at
+    if base is None:
+        return None
+    return base + timedelta(seconds=clock.target_seconds - clock.elapsed_seconds)
+
+
+def next_check_at(clock: Clock) -> datetime | None:
+    if clock.running_since is None or clock.thresholds_done >= len(THRESHOLDS):
+        return None
+    return threshold_at(clock, THRESHOLDS[clock.thresholds_done][0])
+
+
+def fraction_elapsed(clock: Clock, now: datetime) -> float:
+    return elapsed(clock, now) / clock.target_seconds if clock.target_seconds else 1.0
+
+
+def display_level(clock: Clock, now: datetime) -> str:
+    """'ok', 'warning' (past 75%) or 'breached', for the countdown colours."""
+    if clock.state == ClockState.BREACHED or clock.breached_at is not None:
+        return "breached"
+    if clock.state == ClockState.RUNNING:
+        share = fraction_elapsed(clock, now)
+        if share >= 1:
+            return "breached"
+        if share >= THRESHOLDS[0][0]:
+            return "warning"
+    return "ok"
+
+
+def due_clocks(now: datetime) -> QuerySet[Clock]:
+    qs = Clock.objects.filter(next_check_at__lt=now).order_by("next_check_at", "id")
+    if connection.features.has_select_for_update_skip_locked:
+        # Two sweeps running at once each take different rows instead of queueing for the same ones.
+        qs = qs.select_for_update(skip_locked=True, of=("self",))
+    return qs
+
+
+def sweep_due(now: datetime | None = None) -> int:
+    """Record every warning and breach due by `now`; returns how many were recorded.
+
+    Safe to run concurrently and repeatedly: rows are claimed under a lock, and the unique key on
+    ClockEvent (clock, kind, cycle) makes a second recording impossible.
+    """
+    from incidents import actions  # the write path imports this module's arithmetic
+
+    now = now or timezone.now()
+    recorded = 0
+    while True:
+        with transaction.atomic():
+            batch = list(due_clocks(now)[:SWEEP_BATCH])
+            for clock in batch:
+                recorded += actions.record_clock_thresholds(clock, now=now)
+        if len(batch) < SWEEP_BATCH:
+            return recorded

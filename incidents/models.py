@@ -1,0 +1,415 @@
+"""The incident domain. Every write with consequences goes through incidents/actions.py."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # noqa: F401
+
+
+class ComponentStatus(models.TextChoices):
+    OPERATIONAL = "operational", "Operational"
+    DEGRADED_PERFORMANCE = "degraded_performance", "Degraded performance"
+    PARTIAL_OUTAGE = "partial_outage", "Partial outage"
+    MAJOR_OUTAGE = "major_outage", "Major outage"
+    UNDER_MAINTENANCE = "under_maintenance", "Under maintenance"
+
+
+# Worst first; used for group status and derived impact.
+COMPONENT_STATUS_RANK = {
+    ComponentStatus.OPERATIONAL: 0,
+    ComponentStatus.UNDER_MAINTENANCE: 1,
+    ComponentStatus.DEGRADED_PERFORMANCE: 2,
+    ComponentStatus.PARTIAL_OUTAGE: 3,
+    ComponentStatus.MAJOR_OUTAGE: 4,
+}
+
+
+class Impact(models.TextChoices):
+    NONE = "none", "None"
+    MINOR = "minor", "Minor"
+    MAJOR = "major", "Major"
+    CRITICAL = "critical", "Critical"
+
+
+IMPACT_FOR_COMPONENT_STATUS = {
+    ComponentStatus.OPERATIONAL: Impact.NONE,
+    ComponentStatus.UNDER_MAINTENANCE: Impact.NONE,
+    ComponentStatus.DEGRADED_PERFORMANCE: Impact.MINOR,
+    ComponentStatus.PARTIAL_OUTAGE: Impact.MAJOR,
+    ComponentStatus.MAJOR_OUTAGE: Impact.CRITICAL,
+}
+IMPACT_RANK = {Impact.NONE: 0, Impact.MINOR: 1, Impact.MAJOR: 2, Impact.CRITICAL: 3}
+
+
+class Component(models.Model):
+    """A component or, with is_group, a group of components (two levels, as on Statuspage)."""
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    group = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+        limit_choices_to={"is_group": True},
+    )
+    is_group = models.BooleanField(default=False)
+    position = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=32, choices=ComponentStatus.choices, default=ComponentStatus.OPERATIONAL)
+    showcase = models.BooleanField(default=True, help_text="Show 90-day uptime bars on the public page.")
+    only_show_if_degraded = models.BooleanField(default=False)
+    start_date = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["position", "name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "name"], name="component_name_unique_in_group"),
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(group__isnull=True), name="component_name_unique_at_top"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        """'Group - Component', as Statuspage names affected components."""
+        if self.group_id is not None and self.group is not None:
+            return f"{self.group.name} - {self.name}"
+        return self.name
+
+
+class ComponentStatusChange(models.Model):
+    """Every status change of a component; uptime is computed from this history."""
+
+    component = models.ForeignKey(Component, on_delete=models.CASCADE, related_name="status_changes")
+    old_status = models.CharField(max_length=32, choices=ComponentStatus.choices)
+    new_status = models.CharField(max_length=32, choices=ComponentStatus.choices)
+    changed_at = models.DateTimeField(default=timezone.now)
+    incident = models.ForeignKey("Incident", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["changed_at", "id"]
+        indexes = [models.Index(fields=["component", "changed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.component_id}: {self.old_status} → {self.new_status} at {self.changed_at:%Y-%m-%d %H:%M} UTC"
+
+
+class Severity(models.Model):
+    """A severity level and its response targets (seconds; null means no target)."""
+
+    key = models.SlugField(max_length=16, unique=True)
+    name = models.CharField(max_length=50)
+    description = models.CharField(max_length=200, blank=True)
+    rank = models.PositiveSmallIntegerField(unique=True, help_text="1 is the most severe.")
+    acknowledge_target = models.PositiveIntegerField(null=True, blank=True)
+    first_update_target = models.PositiveIntegerField(null=True, blank=True)
+    update_cadence_target = models.PositiveIntegerField(null=True, blank=True)
+    resolve_target = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["rank"]
+        verbose_name_plural = "severities"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def target_for(self, metric: str) -> int | None:
+        value: int | None = getattr(self, f"{metric}_target")
+        return value
+
+
+class IncidentStatus(models.TextChoices):
+    """Internal lifecycle; each step stamps its milestone once."""
+
+    DECLARED = "declared", "Declared"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    IDENTIFIED = "identified", "Identified"
+    MITIGATED = "mitigated", "Mitigated"
+    RESOLVED = "resolved", "Resolved"
+
+
+class PublicStatus(models.TextChoices):
+    INVESTIGATING = "investigating", "Investigating"
+    IDENTIFIED = "identified", "Identified"
+    MONITORING = "monitoring", "Monitoring"
+    RESOLVED = "resolved", "Resolved"
+
+
+class IncidentQuerySet(models.QuerySet["Incident"]):
+    def open(self) -> IncidentQuerySet:
+        return self.exclude(status=IncidentStatus.RESOLVED)
+
+    def resolved(self) -> IncidentQuerySet:
+        return self.filter(status=IncidentStatus.RESOLVED)
+
+
+class Incident(models.Model):
+    title = models.CharField(max_length=200)
+    severity = models.ForeignKey(Severity, on_delete=models.PROTECT, related_name="incidents")
+    status = models.CharField(max_length=16, choices=IncidentStatus.choices, default=IncidentStatus.DECLARED)
+    public_status = models.CharField(max_length=16, choices=PublicStatus.choices, default=PublicStatus.INVESTIGATING)
+    impact = models.CharField(max_length=16, choices=Impact.choices, default=Impact.NONE)
+    impact_override = models.CharField(max_length=16, choices=Impact.choices, blank=True)
+    customer_impact_percent = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
+    regions = models.JSONField(default=list, blank=True)
+    workaround = models.TextField(blank=True)
+    components = models.ManyToManyField(Component, blank=True, related_name="incidents")
+    commander = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="commanded"
+    )
+    declared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="declared"
+    )
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="acknowledged"
+    )
+
+    impact_started_at = models.DateTimeField(null=True, blank=True)
+    detected_at = models.DateTimeField(null=True, blank=True)
+    declared_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    identified_at = models.DateTimeField(null=True, blank=True)
+    mitigated_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True, help_text="First public update.")
+    reopened_count = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = IncidentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-declared_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-declared_at"]),
+            models.Index(fields=["-resolved_at"], condition=Q(status="resolved"), name="incident_resolved_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.status == IncidentStatus.RESOLVED
+
+    @property
+    def is_acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    @property
+    def regions_display(self) -> str:
+        return ", ".join(self.regions)
+
+    def duration(self, now: datetime | None = None) -> timedelta:
+        end = self.resolved_at or now or timezone.now()
+        return end - self.declared_at
+
+
+class IdempotencyKey(models.Model):
+    """An API client's Idempotency-Key for a declaration: the same key returns the same incident."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=200)
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → incident {self.incident_id}"
+
+
+class IncidentUpdate(models.Model):
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="updates")
+    status = models.CharField(max_length=16, choices=PublicStatus.choices)
+    body = models.TextField(help_text="Markdown.")
+    body_html = models.TextField(help_text="Rendered and sanitised from body.")
+    is_public = models.BooleanField(default=True)
+    component_changes = models.JSONField(default=list, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["incident", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.status} update on incident {self.incident_id}"
+
+
+class EventKind(models.TextChoices):
+    DECLARED = "declared", "Declared"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    UPDATE_POSTED = "update_posted", "Update posted"
+    STATUS_CHANGED = "status_changed", "Status changed"
+    SEVERITY_CHANGED = "severity_changed", "Severity changed"
+    SCOPE_CHANGED = "scope_changed", "Impact scope changed"
+    COMPONENT_CHANGED = "component_changed", "Component status changed"
+    RESOLVED = "resolved", "Resolved"
+    REOPENED = "reopened", "Reopened"
+    CLOCK_WARNING = "clock_warning", "Clock warning"
+    CLOCK_BREACHED = "clock_breached", "Clock breached"
+    CLOCK_MET = "clock_met", "Clock met"
+
+
+class TimelineEvent(models.Model):
+    """Append-only record of every action on an incident: who, when, what changed."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    message = models.CharField(max_length=500)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["incident", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Metric(models.TextChoices):
+    ACKNOWLEDGE = "acknowledge", "Acknowledge"
+    FIRST_UPDATE = "first_update", "First public update"
+    UPDATE_CADENCE = "update_cadence", "Update cadence"
+    RESOLVE = "resolve", "Resolve"
+
+
+class ClockState(models.TextChoices):
+    RUNNING = "running", "Running"
+    MET = "met", "Met"
+    BREACHED = "breached", "Breached"
+    STOPPED = "stopped", "Stopped"
+
+
+class Clock(models.Model):
+    """One response clock of one incident; the arithmetic lives in incidents/clocks.py.
+
+    A clock accumulates `elapsed_seconds` across running spans (reopen resumes the resolve clock);
+    `running_since` is set while it runs. `next_check_at` is the next warning/breach threshold still
+    to record: the sweep claims rows whose `next_check_at` is due. `cycle` counts update-cadence
+    restarts so each cycle's warnings are recorded once.
+    """
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="clocks")
+    metric = models.CharField(max_length=16, choices=Metric.choices)
+    target_seconds = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    running_since = models.DateTimeField(null=True, blank=True)
+    elapsed_seconds = models.FloatField(default=0, help_text="Accumulated before running_since.")
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=ClockState.choices, default=ClockState.RUNNING)
+    cycle = models.PositiveIntegerField(default=1)
+    thresholds_done = models.PositiveSmallIntegerField(default=0, help_text="Thresholds recorded this cycle.")
+    breached_at = models.DateTimeField(null=True, blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["incident", "metric"], name="clock_unique_per_metric")]
+        indexes = [
+            models.Index(fields=["next_check_at"], condition=Q(next_check_at__isnull=False), name="clock_due_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric} clock of incident {self.incident_id}"
+
+    def elapsed_at(self, now: datetime) -> float:
+        from incidents import clocks
+
+        return clocks.elapsed(self, now)
+
+    @property
+    def due_at(self) -> datetime | None:
+        from incidents import clocks
+
+        return clocks.due_at(self)
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "target_seconds": self.target_seconds,
+            "started_at": self.started_at,
+            "due_at": self.due_at,
+            "stopped_at": self.stopped_at,
+            "elapsed_seconds": round(self.elapsed_at(now), 3),
+            "state": self.state,
+        }
+
+
+class ClockEventKind(models.TextChoices):
+    WARNING_75 = "warning_75", "75% warning"
+    WARNING_90 = "warning_90", "90% warning"
+    BREACH = "breach", "Breach"
+
+
+class ClockEvent(models.Model):
+    """A warning or breach, recorded exactly once per clock, kind and cycle (the unique key)."""
+
+    clock = models.ForeignKey(Clock, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=ClockEventKind.choices)
+    cycle = models.PositiveIntegerField(default=1)
+    due_at = models.DateTimeField(help_text="When the threshold fell due.")
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["clock", "kind", "cycle"], name="clock_event_once_per_cycle")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of clock {self.clock_id} (cycle {self.cycle})"
+
+
+class IncidentTemplate(models.Model):
+    """A prefilled declaration for a common incident."""
+
+    name = models.CharField(max_length=100, unique=True)
+    title = models.CharField(max_length=200)
+    severity = models.ForeignKey(Severity, null=True, blank=True, on_delete=models.SET_NULL)
+    message = models.TextField(blank=True)
+    components = models.ManyToManyField(Component, blank=True)
+    component_status = models.CharField(
+        max_length=32, choices=ComponentStatus.choices, default=ComponentStatus.DEGRADED_PERFORMANCE
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiToken(models.Model):
+    """A staff API token; only its SHA-256 is stored, the token itself is printed once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=12)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()

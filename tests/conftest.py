@@ -1,0 +1,127 @@
+"""Shared fixtures: personas, Celery modes, and the services a test needs.
+
+Tests that need PostgreSQL, Redis or Chromium skip with a reason on a laptop without them, and fail
+in CI (CI=true), where the services must be there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # pytest-playwright runs an event loop
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.db import connection
+from django.test import Client
+
+from statuspage.celery import app as celery_app
+from tests import factories
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (laptop) or fail (CI) when a service the test needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI needs this service: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def requires_postgres(db: None) -> None:
+    need(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://…)")
+
+
+def redis_available() -> bool:
+    if not settings.REDIS_URL:
+        return False
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def requires_redis() -> None:
+    need(redis_available(), "needs Redis (set REDIS_URL=redis://…)")
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery() -> Iterator[None]:
+    """Wiring tests run tasks in-process; worker tests (tests/test_worker.py) start a real worker."""
+    saved = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Iterator[None]:
+    yield
+    with contextlib.suppress(Exception):  # a missing Redis is reported by the tests that need it
+        cache.clear()
+
+
+# --- personas -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return factories.make_user(username="alice", is_staff=True)
+
+
+@pytest.fixture
+def other_staff(db: None) -> User:
+    return factories.make_user(username="bob", is_staff=True)
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    """Logged in, but not staff: sees none of the on-call side."""
+    return factories.make_user(username="mallory", is_staff=False)
+
+
+@pytest.fixture
+def staff_client(staff: User) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def outsider_client(outsider: User) -> Client:
+    client = Client()
+    client.force_login(outsider)
+    return client
+
+
+# --- browser ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Debian's Chromium; Playwright cannot download its own browser here."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--disable-gpu", "--disable-quic", "--disable-background-networking"],
+    }
+
+
+@pytest.fixture
+def requires_chromium() -> None:
+    need(Path(CHROMIUM).exists(), "needs Chromium (apt-get install chromium)")
