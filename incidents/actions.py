@@ -193,7 +193,7 @@ def _record_clock_event(clock: Clock, kind: str, due: datetime) -> bool:
             ClockEvent.objects.create(clock=clock, kind=kind, cycle=clock.cycle, due_at=due)
     except IntegrityError:
         return False  # recorded already: exactly once, whoever got there first
-    share = {ClockEventKind.WARNING_75: "75%", ClockEventKind.WARNING_90: "90%"}.get(kind)
+    share = {ClockEventKind.WARNING_75.value: "75%", ClockEventKind.WARNING_90.value: "90%"}.get(kind)
     label = Metric(clock.metric).label
     if share:
         message = f"{label} clock at {share} of its {_duration(clock.target_seconds)} target"
