@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth.models import User
 
 from incidents import actions
@@ -20,7 +23,15 @@ def make_user(*, username: str = "alice", is_staff: bool = True, password: str =
     )
 
 
+def ensure_severities() -> None:
+    """SEV1–SEV4 come from a data migration, which a transactional test's flush removes."""
+    if not Severity.objects.exists():
+        seed = importlib.import_module("incidents.migrations.0002_seed_severities")
+        seed.seed(apps, None)
+
+
 def severity(key: str = "sev1") -> Severity:
+    ensure_severities()
     return Severity.objects.get(key=key)
 
 

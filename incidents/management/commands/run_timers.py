@@ -29,7 +29,6 @@ class Command(BaseCommand):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
         while True:
-            close_old_connections()
             try:
                 recorded = sweep_due()
             except Exception:
@@ -42,3 +41,5 @@ class Command(BaseCommand):
                 self.stdout.write(f"recorded {recorded} clock event(s)")
             if not loop or stop.wait(interval):
                 return
+            # A long-running loop must not hold a connection the database has dropped or aged out.
+            close_old_connections()

@@ -1,0 +1,328 @@
+"""The write path: each action's effects, milestones, timeline events and refusals."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+
+from incidents import actions
+from incidents.actions import ActionRefused
+from incidents.models import Component, ComponentStatusChange, EventKind, Incident, TimelineEvent
+from tests import factories
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def us(staff: User) -> Component:
+    group = factories.make_component(name="Query API", is_group=True, actor=staff)
+    return factories.make_component(name="US", group=group, actor=staff)
+
+
+def kinds(incident: Incident) -> list[str]:
+    return list(incident.events.order_by("created_at", "id").values_list("kind", flat=True))
+
+
+def test_it_declares_with_scope_components_and_a_first_message(staff: User, us: Component) -> None:
+    incident = factories.declare(
+        actor=staff,
+        components={us: "partial_outage"},
+        customer_impact_percent="45",
+        regions="US, us-east ,US",
+        workaround="Use cached dashboards.",
+        at=T0,
+    )
+
+    assert (incident.status, incident.public_status, incident.impact) == ("declared", "investigating", "major")
+    assert (incident.customer_impact_percent, incident.regions) == (Decimal("45.00"), ["US", "us-east"])
+    assert (incident.declared_at, incident.published_at, incident.acknowledged_at) == (T0, T0, None)
+    assert incident.commander == staff
+    assert kinds(incident) == ["declared", "update_posted"]
+    us.refresh_from_db()
+    assert us.status == "partial_outage"
+    change = ComponentStatusChange.objects.get(component=us)
+    assert (change.old_status, change.new_status, change.incident_id) == ("operational", "partial_outage", incident.pk)
+    assert str(us) == "Query API - US"
+
+
+def test_it_takes_the_impact_override_over_the_derived_impact(staff: User, us: Component) -> None:
+    incident = factories.declare(actor=staff, components={us: "degraded_performance"}, impact_override="critical")
+    assert incident.impact == "critical"
+
+    actions.update_impact_scope(incident, actor=staff, impact_override="")
+    incident.refresh_from_db()
+    assert incident.impact == "minor"
+
+
+def test_it_keeps_the_peak_impact_as_components_recover(staff: User, us: Component) -> None:
+    incident = factories.declare(actor=staff, components={us: "major_outage"})
+    actions.post_update(incident, actor=staff, body="Recovering", components={us: "degraded_performance"})
+
+    incident.refresh_from_db()
+    assert incident.impact == "critical"
+
+
+def test_it_acknowledges_once_and_explains_a_second_try(staff: User, other_staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+    actions.acknowledge_incident(incident, actor=staff, at=T0 + timedelta(minutes=3))
+
+    with pytest.raises(ActionRefused, match="Already acknowledged by alice"):
+        actions.acknowledge_incident(incident, actor=other_staff, at=T0 + timedelta(minutes=4))
+
+    incident.refresh_from_db()
+    assert (incident.status, incident.acknowledged_at, incident.acknowledged_by) == (
+        "acknowledged",
+        T0 + timedelta(minutes=3),
+        staff,
+    )
+    event = incident.events.get(kind=EventKind.ACKNOWLEDGED)
+    assert event.message == "alice acknowledged after 3 min"
+
+
+def test_it_stamps_each_milestone_once(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+    actions.post_update(
+        incident, actor=staff, body="Cause found", public_status="identified", at=T0 + timedelta(hours=1)
+    )
+    actions.post_update(
+        incident, actor=staff, body="Fix rolling out", public_status="monitoring", at=T0 + timedelta(hours=2)
+    )
+    actions.post_update(incident, actor=staff, body="Regressed", public_status="identified", at=T0 + timedelta(hours=3))
+
+    incident.refresh_from_db()
+    assert incident.identified_at == T0 + timedelta(hours=1)
+    assert incident.mitigated_at == T0 + timedelta(hours=2)
+    assert incident.acknowledged_at == T0 + timedelta(hours=1)  # identifying is acknowledging
+    assert (incident.status, incident.public_status) == ("mitigated", "identified")
+
+
+def test_it_keeps_internal_updates_out_of_the_public_status(staff: User) -> None:
+    incident = factories.declare(actor=staff, is_public=False, at=T0)
+    update = actions.post_update(
+        incident, actor=staff, body="Paging the DBA", public_status="identified", is_public=False
+    )
+
+    incident.refresh_from_db()
+    assert (incident.public_status, incident.published_at, update.is_public) == ("investigating", None, False)
+
+
+def test_it_renders_markdown_and_strips_scripts(staff: User) -> None:
+    incident = factories.declare(actor=staff)
+    update = actions.post_update(
+        incident, actor=staff, body="**Fixed** <script>alert(1)</script> [notes](https://example.com)"
+    )
+
+    assert "<strong>Fixed</strong>" in update.body_html
+    assert "<script" not in update.body_html
+    assert 'rel="noopener noreferrer nofollow"' in update.body_html
+
+
+def test_it_resolves_filling_milestones_and_restoring_components(staff: User, us: Component) -> None:
+    incident = factories.declare(actor=staff, components={us: "major_outage"}, at=T0)
+
+    actions.resolve_incident(incident, actor=staff, message="All clear.", at=T0 + timedelta(hours=2))
+
+    incident.refresh_from_db()
+    resolved = T0 + timedelta(hours=2)
+    assert (incident.acknowledged_at, incident.identified_at, incident.mitigated_at, incident.resolved_at) == (
+        resolved,
+        resolved,
+        resolved,
+        resolved,
+    )
+    assert (incident.status, incident.public_status) == ("resolved", "resolved")
+    us.refresh_from_db()
+    assert us.status == "operational"
+    assert incident.updates.first().component_changes == [  # type: ignore[union-attr]
+        {"component_id": us.pk, "name": "Query API - US", "old_status": "major_outage", "new_status": "operational"}
+    ]
+    assert kinds(incident)[-1] == "resolved"
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (lambda i, u: actions.resolve_incident(i, actor=u), "already resolved"),
+        (lambda i, u: actions.acknowledge_incident(i, actor=u), "already resolved; reopen it first"),
+        (lambda i, u: actions.post_update(i, actor=u, body="More"), "reopen it before posting an update"),
+        (lambda i, u: actions.set_component_status(Component.objects.get(), actor=u, status="major_outage", incident=i),
+         "reopen it first"),
+    ],
+)  # fmt: skip
+def test_it_refuses_changes_to_a_resolved_incident(
+    staff: User, action: Callable[[Incident, User], Any], message: str
+) -> None:
+    factories.make_component(name="Website", actor=staff)
+    incident = factories.declare(actor=staff)
+    actions.resolve_incident(incident, actor=staff)
+    events_before = TimelineEvent.objects.count()
+
+    with pytest.raises(ActionRefused, match=message):
+        action(incident, staff)
+
+    assert TimelineEvent.objects.count() == events_before
+
+
+def test_it_reopens_only_a_resolved_incident_with_a_reason(staff: User) -> None:
+    incident = factories.declare(actor=staff)
+    with pytest.raises(ActionRefused, match="Only a resolved incident"):
+        actions.reopen_incident(incident, actor=staff, reason="x")
+    actions.resolve_incident(incident, actor=staff)
+    with pytest.raises(ActionRefused, match="Say why") as refused:
+        actions.reopen_incident(incident, actor=staff, reason="  ")
+    assert refused.value.field == "reason"
+
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back")
+
+    incident.refresh_from_db()
+    assert (incident.status, incident.public_status, incident.resolved_at, incident.reopened_count) == (
+        "mitigated",
+        "investigating",
+        None,
+        1,
+    )
+    assert incident.events.last().message == "alice reopened the incident: Errors are back"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"title": "  "}, "title"),
+        ({"customer_impact_percent": "145"}, "customer_impact_percent"),
+        ({"customer_impact_percent": "lots"}, "customer_impact_percent"),
+        ({"public_status": "resolved"}, "public_status"),
+        ({"impact_override": "apocalyptic"}, "impact_override"),
+    ],
+)
+def test_it_refuses_bad_declarations_naming_the_field(staff: User, kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ActionRefused) as refused:
+        factories.declare(actor=staff, **kwargs)
+
+    assert refused.value.field == field
+    assert not Incident.objects.exists()
+
+
+def test_it_refuses_unknown_component_statuses_and_groups(staff: User, us: Component) -> None:
+    incident = factories.declare(actor=staff)
+    with pytest.raises(ActionRefused, match="Unknown component status 'on_fire'"):
+        actions.post_update(incident, actor=staff, body="x", components={us: "on_fire"})
+    with pytest.raises(ActionRefused, match="is a group"):
+        actions.post_update(incident, actor=staff, body="x", components={us.group: "major_outage"})  # type: ignore[dict-item]
+
+
+def test_it_refuses_a_severity_change_to_the_same_severity(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev2")
+    with pytest.raises(ActionRefused, match="already SEV2"):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev2"))
+
+
+def test_it_audits_impact_scope_changes(staff: User) -> None:
+    incident = factories.declare(actor=staff, customer_impact_percent=10)
+
+    actions.update_impact_scope(incident, actor=staff, customer_impact_percent=45, regions=["US"])
+
+    event = incident.events.get(kind=EventKind.SCOPE_CHANGED)
+    assert event.data["changes"] == {
+        "customer_impact_percent": {"old": "10.00", "new": "45.00"},
+        "regions": {"old": [], "new": ["US"]},
+    }
+    with pytest.raises(ActionRefused, match="Nothing changed"):
+        actions.update_impact_scope(incident, actor=staff, customer_impact_percent=45)
+
+
+def test_it_returns_the_same_incident_for_a_repeated_idempotency_key(staff: User, other_staff: User) -> None:
+    first = factories.declare(actor=staff, idempotency_key="abc")
+    again = factories.declare(actor=staff, idempotency_key="abc", title="Another title")
+    someone_else = factories.declare(actor=other_staff, idempotency_key="abc")
+
+    assert again.pk == first.pk
+    assert someone_else.pk != first.pk
+    assert Incident.objects.count() == 2
+
+
+def test_it_creates_components_in_two_levels_only(staff: User, us: Component) -> None:
+    with pytest.raises(ActionRefused, match="not a group"):
+        actions.create_component(actor=staff, name="Deep", group=us)
+    with pytest.raises(ActionRefused, match="already exists"):
+        actions.create_component(actor=staff, name="US", group=us.group)
+    with pytest.raises(ActionRefused, match="Groups cannot be nested"):
+        actions.create_component(actor=staff, name="Sub", group=us.group, is_group=True)
+
+
+def test_it_records_component_history_outside_incidents(staff: User, us: Component) -> None:
+    actions.set_component_status(us, actor=staff, status="under_maintenance")
+    actions.set_component_status(us, actor=staff, status="under_maintenance")  # no change: no history row
+    actions.set_component_status(us, actor=staff, status="operational")
+
+    assert list(us.status_changes.values_list("new_status", flat=True)) == ["under_maintenance", "operational"]
+
+
+def run_concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Run each call in its own thread and database connection, started together."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def runner(index: int, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[index] = call()
+        except Exception as error:  # noqa: BLE001 - the result is what the test checks
+            results[index] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=runner, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_one_of_two_concurrent_acknowledgments_win(requires_postgres: None) -> None:
+    alice = factories.make_user(username="alice")
+    bob = factories.make_user(username="bob")
+    incident = factories.declare(actor=alice)
+
+    results = run_concurrently(
+        lambda: actions.acknowledge_incident(incident, actor=alice),
+        lambda: actions.acknowledge_incident(incident, actor=bob),
+    )
+
+    refused = [r for r in results if isinstance(r, ActionRefused)]
+    assert len(refused) == 1, results
+    assert "Already acknowledged" in refused[0].message
+    assert TimelineEvent.objects.filter(incident=incident, kind=EventKind.ACKNOWLEDGED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_loses_no_change_when_acknowledge_and_resolve_race(requires_postgres: None) -> None:
+    alice = factories.make_user(username="alice")
+    bob = factories.make_user(username="bob")
+    incident = factories.declare(actor=alice)
+
+    results = run_concurrently(
+        lambda: actions.acknowledge_incident(incident, actor=alice),
+        lambda: actions.resolve_incident(incident, actor=bob, message="Fixed"),
+    )
+
+    incident.refresh_from_db()
+    assert incident.status == "resolved"
+    assert incident.acknowledged_at is not None
+    # Whichever ran second saw the first's change: either both applied, or acknowledge was refused
+    # because the resolve (which acknowledges) came first. Never a silent overwrite.
+    if isinstance(results[0], ActionRefused):
+        assert "already resolved" in results[0].message
+        assert incident.acknowledged_by == bob
+    else:
+        assert incident.acknowledged_by == alice
+    assert incident.events.filter(kind=EventKind.RESOLVED).count() == 1

@@ -1,0 +1,225 @@
+"""Response clocks: targets copied at declaration, warnings and breach recorded exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+
+from incidents import actions, clocks
+from incidents.models import Clock, ClockEvent, EventKind, Incident, Severity, TimelineEvent
+from tests import factories
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+pytestmark = pytest.mark.django_db
+
+
+def clock(incident: Incident, metric: str) -> Clock:
+    return Clock.objects.get(incident=incident, metric=metric)
+
+
+def events(incident: Incident, metric: str) -> list[tuple[str, int, datetime]]:
+    return list(
+        ClockEvent.objects.filter(clock__incident=incident, clock__metric=metric)
+        .order_by("due_at", "id")
+        .values_list("kind", "cycle", "due_at")
+    )
+
+
+def sweep_at(moment: datetime) -> int:
+    with time_machine.travel(moment, tick=False):
+        return clocks.sweep_due()
+
+
+def test_it_starts_clocks_with_targets_copied_from_the_severity(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev1", at=T0)
+
+    assert {c.metric: c.target_seconds for c in incident.clocks.all()} == {
+        "acknowledge": 300,
+        "first_update": 900,
+        "resolve": 14400,
+        # The first message was public: the cadence clock promises the next update in 30 min.
+        "update_cadence": 1800,
+    }
+    Severity.objects.filter(key="sev1").update(acknowledge_target=60)
+    assert clock(incident, "acknowledge").target_seconds == 300
+
+
+def test_it_starts_the_cadence_clock_only_with_a_public_update(staff: User) -> None:
+    incident = factories.declare(actor=staff, is_public=False, at=T0)
+
+    assert not Clock.objects.filter(incident=incident, metric="update_cadence").exists()
+    assert clock(incident, "first_update").state == "running"
+
+
+def test_it_records_warnings_and_breach_each_exactly_once(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+
+    assert sweep_at(T0 + timedelta(seconds=224)) == 0
+    assert sweep_at(T0 + timedelta(seconds=226)) == 1  # 75% of 5 min is 3 min 45 s
+    assert sweep_at(T0 + timedelta(seconds=226)) == 0
+    assert sweep_at(T0 + timedelta(seconds=271)) == 1  # 90%
+    assert sweep_at(T0 + timedelta(seconds=301)) == 1  # breach
+    for _ in range(3):
+        assert sweep_at(T0 + timedelta(seconds=302)) == 0
+
+    assert events(incident, "acknowledge") == [
+        ("warning_75", 1, T0 + timedelta(seconds=225)),
+        ("warning_90", 1, T0 + timedelta(seconds=270)),
+        ("breach", 1, T0 + timedelta(seconds=300)),
+    ]
+    ack = clock(incident, "acknowledge")
+    assert ack.state == "breached"
+    assert ack.breached_at == T0 + timedelta(seconds=300)
+    assert TimelineEvent.objects.filter(incident=incident, kind=EventKind.CLOCK_BREACHED).count() == 1
+
+
+def test_it_catches_up_every_threshold_in_one_late_sweep(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+
+    assert sweep_at(T0 + timedelta(hours=1)) > 3
+    assert [kind for kind, _, _ in events(incident, "acknowledge")] == ["warning_75", "warning_90", "breach"]
+    assert sweep_at(T0 + timedelta(hours=1)) == 0
+
+
+def test_it_meets_the_acknowledge_clock_when_acknowledged_in_time(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+
+    actions.acknowledge_incident(incident, actor=staff, at=T0 + timedelta(minutes=2))
+    sweep_at(T0 + timedelta(hours=1))
+
+    ack = clock(incident, "acknowledge")
+    assert (ack.state, ack.elapsed_seconds, ack.next_check_at) == ("met", 120, None)
+    assert events(incident, "acknowledge") == []
+
+
+def test_it_records_a_breach_missed_by_the_sweep_when_the_clock_stops(staff: User) -> None:
+    """No sweep ran (workers down): stopping the clock still records what fell due."""
+    incident = factories.declare(actor=staff, at=T0)
+
+    actions.acknowledge_incident(incident, actor=staff, at=T0 + timedelta(hours=2, minutes=30))
+
+    ack = clock(incident, "acknowledge")
+    assert (ack.state, ack.elapsed_seconds) == ("breached", 9000)
+    assert [kind for kind, _, _ in events(incident, "acknowledge")] == ["warning_75", "warning_90", "breach"]
+
+
+def test_it_is_on_time_when_stopped_exactly_at_the_target(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+
+    actions.acknowledge_incident(incident, actor=staff, at=T0 + timedelta(minutes=5))
+
+    assert clock(incident, "acknowledge").state == "met"
+    assert [kind for kind, _, _ in events(incident, "acknowledge")] == ["warning_75", "warning_90"]
+
+
+def test_it_counts_a_human_identify_as_acknowledgment(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+
+    actions.post_update(
+        incident, actor=staff, body="Found it", public_status="identified", at=T0 + timedelta(minutes=1)
+    )
+
+    assert clock(incident, "acknowledge").state == "met"
+    incident.refresh_from_db()
+    assert incident.acknowledged_at == T0 + timedelta(minutes=1)
+
+
+def test_it_restarts_the_cadence_clock_on_each_public_update(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)  # first public update at T0: cadence 30 min
+
+    sweep_at(T0 + timedelta(minutes=31))  # cycle 1 breached
+    actions.post_update(incident, actor=staff, body="Still digging", at=T0 + timedelta(minutes=40))
+    actions.post_update(incident, actor=staff, body="Internal note", is_public=False, at=T0 + timedelta(minutes=60))
+    sweep_at(T0 + timedelta(minutes=64))  # cycle 2 at 80%
+
+    cadence = clock(incident, "update_cadence")
+    assert (cadence.cycle, cadence.state, cadence.started_at) == (2, "running", T0 + timedelta(minutes=40))
+    assert cadence.due_at == T0 + timedelta(minutes=70)
+    assert [(kind, cycle) for kind, cycle, _ in events(incident, "update_cadence")] == [
+        ("warning_75", 1),
+        ("warning_90", 1),
+        ("breach", 1),
+        ("warning_75", 2),
+    ]
+
+
+def test_it_stops_cadence_and_first_update_clocks_on_resolve(staff: User) -> None:
+    incident = factories.declare(actor=staff, is_public=False, at=T0)
+
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(minutes=10))
+
+    assert clock(incident, "first_update").state == "stopped"
+    assert clock(incident, "resolve").state == "met"
+    assert not Clock.objects.filter(incident=incident, next_check_at__isnull=False).exists()
+
+
+def test_it_retargets_on_severity_change_keeping_elapsed_time(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3", at=T0)  # ack target 1 h
+
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(minutes=20))
+    sweep_at(T0 + timedelta(minutes=20, seconds=1))
+
+    ack = clock(incident, "acknowledge")
+    assert (ack.target_seconds, ack.state) == (300, "breached")
+    assert ack.breached_at == T0 + timedelta(minutes=5)
+    assert events(incident, "acknowledge")[-1] == ("breach", 1, T0 + timedelta(minutes=5))
+
+
+def test_it_keeps_a_recorded_breach_when_severity_is_lowered(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev1", at=T0)
+    sweep_at(T0 + timedelta(minutes=6))
+
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev3"), at=T0 + timedelta(minutes=7))
+    actions.acknowledge_incident(incident, actor=staff, at=T0 + timedelta(minutes=8))
+
+    ack = clock(incident, "acknowledge")
+    assert (ack.target_seconds, ack.state, ack.breached_at) == (3600, "breached", T0 + timedelta(minutes=5))
+
+
+def test_it_adds_clocks_a_higher_severity_has_targets_for(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev4", is_public=False, at=T0)
+    assert not Clock.objects.filter(incident=incident, metric="first_update").exists()
+
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(minutes=10))
+
+    first = clock(incident, "first_update")
+    assert (first.started_at, first.target_seconds, first.state) == (T0, 900, "running")
+    assert first.due_at == T0 + timedelta(minutes=15)
+
+
+def test_it_resumes_the_resolve_clock_on_reopen(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)  # resolve target 4 h
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+    assert clock(incident, "resolve").state == "met"
+
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=T0 + timedelta(hours=10))
+    resolve = clock(incident, "resolve")
+    assert (resolve.state, resolve.elapsed_seconds) == ("running", 3600)
+    # 1 h already used; the 3 h left run from the reopening, the resolved time does not count.
+    assert resolve.due_at == T0 + timedelta(hours=13)
+    assert sweep_at(T0 + timedelta(hours=12, minutes=59)) == 2  # 75% and 90% warnings
+    assert sweep_at(T0 + timedelta(hours=13, seconds=1)) == 1
+    assert events(incident, "resolve")[-1] == ("breach", 1, T0 + timedelta(hours=13))
+
+
+def test_it_reports_display_levels_for_countdowns(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+    ack = clock(incident, "acknowledge")
+
+    assert clocks.display_level(ack, T0 + timedelta(minutes=1)) == "ok"
+    assert clocks.display_level(ack, T0 + timedelta(minutes=4)) == "warning"
+    assert clocks.display_level(ack, T0 + timedelta(minutes=6)) == "breached"
+    assert clocks.remaining(ack, T0 + timedelta(minutes=1)) == 240
+
+
+def test_it_sweeps_through_the_run_timers_command(staff: User) -> None:
+    from django.core.management import call_command
+
+    incident = factories.declare(actor=staff, at=T0)
+    with time_machine.travel(T0 + timedelta(minutes=10), tick=False):
+        call_command("run_timers")
+
+    assert clock(incident, "acknowledge").state == "breached"
