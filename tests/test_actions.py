@@ -274,7 +274,7 @@ def run_concurrently(*calls: Callable[[], Any]) -> list[Any]:
         barrier.wait()
         try:
             results[index] = call()
-        except Exception as error:  # noqa: BLE001 - the result is what the test checks
+        except Exception as error:
             results[index] = error
         finally:
             connection.close()
