@@ -311,14 +311,16 @@ def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> No
 
 
 def _duration(seconds: int | float) -> str:
-    seconds = int(seconds)
-    if seconds % 86400 == 0:
-        return f"{seconds // 86400} d"
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
+    """'2 h 30 min', '3 d 4 h', '45 s': the two largest units, as people read them."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    parts: list[str] = []
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount} {unit}")
+    return " ".join(parts[:2])
 
 
 # --- milestones ---------------------------------------------------------------------------------
@@ -565,12 +567,12 @@ def _post_update_locked(
         author=_user(actor),
         created_at=at,
     )
-    visibility = "public" if is_public else "internal"
+    kind = "a public" if is_public else "an internal"
     status_note = f" ({previous_status} → {public_status})" if is_public and previous_status != public_status else ""
     _event(
         incident,
         EventKind.UPDATE_POSTED,
-        f"{_actor_name(actor)} posted a {visibility} update{status_note}",
+        f"{_actor_name(actor)} posted {kind} update{status_note}",
         actor=actor,
         at=at,
         update_id=update.pk,
@@ -601,6 +603,31 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
             at=at,
             old=previous.key,
             new=severity.key,
+        )
+        return incident
+
+
+def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: datetime | None = None) -> Incident:
+    """Hand the incident to a commander (a staff user)."""
+    at = at or timezone.now()
+    if commander is None or not commander.is_active or not commander.is_staff:
+        raise ActionRefused("The commander must be an active staff user.", field="commander")
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.commander_id == commander.pk:
+            raise ActionRefused(f"{commander.get_username()} is already the commander.", field="commander")
+        previous = incident.commander.get_username() if incident.commander else None
+        incident.commander = commander
+        incident.updated_at = at
+        incident.save(update_fields=["commander", "updated_at"])
+        _event(
+            incident,
+            EventKind.COMMANDER_CHANGED,
+            f"{_actor_name(actor)} made {commander.get_username()} the incident commander",
+            actor=actor,
+            at=at,
+            old=previous,
+            new=commander.get_username(),
         )
         return incident
 

@@ -260,6 +260,7 @@ class EventKind(models.TextChoices):
     STATUS_CHANGED = "status_changed", "Status changed"
     SEVERITY_CHANGED = "severity_changed", "Severity changed"
     SCOPE_CHANGED = "scope_changed", "Impact scope changed"
+    COMMANDER_CHANGED = "commander_changed", "Commander changed"
     COMPONENT_CHANGED = "component_changed", "Component status changed"
     RESOLVED = "resolved", "Resolved"
     REOPENED = "reopened", "Reopened"

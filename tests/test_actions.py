@@ -326,3 +326,34 @@ def test_it_loses_no_change_when_acknowledge_and_resolve_race(requires_postgres:
     else:
         assert incident.acknowledged_by == alice
     assert incident.events.filter(kind=EventKind.RESOLVED).count() == 1
+
+
+def test_it_words_timeline_events_as_people_read_them(staff: User) -> None:
+    incident = factories.declare(actor=staff, is_public=False, at=T0)
+    actions.post_update(incident, actor=staff, body="Paging the DBA", is_public=False, at=T0)
+    actions.acknowledge_incident(incident, actor=staff, at=T0 + timedelta(hours=2, minutes=30, seconds=20))
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(days=3, hours=4, minutes=5))
+
+    people = incident.events.exclude(kind__startswith="clock_")
+    assert list(people.values_list("message", flat=True)) == [
+        "alice declared SEV1: Queries are slow",
+        "alice posted an internal update",
+        "alice posted an internal update",
+        "alice acknowledged after 2 h 30 min",
+        "alice resolved the incident after 3 d 4 h",
+    ]
+
+
+def test_it_assigns_a_staff_commander(staff: User, other_staff: User, outsider: User) -> None:
+    incident = factories.declare(actor=None)
+    assert incident.commander is None
+
+    actions.assign_commander(incident, actor=staff, commander=other_staff)
+
+    incident.refresh_from_db()
+    assert incident.commander == other_staff
+    assert incident.events.last().message == "alice made bob the incident commander"  # type: ignore[union-attr]
+    with pytest.raises(ActionRefused, match="already the commander"):
+        actions.assign_commander(incident, actor=staff, commander=other_staff)
+    with pytest.raises(ActionRefused, match="active staff user"):
+        actions.assign_commander(incident, actor=staff, commander=outsider)
