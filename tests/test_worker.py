@@ -1,0 +1,227 @@
+"""A real Celery worker and beat drive the clock sweep; concurrent sweeps record each threshold once.
+
+These run against PostgreSQL (a subprocess cannot share SQLite's test database) and, for the worker,
+Redis. They skip on a laptop without the services and fail in CI, through the conftest fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from incidents import clocks
+from incidents.models import ClockEvent, ClockEventKind, ClockState, EventKind, Incident, Metric, TimelineEvent
+from tests import factories
+
+pytestmark = [
+    pytest.mark.worker,
+    # The subprocesses and threads must see committed rows. (A transactional test's flush removes the
+    # seeded severities; factories.severity() puts them back. serialized_rollback would clash with the
+    # content types that other transactional tests' flushes recreate.)
+    pytest.mark.django_db(transaction=True),
+]
+
+BASE_DIR = Path(settings.BASE_DIR)
+SWEEP_RESULT = re.compile(r"Task incidents\.tasks\.sweep_clocks\[[^]]+\] succeeded in [0-9.e-]+s: (\d+)")
+
+
+def database_url_for_subprocess() -> str:
+    """DATABASE_URL of the database this test uses (pytest-django has renamed NAME to the test one)."""
+    db = connection.settings_dict
+    auth = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    netloc = db.get("HOST") or "localhost"
+    if db.get("PORT"):
+        netloc += f":{db['PORT']}"
+    if auth:
+        netloc = f"{auth}@{netloc}"
+    return f"postgres://{netloc}/{quote(db['NAME'], safe='')}"
+
+
+class Celery:
+    """Celery subprocesses (worker, beat) on a queue of their own, with their logs kept for failures."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.queue = f"signalpost-test-{uuid.uuid4().hex[:10]}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "statuspage.settings",
+            "DATABASE_URL": database_url_for_subprocess(),
+            "REDIS_URL": settings.REDIS_URL,
+            "CELERY_QUEUE": self.queue,
+            "TIMER_SWEEP_SECONDS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.tmp_path / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "statuspage", name, "--loglevel=INFO", *args],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so killpg stops it and any children
+        )
+        log.close()
+
+    def start_worker(self) -> None:
+        self.start(
+            "worker",
+            "--pool=solo",
+            f"--queues={self.queue}",
+            f"--hostname={self.queue}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        )
+
+    def start_beat(self) -> None:
+        self.start("beat", f"--schedule={self.tmp_path / 'schedule'}", f"--pidfile={self.tmp_path / 'beat.pid'}")
+
+    def log(self, name: str) -> str:
+        path = self.tmp_path / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} log ---\n{self.log(name)}" for name in self.processes)
+
+    def sweep_results(self) -> list[int]:
+        """What each sweep the worker finished returned ("... succeeded in 0.01s: 3")."""
+        return [int(m) for m in SWEEP_RESULT.findall(self.log("worker"))]
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        """Poll until `condition` holds; fail with the logs if it doesn't in time or a process dies."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    pytest.fail(
+                        f"celery {name} exited with {process.returncode} while waiting for {what}\n{self.logs()}"
+                    )
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} after {timeout:.0f} s\n{self.logs()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        import redis
+
+        # Beat may have sent a few sweeps nobody will consume; don't leave the queue behind in Redis.
+        redis.Redis.from_url(settings.REDIS_URL).delete(self.queue, f"_kombu.binding.{self.queue}")
+
+
+@pytest.fixture
+def celery_processes(requires_postgres: None, requires_redis: None, tmp_path: Path) -> Iterator[Celery]:
+    processes = Celery(tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.stop()
+
+
+def test_beat_and_worker_record_a_breach_once(celery_processes: Celery) -> None:
+    staff = factories.make_user(username="alice")
+    # SEV1: acknowledge within 5 min. Declared 6 min ago and never acknowledged, so its 75%, 90% and
+    # breach thresholds have all fallen due; the other clocks have not reached 75% yet.
+    incident = factories.declare(actor=staff, severity_key="sev1", at=timezone.now() - timedelta(minutes=6))
+    ack_clock = incident.clocks.get(metric=Metric.ACKNOWLEDGE)
+    assert not ClockEvent.objects.exists()
+
+    def breaches() -> int:
+        return ClockEvent.objects.filter(clock=ack_clock, kind=ClockEventKind.BREACH).count()
+
+    started = time.monotonic()
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    celery_processes.wait_for(lambda: breaches() > 0, "breach recorded by the worker")
+    breach_seen_after = time.monotonic() - started
+
+    # Several more sweeps run over the same (now settled) clock and must add nothing.
+    sweeps = len(celery_processes.sweep_results())
+    celery_processes.wait_for(lambda: len(celery_processes.sweep_results()) >= sweeps + 3, "three more sweeps")
+
+    logs = celery_processes.logs()
+    assert breaches() == 1, logs
+    kinds = sorted(ClockEvent.objects.filter(clock=ack_clock).values_list("kind", flat=True))
+    assert kinds == ["breach", "warning_75", "warning_90"], logs
+    assert ClockEvent.objects.count() == 3, logs  # nothing on the clocks that are not due
+    breached = TimelineEvent.objects.filter(incident=incident, kind=EventKind.CLOCK_BREACHED)
+    assert breached.count() == 1, logs
+    assert breached.get().data == {"metric": "acknowledge", "threshold": "breach", "cycle": 1}
+    ack_clock.refresh_from_db()
+    assert ack_clock.state == ClockState.BREACHED, logs
+    assert ack_clock.breached_at == ack_clock.started_at + timedelta(minutes=5)
+    assert ack_clock.next_check_at is None
+    assert sum(celery_processes.sweep_results()) == 3, logs  # the worker's sweeps, not anything in this process
+    assert breach_seen_after < 30
+
+
+def test_concurrent_sweeps_record_each_threshold_once(requires_postgres: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    staff = factories.make_user(username="alice")
+    declared_at = timezone.now() - timedelta(minutes=20)
+    # SEV1, no public message: the acknowledge (5 min) and first update (15 min) clocks are both past
+    # every threshold; the resolve clock (4 h) is not due.
+    incidents = [
+        factories.declare(actor=staff, title=f"Queries are slow #{n}", message="", at=declared_at) for n in range(30)
+    ]
+    expected = len(incidents) * 2 * len(clocks.THRESHOLDS)
+    monkeypatch.setattr(clocks, "SWEEP_BATCH", 7)  # many small batches, so the sweeps interleave
+
+    now = timezone.now()
+    sweepers = 4
+    start = threading.Barrier(sweepers)
+    recorded: list[int] = []
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            start.wait(timeout=10)
+            recorded.append(clocks.sweep_due(now))
+        except BaseException as error:  # reported by the test below
+            errors.append(error)
+        finally:
+            connection.close()  # each thread has its own connection; leave none open for the flush
+
+    threads = [threading.Thread(target=sweep) for _ in range(sweepers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not errors, errors
+    assert len(recorded) == sweepers
+    assert sum(recorded) == expected
+    assert ClockEvent.objects.count() == expected
+    per_threshold = ClockEvent.objects.values_list("clock_id", "kind", "cycle")
+    assert len(set(per_threshold)) == expected
+    timeline = TimelineEvent.objects.filter(kind__in=[EventKind.CLOCK_WARNING, EventKind.CLOCK_BREACHED])
+    assert timeline.count() == expected
+    assert Incident.objects.filter(clocks__state=ClockState.BREACHED).distinct().count() == len(incidents)
+    assert clocks.sweep_due(now) == 0
