@@ -8,7 +8,16 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
-from incidents.models import Clock, Component, Incident, IncidentUpdate, Severity
+from incidents.models import (
+    ApiToken,
+    Clock,
+    Component,
+    Incident,
+    IncidentTemplate,
+    IncidentUpdate,
+    Severity,
+    TimelineEvent,
+)
 
 
 def require_staff(user: Any) -> None:
@@ -57,3 +66,51 @@ def get_component_for_user(user: Any, component_id: int | str) -> Component:
 def severities_for(user: Any) -> QuerySet[Severity]:
     require_staff(user)
     return Severity.objects.all()
+
+
+def timeline_for(user: Any, incident: Incident) -> QuerySet[TimelineEvent]:
+    """An incident's timeline, oldest first, with the people who acted."""
+    require_staff(user)
+    return TimelineEvent.objects.filter(incident=incident).select_related("actor").order_by("created_at", "id")
+
+
+def incident_templates_for(user: Any) -> QuerySet[IncidentTemplate]:
+    require_staff(user)
+    return IncidentTemplate.objects.select_related("severity").prefetch_related("components")
+
+
+def get_incident_template_for_user(user: Any, template_id: int | str) -> IncidentTemplate:
+    try:
+        return incident_templates_for(user).get(pk=int(template_id))
+    except (IncidentTemplate.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such incident template.") from None
+
+
+def incidents_in_full_for(user: Any) -> QuerySet[Incident]:
+    """Incidents with everything the staff API reads back prefetched: a constant number of queries per page."""
+    return (
+        incidents_for(user)
+        .select_related("declared_by")
+        .prefetch_related(
+            Prefetch("updates", queryset=IncidentUpdate.objects.select_related("author")),
+            Prefetch("components", queryset=Component.objects.select_related("group")),
+        )
+    )
+
+
+def get_full_incident_for_user(user: Any, incident_id: int | str) -> Incident:
+    try:
+        pk = int(incident_id)
+    except (TypeError, ValueError):
+        raise Http404("No such incident.") from None
+    incident = incidents_in_full_for(user).filter(pk=pk).first()
+    if incident is None:
+        raise Http404("No such incident.")
+    return incident
+
+
+def api_token_for(token: str) -> ApiToken | None:
+    """The token row (with its user) for a presented bearer token. Only SHA-256 hashes are stored."""
+    if not token:
+        return None
+    return ApiToken.objects.select_related("user").filter(token_hash=ApiToken.hash(token)).first()

@@ -1,0 +1,46 @@
+"""The staff JSON API at /api/v1/ (django-ninja). OpenAPI at /api/v1/openapi.json.
+
+The interactive docs page is off: ninja serves Swagger UI from a CDN unless "ninja" is an installed
+app, and the page would break our no-CDN rule and CSP. Point any OpenAPI viewer at openapi.json.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest
+from ninja import NinjaAPI, Router
+from ninja.operation import Operation
+
+from incidents.api.auth import ApiTokenAuth
+from incidents.api.endpoints import router
+from incidents.api.errors import install_error_handlers
+
+
+class StaffAPI(NinjaAPI):
+    def get_openapi_operation_id(self, operation: Operation) -> str:
+        return operation.view_func.__name__  # "declare_incident", not the module path
+
+
+api = StaffAPI(
+    title="Signalpost staff API",
+    version="1",
+    description="Incident response for staff. Authenticate with `Authorization: Bearer <token>` "
+    "(`manage.py create_api_token USERNAME`). Errors are JSON: `detail` (a message), `code`, and for "
+    "422 `errors` (each with `field`, `msg`, `type`).",
+    urls_namespace="api-v1",
+    auth=ApiTokenAuth(),
+    docs_url=None,
+)
+install_error_handlers(api)
+api.add_router("", router)
+
+# Added last, so it matches only what no operation above does.
+fallback = Router()
+
+
+@fallback.api_operation(["GET", "POST", "PUT", "PATCH", "DELETE"], "/{path:rest}", auth=None, include_in_schema=False)
+def unknown_endpoint(request: HttpRequest, rest: str) -> None:
+    """Unknown URLs under /api/v1/ answer JSON too, not the HTML 404 page."""
+    raise Http404("No such API endpoint.")
+
+
+api.add_router("", fallback)

@@ -1,0 +1,318 @@
+"""Request and response shapes of the staff API, and the functions that fill the response shapes.
+
+Responses are built from objects loaded with incidents.access.incidents_in_full_for, whose prefetches
+make the serialisers below query-free.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from ninja import Field, Schema
+from pydantic import BeforeValidator
+
+from incidents.models import (
+    ClockState,
+    Component,
+    ComponentStatus,
+    Impact,
+    Incident,
+    IncidentStatus,
+    IncidentUpdate,
+    Metric,
+    PublicStatus,
+    Severity,
+)
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class FieldErrorOut(Schema):
+    field: str = Field(description='Dotted path of the bad input, e.g. "components.0.status".')
+    msg: str
+    type: str
+
+
+class ErrorOut(Schema):
+    detail: str = Field(description="A message fit to show a person.")
+    code: str = Field(description='Machine-readable, e.g. "not_found", "invalid", "already_acknowledged".')
+    field: str | None = Field(None, description="The refused field, for a 422 from the domain.")
+    errors: list[FieldErrorOut] | None = Field(None, description="Every problem found, for a 422.")
+
+
+_AUTH_ERRORS: dict[int, type[Schema]] = {401: ErrorOut, 403: ErrorOut}
+READ_ERRORS: dict[int, type[Schema]] = {**_AUTH_ERRORS, 404: ErrorOut, 422: ErrorOut}
+WRITE_ERRORS: dict[int, type[Schema]] = {**READ_ERRORS, 409: ErrorOut}
+
+# --- input --------------------------------------------------------------------------------------
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+# Null or "" both mean "no override": the model stores "", clients usually send null.
+ImpactOverride = Annotated[Impact | None, BeforeValidator(_blank_is_none)]
+# Ids are BigAutoFields; a larger number is no id of ours (and would overflow SQLite's INTEGER).
+MAX_ID = 2**63 - 1
+
+
+def _id(description: str | None = None) -> Any:
+    return Field(ge=1, le=MAX_ID, description=description)
+
+
+def _optional_id(description: str) -> Any:
+    return Field(None, ge=1, le=MAX_ID, description=description)
+
+
+def _percent() -> Any:
+    return Field(None, ge=0, le=100, allow_inf_nan=False, description="Share of customers affected, 0–100.")
+
+
+class ComponentStatusIn(Schema):
+    id: int = _id()
+    status: ComponentStatus
+
+
+class DeclareIn(Schema):
+    title: str = Field(min_length=1, max_length=200)
+    severity: str = Field(description='A severity key, e.g. "sev1" (see GET /severities).')
+    message: str = Field("", description="The first update (Markdown); none if empty.")
+    message_is_public: bool = True
+    public_status: PublicStatus = PublicStatus.INVESTIGATING
+    components: list[ComponentStatusIn] = Field(default_factory=list)
+    customer_impact_percent: float | None = _percent()
+    regions: list[str] = Field(default_factory=list)
+    workaround: str = ""
+    impact_override: ImpactOverride = Field(None, description="Null or empty: impact derives from components.")
+
+
+class UpdateIn(Schema):
+    body: str = Field(description="Markdown.")
+    status: PublicStatus | None = Field(None, description="The public status; unchanged if omitted.")
+    is_public: bool = True
+    components: list[ComponentStatusIn] = Field(default_factory=list)
+
+
+class ResolveIn(Schema):
+    message: str = Field("", description="A closing update (Markdown); none if empty.")
+    is_public: bool = True
+
+
+class ReopenIn(Schema):
+    reason: str = Field(description="Why the incident is reopened (required, recorded on the timeline).")
+
+
+class IncidentPatchIn(Schema):
+    """Only the fields present in the request change."""
+
+    severity: str | None = None
+    customer_impact_percent: float | None = _percent()
+    regions: list[str] | None = None
+    workaround: str | None = None
+    impact_override: ImpactOverride = Field(None, description="Null or empty clears the override.")
+
+
+class ComponentIn(Schema):
+    name: str = Field(min_length=1, max_length=200)
+    group_id: int | None = _optional_id("The group to put the component in.")
+    is_group: bool = False
+    description: str = ""
+    position: int | None = Field(None, ge=0, le=2_147_483_647, description="Default: after the last one.")
+    status: ComponentStatus = ComponentStatus.OPERATIONAL
+    showcase: bool = True
+    only_show_if_degraded: bool = False
+
+
+class ComponentPatchIn(Schema):
+    status: ComponentStatus
+    incident_id: int | None = _optional_id("Record the change as part of this (open) incident.")
+
+
+class IncidentListQuery(Schema):
+    state: Literal["open", "resolved"] | None = Field(None, description="Open (unresolved) or resolved only.")
+    limit: int = Field(50, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+class ClockOut(Schema):
+    metric: Metric
+    target_seconds: int
+    started_at: datetime
+    due_at: datetime | None
+    stopped_at: datetime | None
+    elapsed_seconds: float
+    state: ClockState
+
+
+class ComponentChangeOut(Schema):
+    component_id: int
+    name: str
+    old_status: ComponentStatus
+    new_status: ComponentStatus
+
+
+class UpdateOut(Schema):
+    id: int
+    status: PublicStatus
+    body: str
+    body_html: str
+    is_public: bool
+    created_at: datetime
+    author: str | None
+    component_changes: list[ComponentChangeOut]
+
+
+class IncidentComponentOut(Schema):
+    id: int
+    name: str
+    display_name: str = Field(description='"Group - Component", as on the public page.')
+    status: ComponentStatus
+
+
+class IncidentOut(Schema):
+    id: int
+    title: str
+    severity: str = Field(description='The severity key, e.g. "sev1".')
+    status: IncidentStatus
+    public_status: PublicStatus
+    impact: Impact
+    impact_override: Impact | None
+    customer_impact_percent: float | None
+    regions: list[str]
+    workaround: str
+    commander: str | None
+    declared_by: str | None
+    acknowledged_by: str | None
+    components: list[IncidentComponentOut]
+    declared_at: datetime
+    acknowledged_at: datetime | None
+    identified_at: datetime | None
+    mitigated_at: datetime | None
+    resolved_at: datetime | None
+    published_at: datetime | None
+    reopened_count: int
+    updated_at: datetime
+    updates: list[UpdateOut] = Field(description="Newest first.")
+    clocks: list[ClockOut]
+
+
+class IncidentListOut(Schema):
+    count: int = Field(description="Incidents matching the filter, across all pages.")
+    limit: int
+    offset: int
+    items: list[IncidentOut] = Field(description="Newest first.")
+
+
+class ComponentOut(Schema):
+    id: int
+    name: str
+    display_name: str
+    group_id: int | None
+    is_group: bool
+    description: str
+    position: int
+    status: ComponentStatus
+    showcase: bool
+    only_show_if_degraded: bool
+    start_date: date | None
+    updated_at: datetime
+
+
+class SeverityOut(Schema):
+    key: str
+    name: str
+    description: str
+    rank: int
+    acknowledge_target: int | None = Field(description="Seconds; null means no target.")
+    first_update_target: int | None
+    update_cadence_target: int | None
+    resolve_target: int | None
+
+
+# --- serialisers --------------------------------------------------------------------------------
+
+
+def _username(user: Any) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+def update_out(update: IncidentUpdate) -> dict[str, Any]:
+    return {
+        "id": update.pk,
+        "status": update.status,
+        "body": update.body,
+        "body_html": update.body_html,
+        "is_public": update.is_public,
+        "created_at": update.created_at,
+        "author": _username(update.author),
+        "component_changes": update.component_changes,
+    }
+
+
+def incident_out(incident: Incident, *, now: datetime) -> dict[str, Any]:
+    """An incident as the API reads it back; clocks' elapsed time is measured at `now`."""
+    percent = incident.customer_impact_percent
+    return {
+        "id": incident.pk,
+        "title": incident.title,
+        "severity": incident.severity.key,
+        "status": incident.status,
+        "public_status": incident.public_status,
+        "impact": incident.impact,
+        "impact_override": incident.impact_override or None,
+        "customer_impact_percent": None if percent is None else float(percent),
+        "regions": incident.regions,
+        "workaround": incident.workaround,
+        "commander": _username(incident.commander),
+        "declared_by": _username(incident.declared_by),
+        "acknowledged_by": _username(incident.acknowledged_by),
+        "components": [
+            {"id": c.pk, "name": c.name, "display_name": c.display_name, "status": c.status}
+            for c in incident.components.all()
+        ],
+        "declared_at": incident.declared_at,
+        "acknowledged_at": incident.acknowledged_at,
+        "identified_at": incident.identified_at,
+        "mitigated_at": incident.mitigated_at,
+        "resolved_at": incident.resolved_at,
+        "published_at": incident.published_at,
+        "reopened_count": incident.reopened_count,
+        "updated_at": incident.updated_at,
+        "updates": [update_out(update) for update in incident.updates.all()],
+        "clocks": [clock.as_dict(now) for clock in incident.clocks.all()],
+    }
+
+
+def component_out(component: Component) -> dict[str, Any]:
+    return {
+        "id": component.pk,
+        "name": component.name,
+        "display_name": component.display_name,
+        "group_id": component.group_id,
+        "is_group": component.is_group,
+        "description": component.description,
+        "position": component.position,
+        "status": component.status,
+        "showcase": component.showcase,
+        "only_show_if_degraded": component.only_show_if_degraded,
+        "start_date": component.start_date,
+        "updated_at": component.updated_at,
+    }
+
+
+def severity_out(severity: Severity) -> dict[str, Any]:
+    return {
+        "key": severity.key,
+        "name": severity.name,
+        "description": severity.description,
+        "rank": severity.rank,
+        "acknowledge_target": severity.acknowledge_target,
+        "first_update_target": severity.first_update_target,
+        "update_cadence_target": severity.update_cadence_target,
+        "resolve_target": severity.resolve_target,
+    }
