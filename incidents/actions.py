@@ -391,7 +391,11 @@ def declare_incident(
     idempotency_key: str | None = None,
     at: datetime | None = None,
 ) -> Incident:
-    """Declare an incident, start its clocks, set component statuses and post the first message."""
+    """Declare an incident, start its clocks, set component statuses and post the first message.
+
+    With an idempotency key this user has used before, declare nothing and return that incident,
+    marked `replayed`.
+    """
     at = at or timezone.now()
     title = title.strip()
     if not title:
@@ -409,6 +413,7 @@ def declare_incident(
         if idempotency_key and user is not None:
             previous = IdempotencyKey.objects.filter(user=user, key=idempotency_key).select_related("incident")
             if found := previous.first():
+                found.incident.replayed = True
                 return found.incident
 
         incident = Incident.objects.create(
@@ -431,7 +436,9 @@ def declare_incident(
             except IntegrityError:
                 # Another request with the same key won the race: ours never happened.
                 transaction.set_rollback(True)
-                return IdempotencyKey.objects.get(user=user, key=idempotency_key).incident
+                winner = IdempotencyKey.objects.get(user=user, key=idempotency_key).incident
+                winner.replayed = True
+                return winner
 
         _start_clocks(incident, severity, at)
         changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
@@ -589,7 +596,7 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
     with transaction.atomic():
         incident = _lock(incident)
         if incident.severity_id == severity.pk:
-            raise ActionRefused(f"The incident is already {severity.name}.", field="severity")
+            raise ActionRefused(f"The incident is already {severity.name}.", code="unchanged")
         previous = incident.severity
         incident.severity = severity
         incident.updated_at = at
@@ -678,7 +685,7 @@ def update_impact_scope(
                 statuses = list(incident.components.values_list("status", flat=True))
                 incident.impact = _derived_impact(statuses)
         if not changed:
-            raise ActionRefused("Nothing changed.")
+            raise ActionRefused("Nothing changed.", code="unchanged")
         incident.updated_at = at
         incident.save(
             update_fields=[
@@ -814,25 +821,30 @@ def create_component(
         raise ActionRefused(f"{group.name} is not a group.", field="group")
     if is_group and group is not None:
         raise ActionRefused("Groups cannot be nested: components have two levels.", field="group")
+    taken = ActionRefused(f"A component named {name!r} already exists there.", field="name")
     with transaction.atomic():
         if Component.objects.filter(name=name, group=group).exists():
-            raise ActionRefused(f"A component named {name!r} already exists there.", field="name")
+            raise taken
         if position is None:
             last = Component.objects.filter(group=group).order_by("-position").values_list("position", flat=True)
             position = (last.first() or 0) + 1
-        component = Component.objects.create(
-            name=name[:200],
-            group=group,
-            is_group=is_group,
-            description=description.strip(),
-            position=position,
-            status=status,
-            showcase=showcase,
-            only_show_if_degraded=only_show_if_degraded,
-            start_date=at.date(),
-            created_at=at,
-            updated_at=at,
-        )
+        try:
+            with transaction.atomic():
+                component = Component.objects.create(
+                    name=name[:200],
+                    group=group,
+                    is_group=is_group,
+                    description=description.strip(),
+                    position=position,
+                    status=status,
+                    showcase=showcase,
+                    only_show_if_degraded=only_show_if_degraded,
+                    start_date=at.date(),
+                    created_at=at,
+                    updated_at=at,
+                )
+        except IntegrityError:
+            raise taken from None  # a concurrent request took the name between the check and here
         if status != ComponentStatus.OPERATIONAL:
             ComponentStatusChange.objects.create(
                 component=component,

@@ -193,6 +193,9 @@ class Incident(models.Model):
 
     objects = IncidentQuerySet.as_manager()
 
+    # Not a column: declare_incident sets it on the incident it returns for a repeated Idempotency-Key.
+    replayed: bool = False
+
     class Meta:
         ordering = ["-declared_at", "-id"]
         indexes = [

@@ -244,6 +244,7 @@ def test_it_returns_the_same_incident_for_a_repeated_idempotency_key(staff: User
     someone_else = factories.declare(actor=other_staff, idempotency_key="abc")
 
     assert again.pk == first.pk
+    assert (first.replayed, again.replayed, someone_else.replayed) == (False, True, False)
     assert someone_else.pk != first.pk
     assert Incident.objects.count() == 2
 
@@ -352,7 +353,7 @@ def test_it_assigns_a_staff_commander(staff: User, other_staff: User, outsider: 
 
     incident.refresh_from_db()
     assert incident.commander == other_staff
-    assert incident.events.last().message == "alice made bob the incident commander"  # type: ignore[union-attr]
+    assert incident.events.last().message == "alice made bob the incident commander"
     with pytest.raises(ActionRefused, match="already the commander"):
         actions.assign_commander(incident, actor=staff, commander=other_staff)
     with pytest.raises(ActionRefused, match="active staff user"):
