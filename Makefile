@@ -61,5 +61,9 @@ worker: install
 timers: install
 	$(PY) manage.py run_timers --loop
 
+# The README's screenshots, from a throwaway demo database (needs Chromium).
+screenshots: install
+	$(PY) docs/screenshots.py
+
 clean:
 	rm -rf $(VENV) var db.sqlite3 .pytest_cache .mypy_cache .ruff_cache

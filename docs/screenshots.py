@@ -1,0 +1,84 @@
+"""Take the README screenshots: `make screenshots` (needs Chromium; Debian: apt-get install chromium).
+
+Seeds a throwaway SQLite database with the demo, serves it on a free local port, logs in as the demo
+user and captures the dashboard and the story incident into docs/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+STORY = "Query API degraded for US customers"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"the server at {url} did not start")
+
+
+def main() -> None:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
+            "DATABASE_URL": f"sqlite:///{tmp}/screenshots.sqlite3",
+            "SITE_URL": f"http://127.0.0.1:{port}",
+        }
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
+        subprocess.run([*manage, "seed_demo"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(f"{base}/login/", time.monotonic() + 30)
+            with sync_playwright() as pw:
+                flags = ["--disable-gpu", "--disable-quic", "--disable-background-networking"]
+                browser = pw.chromium.launch(executable_path=chromium, args=flags)
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(f"{base}/login/?next=/manage/")
+                page.get_by_label("Username").fill("oncall")
+                page.get_by_label("Password").fill("signalpost")
+                page.get_by_role("button", name="Log in").click()
+                page.wait_for_url(f"{base}/manage/")
+                page.screenshot(path=ROOT / "docs" / "dashboard.png", full_page=True)
+                page.get_by_role("link", name=STORY).first.click()
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=ROOT / "docs" / "incident.png", full_page=True)
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(15)
+    print("wrote docs/dashboard.png and docs/incident.png")
+
+
+if __name__ == "__main__":
+    main()
