@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
@@ -13,6 +14,7 @@ from incidents.models import (
     Clock,
     Component,
     Incident,
+    IncidentQuerySet,
     IncidentTemplate,
     IncidentUpdate,
     Severity,
@@ -25,7 +27,7 @@ def require_staff(user: Any) -> None:
         raise PermissionDenied("Staff only.")
 
 
-def incidents_for(user: Any) -> QuerySet[Incident]:
+def incidents_for(user: Any) -> IncidentQuerySet:
     require_staff(user)
     return Incident.objects.select_related("severity", "commander", "acknowledged_by").prefetch_related(
         Prefetch("clocks", queryset=Clock.objects.order_by("id"))
@@ -114,3 +116,9 @@ def api_token_for(token: str) -> ApiToken | None:
     if not token:
         return None
     return ApiToken.objects.select_related("user").filter(token_hash=ApiToken.hash(token)).first()
+
+
+def staff_users_for(user: Any) -> QuerySet[Any]:
+    """The people who can command an incident: active staff."""
+    require_staff(user)
+    return get_user_model().objects.filter(is_staff=True, is_active=True).order_by("username")

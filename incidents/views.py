@@ -1,5 +1,420 @@
-from django.http import HttpRequest, HttpResponse
+"""The on-call staff UI: dashboard, declaration and the incident page.
+
+Views are plain functions. They load objects through incidents.access (which refuses non-staff with
+403), hand every change to incidents.actions, and show an ActionRefused to the person who asked.
+
+Every page works without JavaScript: a form posts, the view redirects (303) back to the incident page
+with a flash message, or re-renders the page with the errors next to their fields (422). With htmx the
+same URLs answer with template partials instead: the form that was sent plus out-of-band swaps of the
+parts of the page the action changed (header with clocks, updates, timeline). A refused or invalid
+form answers 422, which the htmx-config meta in base.html tells htmx to swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from functools import wraps
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render, resolve_url
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from incidents import access, actions
+from incidents.actions import ActionRefused
+from incidents.forms import (
+    CommanderForm,
+    DeclareForm,
+    ReopenForm,
+    ResolveForm,
+    ScopeForm,
+    SeverityForm,
+    StaffForm,
+    UpdateForm,
+)
+from incidents.models import Component, Incident, IncidentTemplate
+
+DASHBOARD = "incidents/dashboard.html"
+INCIDENT_PAGE = "incidents/incident.html"
+OPEN_LIMIT = 100  # an on-call dashboard, not an archive; the heading says when more are open
+RECENTLY_RESOLVED = 20
 
 
-def dashboard(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("dashboard")
+class HtmxHttpRequest(HttpRequest):
+    """What HtmxMiddleware adds, for the type checker."""
+
+    htmx: HtmxDetails
+
+
+View = Callable[..., HttpResponse]
+
+
+def staff_login_required(view: View) -> View:
+    """Send anonymous visitors to the login page (staff-ness itself is checked by incidents.access).
+
+    An htmx request (a poll after the session expired, say) gets HX-Redirect, so the login page
+    replaces the whole page instead of being swapped into a fragment.
+    """
+
+    @wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.htmx:
+            current = request.htmx.current_url_abs_path or request.get_full_path()
+            login = redirect_to_login(current, resolve_url(settings.LOGIN_URL))
+            return HttpResponseClientRedirect(login.url)
+        return redirect_to_login(request.get_full_path())
+
+    return wrapper
+
+
+def _is_fragment_request(request: HtmxHttpRequest) -> bool:
+    # A history restore after a cache miss needs the whole page, though htmx sends it.
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _see_other(url: str) -> HttpResponseRedirect:
+    return HttpResponseRedirect(url, status=303)
+
+
+def _incident_url(incident_id: int) -> str:
+    return reverse("incidents:detail", args=[incident_id])
+
+
+# --- dashboard ----------------------------------------------------------------------------------
+
+
+@staff_login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def dashboard(request: HtmxHttpRequest) -> HttpResponse:
+    incidents = access.incidents_for(request.user)
+    # incidents_for is typed as a plain QuerySet, so the filters are spelled out here.
+    open_incidents = incidents.open().order_by("severity__rank", "declared_at", "id")
+    context = {
+        "now": timezone.now(),
+        "open_incidents": list(open_incidents[:OPEN_LIMIT]),
+        "open_count": open_incidents.count(),
+        "open_limit": OPEN_LIMIT,
+        "resolved_incidents": list(incidents.resolved().order_by("-resolved_at", "-id")[:RECENTLY_RESOLVED]),
+    }
+    template = f"{DASHBOARD}#open-incidents" if _is_fragment_request(request) else DASHBOARD
+    return render(request, template, context)
+
+
+# --- declaring ----------------------------------------------------------------------------------
+
+
+def _template_initial(template: IncidentTemplate, components: Iterable[Component]) -> dict[str, Any]:
+    initial: dict[str, Any] = {"title": template.title, "message": template.message}
+    if template.severity_id is not None:
+        initial["severity"] = template.severity_id
+    chosen = {component.pk for component in template.components.all()}
+    for component in components:
+        # A group in a template stands for each of its components.
+        if not component.is_group and (component.pk in chosen or component.group_id in chosen):
+            initial[DeclareForm.component_field_name(component)] = template.component_status
+    return initial
+
+
+@staff_login_required
+@require_http_methods(["GET", "POST"])
+def declare(request: HtmxHttpRequest) -> HttpResponse:
+    severities = access.severities_for(request.user)
+    components = list(access.components_for(request.user))
+    templates = list(access.incident_templates_for(request.user))
+    chosen_template: IncidentTemplate | None = None
+
+    if request.method == "POST":
+        form = DeclareForm(request.POST, severities=severities, components=components)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                incident = actions.declare_incident(
+                    actor=request.user,
+                    title=data["title"],
+                    severity=data["severity"],
+                    message=data["message"],
+                    message_is_public=form.message_is_public,
+                    public_status=data["public_status"],
+                    components=form.component_changes(),
+                    customer_impact_percent=data["customer_impact_percent"],
+                    regions=data["regions"],
+                )
+            except ActionRefused as refused:
+                if not form.attach_refusal(refused):
+                    form.add_error(None, refused.message)
+            else:
+                messages.success(request, f"Declared {incident.severity.name}: {incident.title}")
+                return _see_other(_incident_url(incident.pk))
+        status = 422
+    else:
+        initial: dict[str, Any] = {}
+        if template_id := request.GET.get("template"):
+            chosen_template = access.get_incident_template_for_user(request.user, template_id)
+            initial = _template_initial(chosen_template, components)
+        form = DeclareForm(initial=initial, severities=severities, components=components)
+        status = 200
+
+    context = {"form": form, "templates": templates, "chosen_template": chosen_template}
+    return render(request, "incidents/declare.html", context, status=status)
+
+
+# --- the incident page --------------------------------------------------------------------------
+
+
+def _incident_context(
+    request: HtmxHttpRequest,
+    incident: Incident,
+    *,
+    bound: Mapping[str, StaffForm] | None = None,
+    header_error: str = "",
+) -> dict[str, Any]:
+    """Everything the incident page and its partials show; `bound` replaces the fresh forms."""
+    user = request.user
+    components = list(access.components_for(user))
+    affected_ids = {component.pk for component in incident.components.all()}
+    page_forms: dict[str, forms.Form] = {
+        "update_form": UpdateForm(incident=incident, components=components, affected_ids=affected_ids),
+        "severity_form": SeverityForm(incident=incident, severities=access.severities_for(user)),
+        "scope_form": ScopeForm(incident=incident),
+        "commander_form": CommanderForm(incident=incident, people=access.staff_users_for(user)),
+        "resolve_form": ResolveForm(),
+        "reopen_form": ReopenForm(),
+    }
+    page_forms.update(bound or {})
+    return {
+        "incident": incident,
+        "events": list(access.timeline_for(user, incident)),
+        "now": timezone.now(),
+        "header_error": header_error,
+        **page_forms,
+    }
+
+
+def _fragments(
+    request: HtmxHttpRequest,
+    context: dict[str, Any],
+    primary: str,
+    oob: Iterable[str] = (),
+    *,
+    status: int = 200,
+    with_messages: bool = False,
+) -> HttpResponse:
+    """One partial for the element that made the request, the others as out-of-band swaps."""
+    parts = [render_to_string(f"{INCIDENT_PAGE}#{primary}", context, request)]
+    parts += [render_to_string(f"{INCIDENT_PAGE}#{name}", {**context, "oob": True}, request) for name in oob]
+    if with_messages:
+        parts.append(render_to_string("base.html#messages", {"oob": True}, request))
+    return HttpResponse("".join(parts), status=status)
+
+
+@staff_login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def incident_detail(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    context = _incident_context(request, incident)
+    if _is_fragment_request(request):
+        # The header polls: it comes back with the updates and timeline others may have added.
+        return _fragments(request, context, "header", ("updates", "timeline"))
+    return render(request, INCIDENT_PAGE, context)
+
+
+def _succeeded(
+    request: HtmxHttpRequest, incident_id: int, message: str, primary: str, oob: Iterable[str]
+) -> HttpResponse:
+    messages.success(request, message)
+    if not request.htmx:
+        return _see_other(_incident_url(incident_id))
+    incident = access.get_incident_for_user(request.user, incident_id)
+    return _fragments(request, _incident_context(request, incident), primary, oob, with_messages=True)
+
+
+def _refused(
+    request: HtmxHttpRequest,
+    incident_id: int,
+    refused: ActionRefused,
+    primary: str,
+    oob: Iterable[str] = (),
+    form: tuple[str, StaffForm] | None = None,
+) -> HttpResponse:
+    """A refusal that names no field: flash and redirect, or (htmx) show it where the person acted.
+
+    The incident is read again, since a refusal usually means someone else changed it meanwhile
+    ("Already acknowledged by bob."), and the header shows that current state.
+    """
+    if not request.htmx:
+        messages.error(request, refused.message)
+        return _see_other(_incident_url(incident_id))
+    incident = access.get_incident_for_user(request.user, incident_id)
+    bound: dict[str, StaffForm] = {}
+    header_error = ""
+    if form is not None:
+        name, bound_form = form
+        bound_form.add_error(None, refused.message)
+        bound[name] = bound_form
+    else:
+        header_error = refused.message
+    context = _incident_context(request, incident, bound=bound, header_error=header_error)
+    oob_parts = [part for part in ("header", "timeline", *oob) if part != primary]
+    return _fragments(request, context, primary, dict.fromkeys(oob_parts), status=422)
+
+
+def _invalid(request: HtmxHttpRequest, incident: Incident, name: str, form: StaffForm, primary: str) -> HttpResponse:
+    """Errors next to their fields: the form fragment (htmx) or the whole page, both 422."""
+    context = _incident_context(request, incident, bound={name: form})
+    if request.htmx:
+        return _fragments(request, context, primary, status=422)
+    return render(request, INCIDENT_PAGE, context, status=422)
+
+
+def _form_refused(
+    request: HtmxHttpRequest,
+    incident: Incident,
+    refused: ActionRefused,
+    name: str,
+    form: StaffForm,
+    primary: str,
+    oob: Iterable[str] = (),
+) -> HttpResponse:
+    if form.attach_refusal(refused):
+        return _invalid(request, incident, name, form, primary)
+    return _refused(request, incident.pk, refused, primary, oob, form=(name, form))
+
+
+@staff_login_required
+@require_POST
+def acknowledge(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    try:
+        actions.acknowledge_incident(incident, actor=request.user)
+    except ActionRefused as refused:
+        return _refused(request, incident.pk, refused, "header")
+    return _succeeded(request, incident.pk, "Acknowledged. You are on it.", "header", ("timeline",))
+
+
+@staff_login_required
+@require_POST
+def post_update(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    components = list(access.components_for(request.user))
+    affected_ids = {component.pk for component in incident.components.all()}
+    form = UpdateForm(request.POST, incident=incident, components=components, affected_ids=affected_ids)
+    if not form.is_valid():
+        return _invalid(request, incident, "update_form", form, "update-form")
+    try:
+        update = actions.post_update(
+            incident,
+            actor=request.user,
+            body=form.cleaned_data["body"],
+            public_status=form.cleaned_data["public_status"],
+            is_public=form.is_public,
+            components=form.component_changes(),
+        )
+    except ActionRefused as refused:
+        return _form_refused(request, incident, refused, "update_form", form, "update-form")
+    posted = "Public update posted." if update.is_public else "Internal update posted."
+    return _succeeded(request, incident.pk, posted, "update-form", ("header", "updates", "timeline"))
+
+
+@staff_login_required
+@require_POST
+def change_severity(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    form = SeverityForm(request.POST, incident=incident, severities=access.severities_for(request.user))
+    if not form.is_valid():
+        return _invalid(request, incident, "severity_form", form, "severity-form")
+    severity = form.cleaned_data["severity"]
+    try:
+        actions.change_severity(incident, actor=request.user, severity=severity)
+    except ActionRefused as refused:
+        return _form_refused(request, incident, refused, "severity_form", form, "severity-form")
+    return _succeeded(
+        request, incident.pk, f"Severity is now {severity.name}.", "severity-form", ("header", "timeline")
+    )
+
+
+@staff_login_required
+@require_POST
+def assign_commander(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    form = CommanderForm(request.POST, incident=incident, people=access.staff_users_for(request.user))
+    if not form.is_valid():
+        return _invalid(request, incident, "commander_form", form, "commander-form")
+    commander = form.cleaned_data["commander"]
+    try:
+        actions.assign_commander(incident, actor=request.user, commander=commander)
+    except ActionRefused as refused:
+        return _form_refused(request, incident, refused, "commander_form", form, "commander-form")
+    message = f"{commander.get_username()} is now the incident commander."
+    return _succeeded(request, incident.pk, message, "commander-form", ("header", "timeline"))
+
+
+@staff_login_required
+@require_POST
+def update_scope(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    form = ScopeForm(request.POST, incident=incident)
+    if not form.is_valid():
+        return _invalid(request, incident, "scope_form", form, "scope-form")
+    data = form.cleaned_data
+    try:
+        actions.update_impact_scope(
+            incident,
+            actor=request.user,
+            customer_impact_percent=data["customer_impact_percent"],
+            regions=data["regions"],
+            workaround=data["workaround"],
+            impact_override=data["impact_override"],
+        )
+    except ActionRefused as refused:
+        return _form_refused(request, incident, refused, "scope_form", form, "scope-form")
+    return _succeeded(request, incident.pk, "Impact scope updated.", "scope-form", ("header", "timeline"))
+
+
+@staff_login_required
+@require_POST
+def resolve(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    form = ResolveForm(request.POST)
+    if not form.is_valid():
+        return _invalid(request, incident, "resolve_form", form, "resolve-form")
+    try:
+        actions.resolve_incident(
+            incident,
+            actor=request.user,
+            message=form.cleaned_data["message"],
+            is_public=form.is_public,
+            restore_components=form.cleaned_data["restore_components"],
+        )
+    except ActionRefused as refused:
+        return _form_refused(request, incident, refused, "resolve_form", form, "resolve-form", ("update-form",))
+    oob = ("header", "updates", "timeline", "update-form")
+    return _succeeded(request, incident.pk, "Resolved.", "resolve-form", oob)
+
+
+@staff_login_required
+@require_POST
+def reopen(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    form = ReopenForm(request.POST)
+    if not form.is_valid():
+        return _invalid(request, incident, "reopen_form", form, "resolve-form")
+    try:
+        actions.reopen_incident(incident, actor=request.user, reason=form.cleaned_data["reason"])
+    except ActionRefused as refused:
+        return _form_refused(request, incident, refused, "reopen_form", form, "resolve-form", ("update-form",))
+    oob = ("header", "timeline", "update-form")
+    return _succeeded(request, incident.pk, "Reopened: the resolve clock runs again.", "resolve-form", oob)

@@ -5,4 +5,5 @@ from django.http import HttpRequest
 
 
 def site(request: HttpRequest) -> dict[str, str]:
-    return {"site_name": settings.SITE_NAME, "site_url": settings.SITE_URL}
+    # Not "site_name": Django's auth views put the request's host there.
+    return {"site_title": settings.SITE_NAME, "site_url": settings.SITE_URL}

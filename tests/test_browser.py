@@ -1,0 +1,120 @@
+"""The on-call flow in a real browser: log in, declare, acknowledge, update, resolve (htmx swaps).
+
+Debian's Chromium through Playwright (see conftest's browser_type_launch_args); `live_server` runs the
+app in a thread against a transactional test database.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from playwright.sync_api import ConsoleMessage, Page, expect
+
+from incidents.models import Component, Incident
+from tests import factories
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CSP_WORDS = ("Content Security Policy", "Content-Security-Policy", "Refused to")
+
+
+def watch_console(page: Page) -> list[str]:
+    """Everything the page reports that the strict CSP blocked, and any uncaught script error."""
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if any(word in message.text for word in CSP_WORDS):
+            problems.append(f"console {message.type}: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    return problems
+
+
+def test_it_runs_an_incident_from_declaration_to_resolution(
+    requires_chromium: None, live_server: Any, page: Page, staff: User
+) -> None:
+    factories.ensure_severities()  # an earlier transactional test's flush removes the seeded ones
+    api = factories.make_component(name="Query API", actor=staff)
+    problems = watch_console(page)
+
+    # Logging in sends alice on to where she was going.
+    page.goto(f"{live_server.url}/manage/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/manage/$"))
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(factories.PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Incidents", level=1)).to_be_visible()
+    expect(page.get_by_text("No open incidents. All quiet.")).to_be_visible()
+
+    # Declare through the form (a plain POST, then the incident page).
+    page.get_by_role("link", name="Declare incident").click()
+    page.get_by_label("Title").fill("Checkout requests time out")
+    page.get_by_role("radio", name=re.compile(r"^SEV2 · Major")).check()
+    page.get_by_label("Customers affected (%)").fill("30")
+    page.get_by_label("Regions or segments").fill("eu-west, us-east")
+    page.get_by_label(re.compile(r"^Query API")).select_option("major_outage")
+    page.get_by_label("First message").fill("We are investigating timeouts at checkout.")
+    page.get_by_role("button", name="Declare incident").last.click()
+
+    header = page.locator("#incident-header")
+    expect(page.get_by_role("heading", name="Checkout requests time out", level=1)).to_be_visible()
+    expect(page.locator("#messages")).to_contain_text("Declared SEV2: Checkout requests time out")
+    expect(header).to_contain_text("Critical")
+    expect(header).to_contain_text("30%")
+    expect(header).to_contain_text("Major outage")
+    incident = Incident.objects.get(title="Checkout requests time out")
+
+    # From here on htmx swaps fragments: a marker on window survives only if the page never reloads.
+    page.evaluate("window.stillTheSamePage = true")
+
+    # The countdowns tick in the browser between the server's refreshes.
+    ack_countdown = header.locator(".countdown[data-due-at] .countdown__time").first
+    first_reading = ack_countdown.inner_text()
+    expect(ack_countdown).not_to_have_text(first_reading, timeout=5000)
+
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(header).to_contain_text("Acknowledged by alice")
+    expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    expect(page.locator("#timeline")).to_contain_text("alice acknowledged after")
+    expect(page.locator("#messages")).to_contain_text("Acknowledged. You are on it.")
+
+    # A form error comes back as 422 and is swapped in next to the field.
+    update_form = page.locator("#update-form")
+    update_form.get_by_role("button", name="Post update").click()
+    expect(update_form.locator("#update-body_error")).to_have_text("This field is required.")
+
+    update_form.get_by_label("Public status").select_option("identified")
+    update_form.get_by_label("Message").fill("A bad **deploy** of the payment proxy; rolling back.")
+    update_form.get_by_label(re.compile(r"^Query API")).select_option("partial_outage")
+    update_form.get_by_role("button", name="Post update").click()
+    updates = page.locator("#updates")
+    expect(updates.locator("article").first).to_contain_text("A bad deploy of the payment proxy; rolling back.")
+    expect(updates.locator("article").first.locator("strong")).to_have_text("deploy")
+    expect(updates).to_contain_text("Query API: Major outage")
+    expect(header.locator(".pill--identified")).to_be_visible()
+    expect(page.locator("#update-body")).to_have_value("")
+
+    resolve_form = page.locator("#resolve-form")
+    resolve_form.get_by_label("Final message (optional)").fill("Rolled back; checkout works again.")
+    resolve_form.get_by_role("button", name="Resolve incident").click()
+    expect(page.get_by_role("button", name="Reopen incident")).to_be_visible()
+    expect(header.locator(".pill--resolved")).to_be_visible()
+    expect(header).to_contain_text("Lasted")
+    expect(updates.locator("article").first).to_contain_text("Rolled back; checkout works again.")
+    expect(page.locator("#update-form")).to_contain_text("Reopen it to post more updates.")
+    expect(page.locator("#messages")).to_contain_text("Resolved.")
+
+    assert page.evaluate("window.stillTheSamePage") is True
+    incident.refresh_from_db()
+    api = Component.objects.get(pk=api.pk)
+    assert (incident.status, incident.acknowledged_by, api.status) == ("resolved", staff, "operational")
+
+    # The dashboard lists it under recently resolved.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Incidents").click()
+    expect(page.locator("#open-incidents")).to_contain_text("No open incidents.")
+    expect(page.locator("#open-incidents")).to_contain_text("Checkout requests time out")
+    assert problems == []
