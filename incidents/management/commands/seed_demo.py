@@ -256,6 +256,7 @@ class Demo:
             at=start,
         )
         actions.acknowledge_incident(incident, actor=self.oncall, at=t(150))
+        actions.assign_commander(incident, actor=self.oncall, commander=self.oncall, at=t(150))
         actions.post_update(
             incident,
             actor=self.oncall,
