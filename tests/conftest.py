@@ -39,6 +39,17 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+SERVICE_MARKERS = {"requires_postgres": "postgres", "requires_redis": "redis", "requires_chromium": "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the services it needs, so a run can leave them out: -m "not postgres"."""
+    for item in items:
+        for fixture, marker in SERVICE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
+
+
 @pytest.fixture
 def requires_postgres(db: None) -> None:
     need(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://…)")
