@@ -42,6 +42,7 @@ from incidents.models import (
     Severity,
     TimelineEvent,
 )
+from incidents.publishing import request_publish
 
 Actor = AbstractBaseUser | AnonymousUser | None
 
@@ -466,6 +467,8 @@ def declare_incident(
                 component_changes=[],
                 at=at,
             )
+        elif applied:
+            request_publish()
         return incident
 
 
@@ -564,6 +567,8 @@ def _post_update_locked(
     _refresh_impact(incident, [c["new_status"] for c in applied])
     incident.updated_at = at
     incident.save(update_fields=sorted(fields))
+    if is_public or applied:
+        request_publish()
     update = IncidentUpdate.objects.create(
         incident=incident,
         status=public_status if is_public else incident.public_status,
@@ -692,6 +697,8 @@ def update_impact_scope(
                 "customer_impact_percent", "regions", "workaround", "impact_override", "impact", "updated_at"
             ]
         )  # fmt: skip
+        if incident.published_at is not None:
+            request_publish()
         _event(
             incident,
             EventKind.SCOPE_CHANGED,
@@ -756,6 +763,7 @@ def resolve_incident(
         _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at, satisfied=False)
         _stop_clock(_clock(incident, Metric.UPDATE_CADENCE), at, satisfied=False)
         _stop_clock(_clock(incident, Metric.RESOLVE), at)
+        request_publish()
         duration = (at - incident.declared_at).total_seconds()
         _event(
             incident,
@@ -785,6 +793,8 @@ def reopen_incident(incident: Incident, *, actor: Actor, reason: str, at: dateti
         incident.updated_at = at
         incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
         _resume_clock(_clock(incident, Metric.RESOLVE), at)
+        if incident.published_at is not None:
+            request_publish()
         _event(
             incident,
             EventKind.REOPENED,
@@ -845,6 +855,7 @@ def create_component(
                 )
         except IntegrityError:
             raise taken from None  # a concurrent request took the name between the check and here
+        request_publish()
         if status != ComponentStatus.OPERATIONAL:
             ComponentStatusChange.objects.create(
                 component=component,
@@ -873,6 +884,8 @@ def set_component_status(
             if incident.is_resolved:
                 raise ActionRefused("This incident is resolved; reopen it first.")
         applied = _apply_component_changes(incident, [ComponentChange(component, status)], actor=actor, at=at)
+        if applied:
+            request_publish()
         if incident is not None and applied:
             incident.components.add(component)
             _refresh_impact(incident, [status])

@@ -270,12 +270,21 @@ class EventKind(models.TextChoices):
     CLOCK_WARNING = "clock_warning", "Clock warning"
     CLOCK_BREACHED = "clock_breached", "Clock breached"
     CLOCK_MET = "clock_met", "Clock met"
+    MAINTENANCE_SCHEDULED = "maintenance_scheduled", "Maintenance scheduled"
+    MAINTENANCE_RESCHEDULED = "maintenance_rescheduled", "Maintenance rescheduled"
+    MAINTENANCE_UPDATE = "maintenance_update", "Maintenance update posted"
+    MAINTENANCE_STARTED = "maintenance_started", "Maintenance started"
+    MAINTENANCE_COMPLETED = "maintenance_completed", "Maintenance completed"
+    MAINTENANCE_CANCELLED = "maintenance_cancelled", "Maintenance cancelled"
 
 
 class TimelineEvent(models.Model):
     """Append-only record of every action on an incident: who, when, what changed."""
 
-    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    maintenance = models.ForeignKey(
+        "Maintenance", null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
     kind = models.CharField(max_length=32, choices=EventKind.choices)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     message = models.CharField(max_length=500)
@@ -285,6 +294,11 @@ class TimelineEvent(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["incident", "created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(incident__isnull=False) | Q(maintenance__isnull=False), name="event_has_a_subject"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.message
@@ -417,3 +431,83 @@ class ApiToken(models.Model):
     @staticmethod
     def hash(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
+
+
+class MaintenanceStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    IN_PROGRESS = "in_progress", "In progress"
+    VERIFYING = "verifying", "Verifying"
+    COMPLETED = "completed", "Completed"
+
+
+class Maintenance(models.Model):
+    """A maintenance window. `next_action_at` is the next automatic step (start or completion) that
+    the sweep claims; the affected components' statuses before the start are kept to restore them."""
+
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=MaintenanceStatus.choices, default=MaintenanceStatus.SCHEDULED)
+    scheduled_for = models.DateTimeField()
+    scheduled_until = models.DateTimeField()
+    components = models.ManyToManyField(Component, blank=True, related_name="maintenances")
+    auto_start = models.BooleanField(default=True)
+    auto_complete = models.BooleanField(default=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    restore_statuses = models.JSONField(default=dict, blank=True, help_text="Component id → status before the start.")
+    next_action_at = models.DateTimeField(null=True, blank=True)
+    sequence = models.PositiveIntegerField(default=0, help_text="iCalendar SEQUENCE: bumped on every reschedule.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-scheduled_for", "-id"]
+        indexes = [
+            models.Index(
+                fields=["next_action_at"], condition=Q(next_action_at__isnull=False), name="maintenance_due_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.cancelled_at is not None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == MaintenanceStatus.COMPLETED or self.is_cancelled
+
+
+class MaintenanceUpdate(models.Model):
+    maintenance = models.ForeignKey(Maintenance, on_delete=models.CASCADE, related_name="updates")
+    status = models.CharField(max_length=16, choices=MaintenanceStatus.choices)
+    body = models.TextField()
+    body_html = models.TextField()
+    component_changes = models.JSONField(default=list, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.status} update on maintenance {self.maintenance_id}"
+
+
+class Snapshot(models.Model):
+    """A published version of everything public (incidents/public.py builds the document)."""
+
+    version = models.PositiveBigIntegerField(unique=True)
+    document = models.JSONField()
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-version"]
+        get_latest_by = "version"
+
+    def __str__(self) -> str:
+        return f"snapshot v{self.version}"

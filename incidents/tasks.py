@@ -11,3 +11,11 @@ def sweep_clocks() -> int:
     from incidents.clocks import sweep_due
 
     return sweep_due()
+
+
+@shared_task(name="incidents.tasks.publish_snapshot", ignore_result=True)
+def publish_snapshot() -> int:
+    """Build and store the public snapshot; returns its version (unchanged content keeps the old one)."""
+    from incidents.publishing import publish
+
+    return publish().version

@@ -81,6 +81,26 @@ def _eager_celery() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _isolated_snapshots(settings: Any, tmp_path: Path) -> Iterator[None]:
+    """Each test publishes into its own folder, and starts and ends with no snapshot in Redis."""
+    from incidents import publishing
+    from statuspage.snapshot import reader
+
+    settings.SNAPSHOT_DIR = tmp_path / "snapshot"
+
+    def forget() -> None:
+        reader.reset()
+        client = publishing.redis_client()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.delete(publishing.REDIS_DOCUMENT_KEY, publishing.REDIS_VERSION_KEY)
+
+    forget()
+    yield
+    forget()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

@@ -1,0 +1,334 @@
+"""The public read model: builds the snapshot document of everything public, from the database.
+
+The document is the contract between publishing and the public site: the public pages, the
+Statuspage v2 API, the feeds and the static export all render from it and never touch the database.
+Its objects are shaped like Statuspage's v2 payloads (ids as strings, timestamps with milliseconds
+in the page's zone) with a few extra keys of ours, which the v2 API leaves out:
+  incidents[*]: body_html on updates, impact_scope, next_update_at, duration_seconds
+  components[*]: uptime (for showcased components)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from incidents.models import (
+    COMPONENT_STATUS_RANK,
+    Clock,
+    ClockState,
+    Component,
+    ComponentStatus,
+    ComponentStatusChange,
+    Incident,
+    IncidentUpdate,
+    Metric,
+)
+
+SCHEMA = 1
+UPTIME_DAYS = 90
+UPTIME_MONTHS = 12
+HISTORY_LIMIT = 500
+# Share of a period that counts as down: a major outage fully, a partial one for 0.3, a degraded
+# component not at all. Time under maintenance is left out of the period altogether.
+OUTAGE_WEIGHT = {
+    ComponentStatus.MAJOR_OUTAGE: 1.0,
+    ComponentStatus.PARTIAL_OUTAGE: 0.3,
+    ComponentStatus.DEGRADED_PERFORMANCE: 0.0,
+    ComponentStatus.OPERATIONAL: 0.0,
+}
+INDICATOR_DESCRIPTIONS = {
+    "none": "All Systems Operational",
+    "minor": "Minor Service Outage",
+    "major": "Partial System Outage",
+    "critical": "Major System Outage",
+}
+IMPACT_RANK = {"none": 0, "minor": 1, "major": 2, "critical": 3, "maintenance": 0}
+
+
+def page_zone() -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(settings.DISPLAY_TIME_ZONE)
+
+
+def stamp(moment: datetime | None) -> str | None:
+    """Statuspage's timestamps: milliseconds and the page's UTC offset."""
+    if moment is None:
+        return None
+    return moment.astimezone(page_zone()).isoformat(timespec="milliseconds")
+
+
+def page_id() -> str:
+    return hashlib.sha256(settings.SITE_URL.encode()).hexdigest()[:12]
+
+
+def content_hash(document: dict[str, Any]) -> str:
+    """A hash of what the document says, leaving out when and as which version it was built."""
+    content = {k: v for k, v in document.items() if k not in {"version", "generated_at"}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --- uptime -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Span:
+    start: datetime
+    end: datetime
+    status: str
+
+
+def status_spans(components: Iterable[Component], since: datetime, until: datetime) -> dict[int, list[Span]]:
+    """Each component's statuses over [since, until), from its recorded history (one query)."""
+    spans: dict[int, list[Span]] = {}
+    changes: dict[int, list[ComponentStatusChange]] = defaultdict(list)
+    ids = [c.pk for c in components]
+    for change in ComponentStatusChange.objects.filter(component_id__in=ids, changed_at__gte=since).order_by(
+        "changed_at", "id"
+    ):
+        changes[change.component_id].append(change)
+    for component in components:
+        history = changes.get(component.pk, [])
+        begin = max(since, component.created_at)
+        # The status at `since` is the first later change's old status, or today's if none changed.
+        status = history[0].old_status if history else component.status
+        result: list[Span] = []
+        cursor = begin
+        for change in history:
+            if change.changed_at > cursor:
+                result.append(Span(cursor, min(change.changed_at, until), status))
+            cursor = max(cursor, change.changed_at)
+            status = change.new_status
+        if cursor < until:
+            result.append(Span(cursor, until, status))
+        spans[component.pk] = result
+    return spans
+
+
+def uptime_between(spans: list[Span], start: datetime, end: datetime) -> dict[str, Any] | None:
+    """Uptime of one component over [start, end); None when it did not exist then."""
+    counted = 0.0
+    down = 0.0
+    worst = ComponentStatus.OPERATIONAL
+    for span in spans:
+        lo, hi = max(span.start, start), min(span.end, end)
+        if hi <= lo:
+            continue
+        seconds = (hi - lo).total_seconds()
+        status = ComponentStatus(span.status)
+        if COMPONENT_STATUS_RANK[status] > COMPONENT_STATUS_RANK[worst]:
+            worst = status
+        if status == ComponentStatus.UNDER_MAINTENANCE:
+            continue
+        counted += seconds
+        down += seconds * OUTAGE_WEIGHT[status]
+    if counted == 0 and worst == ComponentStatus.OPERATIONAL:
+        return None
+    percent = 100.0 if counted == 0 else round(100 * (1 - down / counted), 3)
+    return {"uptime_percent": percent, "outage_seconds": round(down), "worst_status": worst.value}
+
+
+def component_uptime(spans: list[Span], now: datetime) -> dict[str, Any]:
+    zone = page_zone()
+    today = now.astimezone(zone).date()
+    days = []
+    for offset in range(UPTIME_DAYS - 1, -1, -1):
+        day = today - timedelta(days=offset)
+        start = datetime.combine(day, time.min, zone)
+        end = min(datetime.combine(day + timedelta(days=1), time.min, zone), now)
+        days.append({"date": day.isoformat(), **(uptime_between(spans, start, end) or {"uptime_percent": None})})
+    months = []
+    first = date(today.year, today.month, 1)
+    for _ in range(UPTIME_MONTHS):
+        start = datetime.combine(first, time.min, zone)
+        next_month = (first + timedelta(days=32)).replace(day=1)
+        end = min(datetime.combine(next_month, time.min, zone), now)
+        months.append(
+            {"month": first.strftime("%Y-%m"), **(uptime_between(spans, start, end) or {"uptime_percent": None})}
+        )
+        first = (first - timedelta(days=1)).replace(day=1)
+    window_start = datetime.combine(today - timedelta(days=UPTIME_DAYS - 1), time.min, zone)
+    overall = uptime_between(spans, window_start, now)
+    return {
+        "days": days,
+        "months": months,
+        "uptime_percent": overall["uptime_percent"] if overall else None,
+    }
+
+
+# --- the document -------------------------------------------------------------------------------
+
+
+def _component_row(component: Component, children: list[Component], statuses: dict[int, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": str(component.pk),
+        "name": component.name,
+        "status": statuses[component.pk],
+        "created_at": stamp(component.created_at),
+        "updated_at": stamp(component.updated_at),
+        "position": component.position,
+        "description": component.description or None,
+        "showcase": component.showcase,
+        "start_date": component.start_date.isoformat() if component.start_date else None,
+        "group_id": str(component.group_id) if component.group_id else None,
+        "page_id": page_id(),
+        "group": component.is_group,
+        "only_show_if_degraded": component.only_show_if_degraded,
+    }
+    if component.is_group:
+        row["components"] = [str(child.pk) for child in children]
+    return row
+
+
+def _worst(statuses: Iterable[str]) -> str:
+    worst = ComponentStatus.OPERATIONAL.value
+    for status in statuses:
+        if COMPONENT_STATUS_RANK[ComponentStatus(status)] > COMPONENT_STATUS_RANK[ComponentStatus(worst)]:
+            worst = status
+    return worst
+
+
+def overall_status(component_statuses: Iterable[str], open_impacts: Iterable[str]) -> dict[str, str]:
+    """Statuspage's page indicator, from the worst component and the worst unresolved incident."""
+    statuses = list(component_statuses)
+    worst = _worst(statuses)
+    indicator = {
+        ComponentStatus.MAJOR_OUTAGE: "critical",
+        ComponentStatus.PARTIAL_OUTAGE: "major",
+        ComponentStatus.DEGRADED_PERFORMANCE: "minor",
+    }.get(ComponentStatus(worst), "none")
+    for impact in open_impacts:
+        if IMPACT_RANK.get(impact, 0) > IMPACT_RANK[indicator]:
+            indicator = impact
+    if worst == ComponentStatus.DEGRADED_PERFORMANCE and indicator == "minor":
+        description = "Partially Degraded Service"
+    elif indicator == "none" and ComponentStatus.UNDER_MAINTENANCE in statuses:
+        description = "Service Under Maintenance"
+    else:
+        description = INDICATOR_DESCRIPTIONS[indicator]
+    return {"indicator": indicator, "description": description}
+
+
+def _update_row(update: IncidentUpdate, incident_id: str) -> dict[str, Any]:
+    return {
+        "id": str(update.pk),
+        "status": update.status,
+        "body": update.body,
+        "incident_id": incident_id,
+        "created_at": stamp(update.created_at),
+        "updated_at": stamp(update.created_at),
+        "display_at": stamp(update.created_at),
+        "affected_components": [
+            {
+                "code": str(c["component_id"]),
+                "name": c["name"],
+                "old_status": c["old_status"],
+                "new_status": c["new_status"],
+            }
+            for c in update.component_changes
+        ]
+        or None,
+        "deliver_notifications": True,
+        "custom_tweet": None,
+        "tweet_id": None,
+        "body_html": update.body_html,
+    }
+
+
+def _incident_row(incident: Incident, component_rows: dict[int, dict[str, Any]], now: datetime) -> dict[str, Any]:
+    incident_id = str(incident.pk)
+    updates = [u for u in incident.updates.all() if u.is_public]  # prefetched, newest first
+    cadence = next((c for c in incident.clocks.all() if c.metric == Metric.UPDATE_CADENCE), None)
+    next_update = (
+        cadence.due_at
+        if cadence is not None and cadence.state != ClockState.STOPPED and cadence.running_since
+        else None
+    )
+    monitoring = next((u.created_at for u in reversed(updates) if u.status == "monitoring"), None)
+    return {
+        "id": incident_id,
+        "name": incident.title,
+        "status": incident.public_status,
+        "created_at": stamp(incident.published_at or incident.declared_at),
+        "updated_at": stamp(updates[0].created_at if updates else incident.updated_at),
+        "monitoring_at": stamp(monitoring),
+        "resolved_at": stamp(incident.resolved_at) if incident.is_resolved else None,
+        "impact": incident.impact,
+        "shortlink": f"{settings.SITE_URL}/incidents/{incident_id}",
+        "started_at": stamp(incident.impact_started_at or incident.declared_at),
+        "page_id": page_id(),
+        "incident_updates": [_update_row(u, incident_id) for u in updates],
+        "components": [component_rows[c.pk] for c in incident.components.all() if c.pk in component_rows],
+        "impact_scope": {
+            "customer_impact_percent": float(incident.customer_impact_percent)
+            if incident.customer_impact_percent is not None
+            else None,
+            "regions": incident.regions,
+            "workaround": incident.workaround,
+        },
+        "next_update_at": stamp(next_update) if not incident.is_resolved else None,
+        # Only once resolved: a running duration would make every build differ.
+        "duration_seconds": round(incident.duration().total_seconds()) if incident.is_resolved else None,
+    }
+
+
+def build_document(now: datetime | None = None) -> dict[str, Any]:
+    """Everything the public side shows, as one JSON-ready document (a fixed number of queries)."""
+    now = now or timezone.now()
+    components = list(Component.objects.select_related("group").order_by("position", "-is_group", "name", "id"))
+    children: dict[int, list[Component]] = defaultdict(list)
+    for component in components:
+        if component.group_id:
+            children[component.group_id].append(component)
+    statuses = {c.pk: c.status for c in components}
+    for component in components:
+        if component.is_group:
+            statuses[component.pk] = _worst(statuses[child.pk] for child in children[component.pk])
+    rows = {c.pk: _component_row(c, children[c.pk], statuses) for c in components}
+
+    since = now - timedelta(days=max(UPTIME_DAYS, 31 * UPTIME_MONTHS) + 1)
+    showcased = [c for c in components if c.showcase and not c.is_group]
+    spans = status_spans(showcased, since, now)
+    for component in showcased:
+        rows[component.pk]["uptime"] = component_uptime(spans[component.pk], now)
+
+    incidents = list(
+        Incident.objects.filter(published_at__isnull=False)
+        .order_by("-declared_at", "-id")
+        .prefetch_related(
+            Prefetch("updates", queryset=IncidentUpdate.objects.filter(is_public=True).order_by("-created_at", "-id")),
+            Prefetch("clocks", queryset=Clock.objects.filter(metric=Metric.UPDATE_CADENCE)),
+            "components",
+        )[:HISTORY_LIMIT]
+    )
+    incident_rows = [_incident_row(incident, rows, now) for incident in incidents]
+    open_impacts = [row["impact"] for row in incident_rows if row["status"] != "resolved"]
+    leaf_statuses = [statuses[c.pk] for c in components if not c.is_group]
+    latest = max(
+        [c.updated_at for c in components] + [datetime.fromisoformat(r["updated_at"]) for r in incident_rows],
+        default=now,
+    )
+    return {
+        "schema": SCHEMA,
+        "generated_at": stamp(now),
+        "page": {
+            "id": page_id(),
+            "name": settings.SITE_NAME,
+            "url": settings.SITE_URL,
+            "time_zone": settings.DISPLAY_TIME_ZONE,
+            "updated_at": stamp(latest),
+        },
+        "status": overall_status(leaf_statuses, open_impacts),
+        "components": [rows[c.pk] for c in components],
+        "incidents": incident_rows,
+        "scheduled_maintenances": [],
+    }

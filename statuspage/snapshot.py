@@ -1,0 +1,126 @@
+"""The snapshot store's read side: the newest published document, without the database.
+
+Each process keeps the current document in memory and looks for a newer version at most once per
+RECHECK_SECONDS: a GET of the version key in Redis, else the snapshot file's mtime. So most public
+requests make no network call, and none touches the database. Only when every store is empty is the
+document built once from the database (a fresh install before its first publish).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils.http import http_date
+
+from incidents import publishing
+
+log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Published:
+    version: int
+    document: dict[str, Any]
+
+    @property
+    def etag(self) -> str:
+        return f'"v{self.version}"'
+
+    @property
+    def generated_at(self) -> datetime:
+        return datetime.fromisoformat(self.document["generated_at"])
+
+    @property
+    def last_modified(self) -> str:
+        """An HTTP date (GMT) for the Last-Modified header."""
+        return http_date(self.generated_at.timestamp())
+
+
+class SnapshotReader:
+    def __init__(self) -> None:
+        self._current: Published | None = None
+        self._checked_at = float("-inf")
+        self._file_mtime: float | None = None
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._current = None
+            self._checked_at = float("-inf")
+            self._file_mtime = None
+
+    def current(self) -> Published | None:
+        if time.monotonic() - self._checked_at < RECHECK_SECONDS and self._current is not None:
+            return self._current
+        with self._lock:
+            if time.monotonic() - self._checked_at >= RECHECK_SECONDS or self._current is None:
+                newer = self._from_redis() or self._from_file()
+                if newer is not None and (self._current is None or newer.version > self._current.version):
+                    self._current = newer
+                if self._current is None:
+                    self._current = self._from_database()
+                self._checked_at = time.monotonic()
+            return self._current
+
+    def _known_version(self) -> int:
+        return self._current.version if self._current is not None else 0
+
+    def _from_redis(self) -> Published | None:
+        client = publishing.redis_client()
+        if client is None:
+            return None
+        try:
+            version = client.get(publishing.REDIS_VERSION_KEY)
+            if version is None or int(version) <= self._known_version():
+                return None
+            payload = client.get(publishing.REDIS_DOCUMENT_KEY)
+        except Exception:
+            log.warning("snapshot: Redis unavailable, reading the file", exc_info=False)
+            return None
+        return _parse(payload)
+
+    def _from_file(self) -> Published | None:
+        path = publishing.snapshot_path()
+        try:
+            mtime = path.stat().st_mtime
+            if mtime == self._file_mtime:
+                return None
+            payload = path.read_bytes()
+        except OSError:
+            return None
+        self._file_mtime = mtime
+        return _parse(payload)
+
+    def _from_database(self) -> Published | None:
+        try:
+            snapshot = publishing.publish()
+        except Exception:
+            log.exception("snapshot: no store has a snapshot and the database could not build one")
+            return None
+        return Published(snapshot.version, snapshot.document)
+
+
+def _parse(payload: bytes | None) -> Published | None:
+    if not payload:
+        return None
+    try:
+        document = json.loads(payload)
+        return Published(int(document["version"]), document)
+    except (ValueError, KeyError, TypeError):
+        log.exception("snapshot: unreadable document")
+        return None
+
+
+reader = SnapshotReader()
+
+
+def current() -> Published | None:
+    return reader.current()
