@@ -1,13 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from incidents.api import api
 
 urlpatterns = [
-    # The public status page arrives with the publishing work; until then / leads staff to the dashboard.
-    path("", RedirectView.as_view(pattern_name="incidents:dashboard", permanent=False)),
+    path("", include("statuspage.urls_public")),
+    path("", include("statuspage.urls_api_v2")),
     path("manage/", include("incidents.urls")),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),

@@ -84,12 +84,14 @@ def _eager_celery() -> Iterator[None]:
 def _isolated_snapshots(settings: Any, tmp_path: Path) -> Iterator[None]:
     """Each test publishes into its own folder, and starts and ends with no snapshot in Redis."""
     from incidents import publishing
+    from statuspage.http import clear_rendered
     from statuspage.snapshot import reader
 
     settings.SNAPSHOT_DIR = tmp_path / "snapshot"
 
     def forget() -> None:
         reader.reset()
+        clear_rendered()
         client = publishing.redis_client()
         if client is not None:
             with contextlib.suppress(Exception):

@@ -1,0 +1,3 @@
+"""Public pages (statuspage/views.py), served from the snapshot."""
+
+urlpatterns: list = []
