@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from django.db import connection, transaction
 from django.utils import timezone
 
-from incidents.models import Clock, ClockEventKind, ClockState
+from incidents.models import Clock, ClockEventKind, ClockState, Maintenance
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -84,20 +84,35 @@ def due_clocks(now: datetime) -> QuerySet[Clock]:
     return qs
 
 
-def sweep_due(now: datetime | None = None) -> int:
-    """Record every warning and breach due by `now`; returns how many were recorded.
+def due_maintenance(now: datetime) -> QuerySet[Maintenance]:
+    qs = Maintenance.objects.filter(next_action_at__lte=now).order_by("next_action_at", "id")
+    if connection.features.has_select_for_update_skip_locked:
+        qs = qs.select_for_update(skip_locked=True)
+    return qs
 
-    Safe to run concurrently and repeatedly: rows are claimed under a lock, and the unique key on
-    ClockEvent (clock, kind, cycle) makes a second recording impossible.
+
+def sweep_due(now: datetime | None = None) -> int:
+    """Record every clock warning and breach, and take every maintenance step, due by `now`.
+
+    Returns how many were recorded or taken. Safe to run concurrently and repeatedly: rows are claimed
+    under a lock, the unique key on ClockEvent (clock, kind, cycle) makes a second recording
+    impossible, and a maintenance step checks the window's state before it acts.
     """
     from incidents import actions  # the write path imports this module's arithmetic
 
     now = now or timezone.now()
-    recorded = 0
+    done = 0
     while True:
         with transaction.atomic():
             batch = list(due_clocks(now)[:SWEEP_BATCH])
             for clock in batch:
-                recorded += actions.record_clock_thresholds(clock, now=now)
+                done += actions.record_clock_thresholds(clock, now=now)
         if len(batch) < SWEEP_BATCH:
-            return recorded
+            break
+    while True:
+        with transaction.atomic():
+            windows = list(due_maintenance(now)[:SWEEP_BATCH])
+            for maintenance in windows:
+                done += actions.run_due_maintenance(maintenance, now=now)
+        if len(windows) < SWEEP_BATCH:
+            return done

@@ -6,6 +6,8 @@ Its objects are shaped like Statuspage's v2 payloads (ids as strings, timestamps
 in the page's zone) with a few extra keys of ours, which the v2 API leaves out:
   incidents[*]: body_html on updates, impact_scope, next_update_at, duration_seconds
   components[*]: uptime (for showcased components)
+  scheduled_maintenances[*]: body_html on updates, cancelled_at, sequence (cancelled windows stay in
+    the document, so calendars can remove them; the v2 API leaves them out)
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from incidents.models import (
     ComponentStatusChange,
     Incident,
     IncidentUpdate,
+    Maintenance,
+    MaintenanceUpdate,
     Metric,
 )
 
@@ -218,7 +222,7 @@ def overall_status(component_statuses: Iterable[str], open_impacts: Iterable[str
     return {"indicator": indicator, "description": description}
 
 
-def _update_row(update: IncidentUpdate, incident_id: str) -> dict[str, Any]:
+def _update_row(update: IncidentUpdate | MaintenanceUpdate, incident_id: str) -> dict[str, Any]:
     return {
         "id": str(update.pk),
         "status": update.status,
@@ -281,6 +285,30 @@ def _incident_row(incident: Incident, component_rows: dict[int, dict[str, Any]],
     }
 
 
+def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    maintenance_id = str(maintenance.pk)
+    updates = list(maintenance.updates.all())  # prefetched, newest first
+    return {
+        "id": maintenance_id,
+        "name": maintenance.title,
+        "status": maintenance.status,
+        "created_at": stamp(maintenance.created_at),
+        "updated_at": stamp(maintenance.updated_at),
+        "monitoring_at": None,
+        "resolved_at": stamp(maintenance.completed_at),
+        "impact": "maintenance",
+        "shortlink": f"{settings.SITE_URL}/maintenance/{maintenance_id}",
+        "started_at": stamp(maintenance.started_at or maintenance.scheduled_for),
+        "page_id": page_id(),
+        "incident_updates": [_update_row(u, maintenance_id) for u in updates],
+        "components": [component_rows[c.pk] for c in maintenance.components.all() if c.pk in component_rows],
+        "scheduled_for": stamp(maintenance.scheduled_for),
+        "scheduled_until": stamp(maintenance.scheduled_until),
+        "cancelled_at": stamp(maintenance.cancelled_at),
+        "sequence": maintenance.sequence,
+    }
+
+
 def build_document(now: datetime | None = None) -> dict[str, Any]:
     """Everything the public side shows, as one JSON-ready document (a fixed number of queries)."""
     now = now or timezone.now()
@@ -311,6 +339,14 @@ def build_document(now: datetime | None = None) -> dict[str, Any]:
         )[:HISTORY_LIMIT]
     )
     incident_rows = [_incident_row(incident, rows, now) for incident in incidents]
+    maintenances = (
+        Maintenance.objects.filter(scheduled_until__gte=now - timedelta(days=UPTIME_DAYS))
+        .order_by("-scheduled_for", "-id")
+        .prefetch_related(
+            Prefetch("updates", queryset=MaintenanceUpdate.objects.order_by("-created_at", "-id")), "components"
+        )[:HISTORY_LIMIT]
+    )
+    maintenance_rows = [_maintenance_row(maintenance, rows) for maintenance in maintenances]
     open_impacts = [row["impact"] for row in incident_rows if row["status"] != "resolved"]
     leaf_statuses = [statuses[c.pk] for c in components if not c.is_group]
     latest = max(
@@ -330,5 +366,5 @@ def build_document(now: datetime | None = None) -> dict[str, Any]:
         "status": overall_status(leaf_statuses, open_impacts),
         "components": [rows[c.pk] for c in components],
         "incidents": incident_rows,
-        "scheduled_maintenances": [],
+        "scheduled_maintenances": maintenance_rows,
     }

@@ -24,8 +24,18 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from incidents import clocks
-from incidents.models import ClockEvent, ClockEventKind, ClockState, EventKind, Incident, Metric, TimelineEvent
+from incidents import actions, clocks, publishing
+from incidents.models import (
+    ClockEvent,
+    ClockEventKind,
+    ClockState,
+    EventKind,
+    Incident,
+    Metric,
+    Snapshot,
+    TimelineEvent,
+)
+from statuspage.celery import app as celery_app
 from tests import factories
 
 pytestmark = [
@@ -68,6 +78,7 @@ class Celery:
             "REDIS_URL": settings.REDIS_URL,
             "CELERY_QUEUE": self.queue,
             "TIMER_SWEEP_SECONDS": "1",
+            "SNAPSHOT_DIR": str(settings.SNAPSHOT_DIR),
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -225,3 +236,44 @@ def test_concurrent_sweeps_record_each_threshold_once(requires_postgres: None, m
     assert timeline.count() == expected
     assert Incident.objects.filter(clocks__state=ClockState.BREACHED).distinct().count() == len(incidents)
     assert clocks.sweep_due(now) == 0
+
+
+PUBLISH_RECEIVED = re.compile(r"Task incidents\.tasks\.publish_snapshot\[[^]]+\] received")
+PUBLISH_DONE = re.compile(r"Task incidents\.tasks\.publish_snapshot\[[^]]+\] succeeded")
+
+
+def test_a_burst_of_changes_is_published_in_one_or_two_builds(celery_processes: Celery) -> None:
+    staff = factories.make_user(username="alice")
+    component = factories.make_component(name="Query API", actor=staff)
+    Snapshot.objects.all().delete()  # the component's creation published eagerly, before the worker
+    celery_processes.start_worker()
+    celery_processes.wait_for(lambda: " ready." in celery_processes.log("worker"), "the worker to start")
+    saved = celery_app.conf.task_always_eager, celery_app.conf.task_default_queue
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.task_default_queue = celery_processes.queue
+    try:
+        statuses = ["degraded_performance", "partial_outage", "major_outage", "operational"]
+        started = time.monotonic()
+        for i in range(50):  # 50 separate transactions, each asking for a publish after it commits
+            actions.set_component_status(component, actor=staff, status=statuses[i % 4])
+        burst_seconds = time.monotonic() - started
+    finally:
+        celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = saved
+
+    def settled() -> bool:
+        log = celery_processes.log("worker")
+        received, done = len(PUBLISH_RECEIVED.findall(log)), len(PUBLISH_DONE.findall(log))
+        return received > 0 and received == done and not cache_has_pending()
+
+    def cache_has_pending() -> bool:
+        from django.core.cache import cache
+
+        return cache.get(publishing.PENDING_KEY) is not None
+
+    celery_processes.wait_for(settled, "the publishes to settle")
+    logs = celery_processes.logs()
+    assert burst_seconds < 1.5, f"the burst took {burst_seconds:.2f} s, too slow to test coalescing"
+    assert 1 <= Snapshot.objects.count() <= 2, logs
+    latest = Snapshot.objects.latest()
+    row = next(c for c in latest.document["components"] if c["name"] == "Query API")
+    assert row["status"] == statuses[49 % 4], "the last build saw the last change"

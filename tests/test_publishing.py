@@ -1,0 +1,159 @@
+"""Publishing: when a snapshot is built, what it says, and where it is stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from incidents import actions, publishing
+from incidents.models import Component, Snapshot
+from incidents.public import build_document, overall_status
+from statuspage.snapshot import reader
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def us(staff: User) -> Component:
+    group = factories.make_component(name="Query API", is_group=True, actor=staff)
+    return factories.make_component(name="US", group=group, actor=staff)
+
+
+def published_incident_names() -> list[str]:
+    return [row["name"] for row in Snapshot.objects.latest().document["incidents"]]
+
+
+def test_it_publishes_after_the_change_commits(
+    staff: User, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        factories.declare(actor=staff, title="Slow queries")
+        assert not Snapshot.objects.exists()
+
+    assert len(callbacks) == 1
+    assert published_incident_names() == ["Slow queries"]
+
+
+def test_it_asks_once_per_transaction(staff: User, django_capture_on_commit_callbacks: Callable[..., Any]) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        us = factories.make_component(name="US", actor=staff)
+        incident = factories.declare(actor=staff)
+        actions.post_update(incident, actor=staff, body="More", components={us: "major_outage"})
+        actions.resolve_incident(incident, actor=staff, message="Fixed")
+
+    assert len(callbacks) == 1
+    assert Snapshot.objects.count() == 1
+
+
+def test_it_does_not_store_unchanged_content_again(staff: User) -> None:
+    factories.declare(actor=staff)
+    first = publishing.publish()
+
+    assert publishing.publish().version == first.version
+    assert publishing.publish(force=True).version == first.version + 1
+
+
+def test_it_keeps_internal_incidents_and_updates_out(staff: User) -> None:
+    factories.declare(actor=staff, title="Internal only", is_public=False)
+    public = factories.declare(actor=staff, title="Public")
+    actions.post_update(public, actor=staff, body="Secret DBA notes", is_public=False)
+    actions.post_update(public, actor=staff, body="We found the cause.", public_status="identified")
+
+    document = publishing.publish().document
+    assert [row["name"] for row in document["incidents"]] == ["Public"]
+    bodies = [u["body"] for u in document["incidents"][0]["incident_updates"]]
+    assert bodies == ["We found the cause.", "We are investigating elevated latency."]
+
+
+def test_it_writes_the_file_atomically_and_redis_never_backwards(staff: User, requires_redis: None) -> None:
+    factories.declare(actor=staff)
+    snapshot = publishing.publish()
+    path = Path(settings.SNAPSHOT_DIR) / "snapshot.json"
+
+    assert json.loads(path.read_bytes())["version"] == snapshot.version
+    assert sorted(p.name for p in path.parent.iterdir()) == ["snapshot.json"]  # no temporary files left
+    client = publishing.redis_client()
+    assert int(client.get(publishing.REDIS_VERSION_KEY)) == snapshot.version
+
+    publishing.write_stores({**snapshot.document, "version": snapshot.version - 1, "stale": True})
+    assert "stale" not in json.loads(client.get(publishing.REDIS_DOCUMENT_KEY))
+    assert "stale" not in json.loads(path.read_bytes())
+
+
+def test_it_reads_the_file_when_redis_is_down(staff: User, settings: Any) -> None:
+    factories.declare(actor=staff, title="From the file")
+    publishing.publish()
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    reader.reset()
+
+    snapshot = reader.current()
+    assert snapshot is not None
+    assert [row["name"] for row in snapshot.document["incidents"]] == ["From the file"]
+
+
+def test_it_derives_group_status_and_the_page_indicator(staff: User, us: Component) -> None:
+    eu = factories.make_component(name="EU", group=us.group, actor=staff)
+    actions.set_component_status(us, actor=staff, status="partial_outage")
+    actions.set_component_status(eu, actor=staff, status="degraded_performance")
+
+    document = build_document()
+    rows = {row["name"]: row for row in document["components"]}
+    assert rows["Query API"]["status"] == "partial_outage"
+    assert rows["Query API"]["components"] == [str(us.pk), str(eu.pk)]
+    assert document["status"] == {"indicator": "major", "description": "Partial System Outage"}
+
+
+@pytest.mark.parametrize(
+    ("statuses", "impacts", "expected"),
+    [
+        (["operational"], [], ("none", "All Systems Operational")),
+        (["operational", "under_maintenance"], [], ("none", "Service Under Maintenance")),
+        (["degraded_performance"], [], ("minor", "Partially Degraded Service")),
+        (["operational"], ["minor"], ("minor", "Minor Service Outage")),
+        (["major_outage"], ["minor"], ("critical", "Major System Outage")),
+    ],
+)
+def test_it_names_the_overall_status(statuses: list[str], impacts: list[str], expected: tuple[str, str]) -> None:
+    status = overall_status(statuses, impacts)
+    assert (status["indicator"], status["description"]) == expected
+
+
+def test_it_counts_uptime_by_the_stated_rule(staff: User) -> None:
+    with time_machine.travel(T0 - timedelta(days=3), tick=False):
+        component = factories.make_component(name="Exports", actor=staff)
+    day = T0 - timedelta(days=1)  # 1 March, in UTC (the page's zone here)
+    # 10 h partial outage (counts 0.3), 2 h major outage, 4 h maintenance (left out), 2 h degraded (free)
+    for hours, status in [(2, "partial_outage"), (12, "major_outage"), (14, "under_maintenance"),
+                          (18, "degraded_performance"), (20, "operational")]:  # fmt: skip
+        actions.set_component_status(component, actor=staff, status=status, at=day + timedelta(hours=hours))
+
+    with time_machine.travel(T0 + timedelta(hours=12), tick=False):
+        document = build_document()
+    uptime = next(row for row in document["components"] if row["name"] == "Exports")["uptime"]
+    march_1 = next(d for d in uptime["days"] if d["date"] == "2026-03-01")
+    down = 10 * 3600 * 0.3 + 2 * 3600
+    assert march_1["outage_seconds"] == round(down)
+    assert march_1["uptime_percent"] == round(100 * (1 - down / (20 * 3600)), 3)
+    assert march_1["worst_status"] == "major_outage"
+    assert next(d for d in uptime["days"] if d["date"] == "2026-03-02")["uptime_percent"] == 100.0
+    assert uptime["days"][0]["uptime_percent"] is None  # before the component existed
+
+
+def test_it_shows_the_promised_next_update(staff: User) -> None:
+    factories.declare(actor=staff, title="Slow", at=T0)  # SEV1: public updates every 30 min
+
+    with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
+        row = build_document()["incidents"][0]
+    assert row["next_update_at"] == "2026-03-02T00:30:00.000+00:00"
+    assert row["impact_scope"] == {"customer_impact_percent": None, "regions": [], "workaround": ""}
