@@ -21,3 +21,7 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(
         float(settings.TIMER_SWEEP_SECONDS), sender.signature("incidents.tasks.sweep_clocks"), name="sweep clocks"
     )
+    # The safety net for a lost publish request, and what keeps today's uptime current.
+    sender.add_periodic_task(
+        float(settings.REPUBLISH_SECONDS), sender.signature("incidents.tasks.publish_snapshot"), name="republish"
+    )

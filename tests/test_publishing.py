@@ -157,3 +157,18 @@ def test_it_shows_the_promised_next_update(staff: User) -> None:
         row = build_document()["incidents"][0]
     assert row["next_update_at"] == "2026-03-02T00:30:00.000+00:00"
     assert row["impact_scope"] == {"customer_impact_percent": None, "regions": [], "workaround": ""}
+
+
+def test_it_publishes_by_hand(staff: User) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    factories.declare(actor=staff)
+    out = StringIO()
+    call_command("publish", stdout=out)
+    call_command("publish", "--force", stdout=out)
+
+    versions = list(Snapshot.objects.values_list("version", flat=True))
+    assert out.getvalue().count("published snapshot version") == 2
+    assert versions == [2, 1]
