@@ -211,11 +211,13 @@ def _record_clock_event(clock: Clock, kind: str, due: datetime) -> bool:
     return True
 
 
-def record_clock_thresholds(clock: Clock, *, now: datetime) -> int:
+def record_clock_thresholds(clock: Clock, *, now: datetime, not_before: datetime | None = None) -> int:
     """Record the warnings and breach of a locked clock that are due by `now`.
 
     Called by the sweep for claimed rows, and by the actions before they stop a clock, so a threshold
-    crossed between two sweeps is never lost.
+    crossed between two sweeps is never lost. With `not_before` (a retarget), thresholds the new target
+    has already passed are recorded at that moment: the timeline never shows a miss dated before the
+    target that made it one.
     """
     recorded = 0
     while clock.running_since is not None and clock.thresholds_done < len(clocks.THRESHOLDS):
@@ -224,6 +226,8 @@ def record_clock_thresholds(clock: Clock, *, now: datetime) -> int:
         # Reaching the target exactly is still on time: a breach is strictly past it.
         if due is None or due > now or (due == now and kind == ClockEventKind.BREACH):
             break
+        if not_before is not None:
+            due = max(due, not_before)
         if _record_clock_event(clock, kind, due):
             recorded += 1
         if kind == ClockEventKind.BREACH:
@@ -285,7 +289,8 @@ def _restart_cadence(incident: Incident, severity: Severity, at: datetime) -> No
 
 
 def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
-    """Apply a new severity's targets, keeping elapsed time and any breach already recorded."""
+    """Apply a new severity's targets to the running clocks, keeping their elapsed time and any breach
+    already recorded. Stopped clocks keep the target they ran against: history is not rewritten."""
     existing = {clock.metric: clock for clock in Clock.objects.select_for_update().filter(incident=incident)}
     for metric in Metric.values:
         target = severity.target_for(metric)
@@ -303,15 +308,17 @@ def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> No
                 continue
             clock = Clock(incident=incident, metric=metric, target_seconds=target, started_at=incident.declared_at)
             clock.running_since = incident.declared_at
-            clock.next_check_at = clocks.next_check_at(clock)
             clock.save()
+            record_clock_thresholds(clock, now=at, not_before=at)
+            continue
+        if clock.running_since is None:
             continue
         if not target:
             _stop_clock(clock, at, satisfied=False)
             continue
         clock.target_seconds = target
-        clock.next_check_at = clocks.next_check_at(clock)
-        clock.save(update_fields=["target_seconds", "next_check_at"])
+        clock.save(update_fields=["target_seconds"])
+        record_clock_thresholds(clock, now=at, not_before=at)
 
 
 def _duration(seconds: int | float) -> str:
@@ -446,9 +453,10 @@ def declare_incident(
 
         _start_clocks(incident, severity, at)
         changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
+        for change in changes:
+            _check_status(change.status, field="components")
         if changes:
             incident.components.set([change.component for change in changes])
-        applied = _apply_component_changes(incident, changes, actor=actor, at=at)
         _refresh_impact(incident, [change.status for change in changes])
         incident.save(update_fields=["impact", "impact_override"])
         _event(
@@ -458,19 +466,20 @@ def declare_incident(
             actor=actor,
             at=at,
             severity=severity.key,
-            components=applied,
+            components=[{"component_id": c.component.pk, "status": c.status} for c in changes],
         )
         if message.strip():
+            # The first message carries the component changes, as every later update does.
             _post_update_locked(
                 incident,
                 actor=actor,
                 body=message,
                 public_status=public_status,
                 is_public=message_is_public,
-                component_changes=[],
+                component_changes=changes,
                 at=at,
             )
-        elif applied:
+        elif _apply_component_changes(incident, changes, actor=actor, at=at):
             request_publish()
         return incident
 
@@ -779,8 +788,18 @@ def resolve_incident(
         return incident
 
 
-def reopen_incident(incident: Incident, *, actor: Actor, reason: str, at: datetime | None = None) -> Incident:
-    """Reopen a resolved incident: the resolve clock resumes with the time it had already run."""
+def reopen_incident(
+    incident: Incident,
+    *,
+    actor: Actor,
+    reason: str,
+    message: str = "",
+    is_public: bool = True,
+    at: datetime | None = None,
+) -> Incident:
+    """Reopen a resolved incident: back to investigating, the resolve clock resumes with the time it
+    had already run, and a published incident promises its next public update again. With a
+    message, that update is posted at once."""
     at = at or timezone.now()
     reason = reason.strip()
     if not reason:
@@ -789,15 +808,13 @@ def reopen_incident(incident: Incident, *, actor: Actor, reason: str, at: dateti
         incident = _lock(incident)
         if not incident.is_resolved:
             raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
-        incident.status = IncidentStatus.MITIGATED if incident.mitigated_at else IncidentStatus.ACKNOWLEDGED
+        incident.status = IncidentStatus.ACKNOWLEDGED
         incident.public_status = PublicStatus.INVESTIGATING
         incident.resolved_at = None
         incident.reopened_count += 1
         incident.updated_at = at
         incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
         _resume_clock(_clock(incident, Metric.RESOLVE), at)
-        if incident.published_at is not None:
-            request_publish()
         _event(
             incident,
             EventKind.REOPENED,
@@ -806,6 +823,19 @@ def reopen_incident(incident: Incident, *, actor: Actor, reason: str, at: dateti
             at=at,
             reason=reason,
         )
+        if message.strip():
+            _post_update_locked(
+                incident,
+                actor=actor,
+                body=message,
+                public_status=PublicStatus.INVESTIGATING,
+                is_public=is_public,
+                component_changes=[],
+                at=at,
+            )
+        elif incident.published_at is not None:
+            _restart_cadence(incident, incident.severity, at)
+            request_publish()
         return incident
 
 

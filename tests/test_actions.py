@@ -184,12 +184,39 @@ def test_it_reopens_only_a_resolved_incident_with_a_reason(staff: User) -> None:
 
     incident.refresh_from_db()
     assert (incident.status, incident.public_status, incident.resolved_at, incident.reopened_count) == (
-        "mitigated",
+        "acknowledged",
         "investigating",
         None,
         1,
     )
     assert incident.events.last().message == "alice reopened the incident: Errors are back"  # type: ignore[union-attr]
+
+
+def test_it_promises_the_next_public_update_again_on_reopen(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)  # SEV1: public updates every 30 min
+    actions.resolve_incident(incident, actor=staff, message="Fixed", at=T0 + timedelta(hours=1))
+
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=T0 + timedelta(hours=2))
+
+    cadence = incident.clocks.get(metric="update_cadence")
+    assert (cadence.state, cadence.due_at) == ("running", T0 + timedelta(hours=2, minutes=30))
+
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=3))
+    actions.reopen_incident(
+        incident, actor=staff, reason="Again", message="We are looking into new errors.", at=T0 + timedelta(hours=4)
+    )
+    incident.refresh_from_db()
+    assert incident.updates.first().body == "We are looking into new errors."  # type: ignore[union-attr]
+    assert incident.public_status == "investigating"
+
+
+def test_it_records_the_declared_component_changes_on_the_first_update(staff: User, us: Component) -> None:
+    incident = factories.declare(actor=staff, components={us: "partial_outage"})
+
+    first = incident.updates.get()
+    assert first.component_changes == [
+        {"component_id": us.pk, "name": "Query API - US", "old_status": "operational", "new_status": "partial_outage"}
+    ]
 
 
 @pytest.mark.parametrize(

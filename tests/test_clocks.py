@@ -159,13 +159,31 @@ def test_it_stops_cadence_and_first_update_clocks_on_resolve(staff: User) -> Non
 def test_it_retargets_on_severity_change_keeping_elapsed_time(staff: User) -> None:
     incident = factories.declare(actor=staff, severity_key="sev3", at=T0)  # ack target 1 h
 
-    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(minutes=20))
-    sweep_at(T0 + timedelta(minutes=20, seconds=1))
+    changed = T0 + timedelta(minutes=20)
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=changed)
 
     ack = clock(incident, "acknowledge")
-    assert (ack.target_seconds, ack.state) == (300, "breached")
-    assert ack.breached_at == T0 + timedelta(minutes=5)
-    assert events(incident, "acknowledge")[-1] == ("breach", 1, T0 + timedelta(minutes=5))
+    assert (ack.target_seconds, ack.state, ack.elapsed_at(changed)) == (300, "breached", 1200)
+    # Recorded when the shorter target made them misses, not backdated to before the change.
+    assert ack.breached_at == changed
+    assert events(incident, "acknowledge") == [
+        ("warning_75", 1, changed),
+        ("warning_90", 1, changed),
+        ("breach", 1, changed),
+    ]
+    assert sweep_at(changed + timedelta(seconds=1)) == 0
+
+
+def test_it_leaves_stopped_clocks_with_the_target_they_ran_against(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3", at=T0)  # ack target 1 h
+    actions.acknowledge_incident(incident, actor=staff, at=T0 + timedelta(minutes=7))
+
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(hours=1))
+
+    ack = clock(incident, "acknowledge")
+    assert (ack.target_seconds, ack.state) == (3600, "met")
+    assert events(incident, "acknowledge") == []
+    assert clock(incident, "resolve").target_seconds == 14400  # still running: retargeted
 
 
 def test_it_keeps_a_recorded_breach_when_severity_is_lowered(staff: User) -> None:
@@ -183,11 +201,12 @@ def test_it_adds_clocks_a_higher_severity_has_targets_for(staff: User) -> None:
     incident = factories.declare(actor=staff, severity_key="sev4", is_public=False, at=T0)
     assert not Clock.objects.filter(incident=incident, metric="first_update").exists()
 
-    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(minutes=10))
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(minutes=12))
 
     first = clock(incident, "first_update")
     assert (first.started_at, first.target_seconds, first.state) == (T0, 900, "running")
     assert first.due_at == T0 + timedelta(minutes=15)
+    assert events(incident, "first_update") == [("warning_75", 1, T0 + timedelta(minutes=12))]  # 80% gone
 
 
 def test_it_resumes_the_resolve_clock_on_reopen(staff: User) -> None:
@@ -200,8 +219,9 @@ def test_it_resumes_the_resolve_clock_on_reopen(staff: User) -> None:
     assert (resolve.state, resolve.elapsed_seconds) == ("running", 3600)
     # 1 h already used; the 3 h left run from the reopening, the resolved time does not count.
     assert resolve.due_at == T0 + timedelta(hours=13)
-    assert sweep_at(T0 + timedelta(hours=12, minutes=59)) == 2  # 75% and 90% warnings
-    assert sweep_at(T0 + timedelta(hours=13, seconds=1)) == 1
+    sweep_at(T0 + timedelta(hours=12, minutes=59))
+    assert [kind for kind, _, _ in events(incident, "resolve")] == ["warning_75", "warning_90"]
+    sweep_at(T0 + timedelta(hours=13, seconds=1))
     assert events(incident, "resolve")[-1] == ("breach", 1, T0 + timedelta(hours=13))
 
 

@@ -707,7 +707,7 @@ def test_it_reopens_with_a_reason(staff_client: Client, resolved: Incident) -> N
     assert 'id="update-form" class="panel" aria-labelledby="update-heading" hx-swap-oob="true"' in html
     assert "alice reopened the incident: Errors are back" in html
     resolved.refresh_from_db()
-    assert (resolved.status, resolved.reopened_count) == ("mitigated", 1)
+    assert (resolved.status, resolved.reopened_count) == ("acknowledged", 1)
 
 
 def test_it_requires_a_reason_to_reopen(staff_client: Client, resolved: Incident) -> None:
