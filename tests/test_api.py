@@ -839,3 +839,16 @@ def test_it_serves_openapi_listing_every_path(db: None) -> None:
 
 def test_it_serves_no_docs_page_from_a_cdn(api: Client) -> None:
     assert_error(api.get("/api/v1/docs"), 404)
+
+
+@pytest.mark.parametrize("header", ["Basic b25jYWxsOnNpZ25hbHBvc3Q=", "Token sp_secret-token-value"])
+def test_it_never_logs_credentials_sent_with_another_scheme(
+    client: Client, header: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.DEBUG = True  # ninja's own bearer class logs the header only then
+    with caplog.at_level("DEBUG"):
+        response = client.get("/api/v1/incidents", HTTP_AUTHORIZATION=header)
+
+    scheme, secret = header.split(" ", 1)
+    assert_error(response, 401, f"Use 'Authorization: Bearer <token>', not the '{scheme}' scheme.")
+    assert secret not in caplog.text

@@ -20,6 +20,16 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 class ApiTokenAuth(HttpBearer):
     """Resolves a token to its user. Inactive users get 401, non-staff users 403 (tokens are staff-only)."""
 
+    def __call__(self, request: HttpRequest) -> Any:
+        # ninja's HttpBearer logs the whole header of a request with another scheme (Basic, Token …)
+        # when DEBUG is on, which writes passwords and tokens to the log. Ours says only the scheme.
+        scheme, _, token = request.headers.get(self.header, "").partition(" ")
+        if not scheme:
+            return None
+        if scheme.lower() != self.openapi_scheme:
+            raise AuthenticationError(message=f"Use 'Authorization: Bearer <token>', not the {scheme[:20]!r} scheme.")
+        return self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         api_token = access.api_token_for(token.strip())
         if api_token is None:
