@@ -2,11 +2,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := run
 unexport PYTHONDONTWRITEBYTECODE
-# Settings from .env, if there is one (see .env.example); its values win over the environment.
-ifneq (,$(wildcard .env))
-include .env
-export
-endif
 
 PORT ?= 8000
 VENV := .venv

@@ -17,6 +17,26 @@ from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
+def load_dotenv(path: Path) -> None:
+    """Read KEY=value lines from .env into the environment; variables already set win."""
+    if not path.is_file():
+        return
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ImproperlyConfigured(f"{path.name} line {number} is not KEY=value: {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(key.strip(), value)
+
+
+load_dotenv(BASE_DIR / ".env")
+
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -83,7 +103,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "incidents",
-    "statuspage",
+    "statuspage.apps.StatuspageConfig",
 ]
 
 MIDDLEWARE = [
@@ -174,6 +194,9 @@ else:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
 
 SNAPSHOT_DIR = Path(env("SNAPSHOT_DIR", str(BASE_DIR / "var" / "snapshot")))
+# Write the public site as files (SNAPSHOT_DIR/site) after each publish, for nginx to serve
+# (deploy/nginx.conf). On by default when a worker publishes (REDIS_URL set).
+PUBLISH_STATIC_SITE = envbool("PUBLISH_STATIC_SITE", "true" if REDIS_URL else "false")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -225,11 +248,14 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SITE_URL.startswith("https://")
 if SITE_URL.startswith("https://"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO").upper()},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 

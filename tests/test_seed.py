@@ -43,7 +43,7 @@ def _fast_hasher(settings: Any) -> None:
 
 def seed() -> str:
     out = StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", "--force", stdout=out)  # pytest-django runs with DEBUG off
     return out.getvalue()
 
 
@@ -172,3 +172,15 @@ def test_it_keeps_a_changed_password_and_stops_printing_the_old_one() -> None:
 
     assert "oncall / signalpost" not in output
     assert authenticate(username="oncall", password="a-better-secret") is not None
+
+
+@pytest.mark.django_db
+def test_it_adds_no_demo_login_when_debug_is_off(settings: Any) -> None:
+    from io import StringIO
+
+    settings.DEBUG = False
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+
+    assert "DEBUG is off, so no demo data was added" in out.getvalue()
+    assert not User.objects.filter(username="oncall").exists()

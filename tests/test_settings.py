@@ -51,6 +51,7 @@ def test_it_treats_empty_values_as_unset() -> None:
         ({"TIMER_SWEEP_SECONDS": "0"}, "TIMER_SWEEP_SECONDS must be at least 1"),
         ({"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "smtp"}, "EMAIL_PORT must be a whole number"),
         ({"DISPLAY_TIME_ZONE": "Mars/Olympus"}, "DISPLAY_TIME_ZONE must be an IANA zone"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     ],
 )
 def test_it_refuses_bad_values_naming_the_variable(env: dict[str, str], message: str) -> None:
@@ -74,3 +75,34 @@ def test_it_uses_redis_for_tasks_and_cache_when_configured() -> None:
         timeout=60,
     )
     assert result.stdout.split() == ["False", "RedisCache"], result.stderr
+
+
+def test_it_reads_dotenv_with_the_environment_winning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from statuspage.settings import load_dotenv
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\n\nSITE_NAME=Acme status\nexport PORT=9000\n"
+        'DEFAULT_FROM_EMAIL="Acme <status@acme.test>"\nSITE_URL=https://from-dotenv.test\n'
+    )
+    monkeypatch.setenv("SITE_URL", "https://from-environment.test")
+    for name in ("SITE_NAME", "PORT", "DEFAULT_FROM_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+
+    load_dotenv(dotenv)
+
+    assert os.environ["SITE_NAME"] == "Acme status"
+    assert os.environ["PORT"] == "9000"
+    assert os.environ["DEFAULT_FROM_EMAIL"] == "Acme <status@acme.test>"
+    assert os.environ["SITE_URL"] == "https://from-environment.test"
+
+
+def test_it_names_a_bad_dotenv_line(tmp_path: Path) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from statuspage.settings import load_dotenv
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("SITE_NAME=ok\nnot a setting\n")
+    with pytest.raises(ImproperlyConfigured, match="line 2 is not KEY=value"):
+        load_dotenv(dotenv)

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -744,7 +744,18 @@ class Demo:
 class Command(BaseCommand):
     help = "Create a demo status page with a history of incidents (does nothing when data is already there)."
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--force", action="store_true", help="Add the demo even with DEBUG off (it has a published login)."
+        )
+
+    def handle(self, *args: Any, force: bool = False, **options: Any) -> None:
+        if not settings.DEBUG and not force:
+            self.stdout.write(
+                "DEBUG is off, so no demo data was added: it includes a superuser with a published password. "
+                "Use --force to add it anyway."
+            )
+            return
         if Incident.objects.filter(title=STORY_TITLE).exists():
             self.stdout.write(f'The demo is already there (incident "{STORY_TITLE}"); nothing changed.')
         elif Component.objects.exists() or Incident.objects.exists():
