@@ -203,6 +203,12 @@ def _incident_context(
     }
 
 
+# Every part of the incident page that can be swapped on its own ({% partialdef %} in INCIDENT_PAGE).
+PAGE_PARTS = (
+    "header", "update-form", "updates", "timeline", "resolve-form", "severity-form", "commander-form", "scope-form"
+)  # fmt: skip
+
+
 def _fragments(
     request: HtmxHttpRequest,
     context: dict[str, Any],
@@ -250,12 +256,14 @@ def _refused(
     oob: Iterable[str] = (),
     form: tuple[str, StaffForm] | None = None,
 ) -> HttpResponse:
-    """A refusal that names no field: flash and redirect, or (htmx) show it where the person acted.
+    """A refusal that names no field, shown where the person acted, with the page brought up to date.
 
-    The incident is read again, since a refusal usually means someone else changed it meanwhile
-    ("Already acknowledged by bob."), and the header shows that current state.
+    A refusal usually means someone else changed the incident meanwhile ("Already acknowledged by
+    bob.", resolved in another tab), so the incident is read again and every part of the page shows its
+    current state: with htmx all parts swap (out of band); without JavaScript a form's refusal
+    re-renders the whole page (422) with what was typed kept, and a button's redirects with a flash.
     """
-    if not request.htmx:
+    if not request.htmx and form is None:
         messages.error(request, refused.message)
         return _see_other(_incident_url(incident_id))
     incident = access.get_incident_for_user(request.user, incident_id)
@@ -268,7 +276,9 @@ def _refused(
     else:
         header_error = refused.message
     context = _incident_context(request, incident, bound=bound, header_error=header_error)
-    oob_parts = [part for part in ("header", "timeline", *oob) if part != primary]
+    if not request.htmx:
+        return render(request, INCIDENT_PAGE, context, status=422)
+    oob_parts = [part for part in (*PAGE_PARTS, *oob) if part != primary]
     return _fragments(request, context, primary, dict.fromkeys(oob_parts), status=422)
 
 

@@ -542,17 +542,23 @@ def test_it_shows_an_unknown_component_in_an_update_as_a_field_error(staff_clien
 def test_it_refuses_an_update_on_a_resolved_incident(staff_client: Client, resolved: Incident) -> None:
     data = {"public_status": "monitoring", "body": "Still watching", "visibility": "public"}
 
+    # Without JavaScript: the page again, brought up to date, with the message and the typed text kept.
     response = staff_client.post(f"/manage/incidents/{resolved.pk}/update", data)
-    assert response.status_code == 303
-    assert "This incident is resolved; reopen it before posting an update." in text(
-        staff_client.get(response["Location"])
-    )
+    html = text(response)
+    assert response.status_code == 422
+    assert "This incident is resolved; reopen it before posting an update." in html
+    assert "Still watching</textarea>" in html
+    assert "Reopen incident" in html
 
+    # With htmx (a stale tab): every part of the page swaps to the current state, not just the form.
     response = staff_client.post(f"/manage/incidents/{resolved.pk}/update", data, headers=HTMX)
     html = text(response)
     assert response.status_code == 422
     assert "This incident is resolved; reopen it before posting an update." in html
     assert "Still watching</textarea>" in html
+    for part in ("incident-header", "updates", "timeline", "resolve-form", "severity-form", "scope-form"):
+        assert re.search(rf'id="{part}"[^>]*hx-swap-oob="true"', html), part
+    assert "Reopen incident" in html
     assert resolved.updates.count() == 1
 
 
@@ -577,8 +583,8 @@ def test_it_explains_choosing_the_current_severity(staff_client: Client, inciden
     same = {"severity": incident.severity_id}
 
     response = staff_client.post(f"/manage/incidents/{incident.pk}/severity", same)
-    assert response.status_code == 303
-    assert "The incident is already SEV1." in text(staff_client.get(response["Location"]))
+    assert response.status_code == 422
+    assert "The incident is already SEV1." in text(response)
 
     response = staff_client.post(f"/manage/incidents/{incident.pk}/severity", same, headers=HTMX)
     html = text(response)
@@ -643,8 +649,8 @@ def test_it_explains_a_scope_edit_that_changes_nothing(staff_client: Client, inc
     data = {"customer_impact_percent": "25", "regions": "", "workaround": "", "impact_override": ""}
 
     response = staff_client.post(f"/manage/incidents/{incident.pk}/scope", data)
-    assert response.status_code == 303
-    assert "Nothing changed." in text(staff_client.get(response["Location"]))
+    assert response.status_code == 422
+    assert "Nothing changed." in text(response)
 
     response = staff_client.post(f"/manage/incidents/{incident.pk}/scope", data, headers=HTMX)
     assert response.status_code == 422
@@ -690,8 +696,8 @@ def test_it_resolves_without_javascript(staff_client: Client, incident: Incident
 
 def test_it_explains_resolving_a_resolved_incident(staff_client: Client, resolved: Incident) -> None:
     response = staff_client.post(f"/manage/incidents/{resolved.pk}/resolve", {"visibility": "public"})
-    assert response.status_code == 303
-    assert "This incident is already resolved." in text(staff_client.get(response["Location"]))
+    assert response.status_code == 422
+    assert "This incident is already resolved." in text(response)
 
     response = staff_client.post(f"/manage/incidents/{resolved.pk}/resolve", {"visibility": "public"}, headers=HTMX)
     assert response.status_code == 422
@@ -722,8 +728,8 @@ def test_it_requires_a_reason_to_reopen(staff_client: Client, resolved: Incident
 def test_it_explains_reopening_an_open_incident(staff_client: Client, incident: Incident) -> None:
     response = staff_client.post(f"/manage/incidents/{incident.pk}/reopen", {"reason": "Why not"})
 
-    assert response.status_code == 303
-    assert "Only a resolved incident can be reopened." in text(staff_client.get(response["Location"]))
+    assert response.status_code == 422
+    assert "Only a resolved incident can be reopened." in text(response)
 
 
 # --- page furniture -----------------------------------------------------------------------------
