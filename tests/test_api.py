@@ -852,3 +852,30 @@ def test_it_never_logs_credentials_sent_with_another_scheme(
     scheme, secret = header.split(" ", 1)
     assert_error(response, 401, f"Use 'Authorization: Bearer <token>', not the '{scheme}' scheme.")
     assert secret not in caplog.text
+
+
+def test_it_hands_an_incident_to_a_commander(api: Client, staff: User, other_staff: User, outsider: User) -> None:
+    incident = factories.declare(actor=staff)
+
+    response = patch(api, f"/api/v1/incidents/{incident.pk}", {"commander": "bob", "severity": "SEV2"})
+    assert response.status_code == 200, response.content
+    assert (response.json()["commander"], response.json()["severity"]) == ("bob", "sev2")
+
+    response = patch(api, f"/api/v1/incidents/{incident.pk}", {"commander": "mallory"})
+    assert_error(response, 422)
+    assert "commander" in error_fields(response)
+
+
+def test_it_reopens_with_a_message(api: Client, staff: User) -> None:
+    incident = factories.declare(actor=staff)
+    actions.resolve_incident(incident, actor=staff)
+
+    response = api.post(
+        f"/api/v1/incidents/{incident.pk}/reopen",
+        {"reason": "Errors are back", "message": "We are seeing errors again."},
+        content_type="application/json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["updates"][0]["body"] == "We are seeing errors again."
+    assert response.json()["public_status"] == "investigating"

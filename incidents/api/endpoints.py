@@ -48,7 +48,7 @@ _SCOPE_FIELDS = ("customer_impact_percent", "regions", "workaround", "impact_ove
 
 
 def _severity(user: Any, key: str) -> Severity:
-    severity = access.severities_for(user).filter(key=key).first()
+    severity = access.severities_for(user).filter(key__iexact=key.strip()).first()
     if severity is None:
         keys = ", ".join(access.severities_for(user).values_list("key", flat=True))
         raise ActionRefused(f"Unknown severity {key!r}; use one of {keys}.", field="severity", code="unknown")
@@ -165,7 +165,9 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
     given = payload.model_fields_set
     if not given:
         raise ActionRefused(
-            "Nothing to change: send severity and/or " + ", ".join(_SCOPE_FIELDS) + ".", field="body", code="empty"
+            "Nothing to change: send severity, commander and/or " + ", ".join(_SCOPE_FIELDS) + ".",
+            field="body",
+            code="empty",
         )
     scope: dict[str, Any] = {name: getattr(payload, name) for name in _SCOPE_FIELDS if name in given}
     if "impact_override" in scope:
@@ -175,6 +177,13 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
             if payload.severity is None:
                 raise ActionRefused("Severity cannot be empty.", field="severity", code="invalid")
             actions.change_severity(incident, actor=user, severity=_severity(user, payload.severity))
+        if "commander" in given:
+            commander = access.staff_users_for(user).filter(username=payload.commander or "").first()
+            if commander is None:
+                raise ActionRefused(
+                    f"No active staff user is called {payload.commander!r}.", field="commander", code="unknown"
+                )
+            actions.assign_commander(incident, actor=user, commander=commander)
         if scope:
             actions.update_impact_scope(incident, actor=user, **scope)
     return _incident_read(user, incident_id)
@@ -222,7 +231,13 @@ def resolve_incident(request: HttpRequest, incident_id: int, payload: ResolveIn 
 @router.post("/incidents/{incident_id}/reopen", response={200: IncidentOut, **WRITE_ERRORS}, tags=["incidents"])
 def reopen_incident(request: HttpRequest, incident_id: int, payload: ReopenIn) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
-    actions.reopen_incident(access.get_incident_for_user(user, incident_id), actor=user, reason=payload.reason)
+    actions.reopen_incident(
+        access.get_incident_for_user(user, incident_id),
+        actor=user,
+        reason=payload.reason,
+        message=payload.message,
+        is_public=payload.is_public,
+    )
     return _incident_read(user, incident_id)
 
 

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import BeforeValidator
+from pydantic import AwareDatetime, BeforeValidator
 
 from incidents.models import (
     ClockState,
@@ -20,6 +20,9 @@ from incidents.models import (
     Incident,
     IncidentStatus,
     IncidentUpdate,
+    Maintenance,
+    MaintenanceStatus,
+    MaintenanceUpdate,
     Metric,
     PublicStatus,
     Severity,
@@ -102,12 +105,15 @@ class ResolveIn(Schema):
 
 class ReopenIn(Schema):
     reason: str = Field(description="Why the incident is reopened (required, recorded on the timeline).")
+    message: str = Field("", description="An update to post at once (otherwise the next one falls due).")
+    is_public: bool = True
 
 
 class IncidentPatchIn(Schema):
     """Only the fields present in the request change."""
 
-    severity: str | None = None
+    severity: str | None = Field(None, description="A severity key such as sev1 (any case).")
+    commander: str | None = Field(None, description="Username of the active staff user to command the incident.")
     customer_impact_percent: float | None = _percent()
     regions: list[str] | None = None
     workaround: str | None = None
@@ -315,4 +321,117 @@ def severity_out(severity: Severity) -> dict[str, Any]:
         "first_update_target": severity.first_update_target,
         "update_cadence_target": severity.update_cadence_target,
         "resolve_target": severity.resolve_target,
+    }
+
+
+# --- maintenance --------------------------------------------------------------------------------
+
+
+class MaintenanceIn(Schema):
+    title: str = Field(min_length=1, max_length=200)
+    scheduled_for: AwareDatetime = Field(description="ISO 8601 with an offset, e.g. 2026-03-14T22:00:00+01:00.")
+    scheduled_until: AwareDatetime = Field(description="ISO 8601 with an offset; after scheduled_for.")
+    components: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, description="Ids of the components (not groups) the window affects."
+    )
+    message: str = Field("", description="The announcement (Markdown); a default naming the window if empty.")
+    auto_start: bool = Field(True, description="The sweep starts the window at scheduled_for.")
+    auto_complete: bool = Field(True, description="The sweep completes the window at scheduled_until.")
+
+
+class MaintenancePatchIn(Schema):
+    """Reschedule: a time left out keeps its current value. Once started, only the end can move."""
+
+    scheduled_for: AwareDatetime | None = None
+    scheduled_until: AwareDatetime | None = None
+    message: str = Field("", description="The update announcing the new window (Markdown); a default if empty.")
+
+
+class MaintenanceUpdateIn(Schema):
+    body: str = Field(description="Markdown.")
+    status: MaintenanceStatus | None = Field(
+        None, description="in_progress starts a scheduled window, completed completes it; unchanged if omitted."
+    )
+
+
+class MaintenanceMessageIn(Schema):
+    message: str = Field("", description="The update posted with the change (Markdown); a default if empty.")
+
+
+class MaintenanceCancelIn(Schema):
+    reason: str = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
+
+
+class MaintenanceListQuery(Schema):
+    state: Literal["upcoming", "active", "past"] | None = Field(
+        None,
+        description="upcoming: scheduled, not cancelled (soonest first); active: in progress or verifying (soonest "
+        "first); past: completed or cancelled (latest first). Without it, every window, latest first.",
+    )
+    limit: int = Field(50, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
+
+
+class MaintenanceUpdateOut(Schema):
+    id: int
+    status: MaintenanceStatus
+    body: str
+    body_html: str
+    created_at: datetime
+    author: str | None = Field(description="Null for an automatic start or completion.")
+    component_changes: list[ComponentChangeOut]
+
+
+class MaintenanceOut(Schema):
+    id: int
+    title: str
+    status: MaintenanceStatus = Field(description="A cancelled window keeps the status it had; see cancelled_at.")
+    scheduled_for: datetime
+    scheduled_until: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    auto_start: bool
+    auto_complete: bool
+    components: list[IncidentComponentOut]
+    updates: list[MaintenanceUpdateOut] = Field(description="Newest first.")
+
+
+class MaintenanceListOut(Schema):
+    count: int = Field(description="Windows matching the filter, across all pages.")
+    limit: int
+    offset: int
+    items: list[MaintenanceOut]
+
+
+def maintenance_update_out(update: MaintenanceUpdate) -> dict[str, Any]:
+    return {
+        "id": update.pk,
+        "status": update.status,
+        "body": update.body,
+        "body_html": update.body_html,
+        "created_at": update.created_at,
+        "author": _username(update.author),
+        "component_changes": update.component_changes,
+    }
+
+
+def maintenance_out(maintenance: Maintenance) -> dict[str, Any]:
+    """A window as the API reads it back, from access.maintenances_in_full_for (query-free here)."""
+    return {
+        "id": maintenance.pk,
+        "title": maintenance.title,
+        "status": maintenance.status,
+        "scheduled_for": maintenance.scheduled_for,
+        "scheduled_until": maintenance.scheduled_until,
+        "started_at": maintenance.started_at,
+        "completed_at": maintenance.completed_at,
+        "cancelled_at": maintenance.cancelled_at,
+        "auto_start": maintenance.auto_start,
+        "auto_complete": maintenance.auto_complete,
+        "components": [
+            {"id": c.pk, "name": c.name, "display_name": c.display_name, "status": c.status}
+            for c in maintenance.components.all()
+        ],
+        "updates": [maintenance_update_out(update) for update in maintenance.updates.all()],
     }
