@@ -182,7 +182,8 @@ def _component_row(component: Component, children: list[Component], statuses: di
         "position": component.position,
         "description": component.description or None,
         "showcase": component.showcase,
-        "start_date": component.start_date.isoformat() if component.start_date else None,
+        # Statuspage gives groups no start date; their children have their own.
+        "start_date": component.start_date.isoformat() if component.start_date and not component.is_group else None,
         "group_id": str(component.group_id) if component.group_id else None,
         "page_id": page_id(),
         "group": component.is_group,
@@ -294,7 +295,7 @@ def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[st
         "status": maintenance.status,
         "created_at": stamp(maintenance.created_at),
         "updated_at": stamp(maintenance.updated_at),
-        "monitoring_at": None,
+        "monitoring_at": stamp(next((u.created_at for u in reversed(updates) if u.status == "verifying"), None)),
         "resolved_at": stamp(maintenance.completed_at),
         "impact": "maintenance",
         "shortlink": f"{settings.SITE_URL}/maintenance/{maintenance_id}",
