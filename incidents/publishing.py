@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from incidents.models import Snapshot
@@ -32,6 +33,10 @@ KEEP_SNAPSHOTS = 50
 REDIS_DOCUMENT_KEY = "signalpost:snapshot:document"
 REDIS_VERSION_KEY = "signalpost:snapshot:version"
 SNAPSHOT_FILE = "snapshot.json"
+
+# Sent after every publish with `snapshot` (new or unchanged). The public site listens to write its
+# static files; the domain itself never imports the public site.
+snapshot_published = Signal()
 
 
 def redis_client() -> Any:
@@ -74,6 +79,9 @@ def publish(*, force: bool = False) -> Snapshot:
     digest = content_hash(document)
     snapshot = _save(document, digest, force=force)
     write_stores(snapshot.document)
+    for receiver, error in snapshot_published.send_robust(sender=Snapshot, snapshot=snapshot):
+        if error is not None:
+            log.error("after publishing, %s failed", receiver, exc_info=error)
     return snapshot
 
 

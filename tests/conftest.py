@@ -88,6 +88,7 @@ def _isolated_snapshots(settings: Any, tmp_path: Path) -> Iterator[None]:
     from statuspage.snapshot import reader
 
     settings.SNAPSHOT_DIR = tmp_path / "snapshot"
+    settings.PUBLISH_STATIC_SITE = False  # tests of the static site turn it on
 
     def forget() -> None:
         reader.reset()
