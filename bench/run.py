@@ -74,7 +74,8 @@ def prepare(tmp: Path) -> dict[str, str]:
     script = (
         "from incidents import actions; from incidents.models import Component; "
         f"names = {EXTRA_COMPONENTS!r}; "
-        "[actions.create_component(actor=None, name=n) for n in names if not Component.objects.filter(name=n).exists()]; "
+        "missing = [n for n in names if not Component.objects.filter(name=n).exists()]; "
+        "[actions.create_component(actor=None, name=n) for n in missing]; "
         "from incidents.publishing import publish; publish(force=True); "
         "print(Component.objects.filter(showcase=True, is_group=False).count())"
     )
@@ -87,7 +88,9 @@ def prepare(tmp: Path) -> dict[str, str]:
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def nginx_config(tmp: Path, app_port: int, deploy_port: int, static_port: int, static_root: Path) -> Path:
@@ -172,7 +175,7 @@ def main() -> None:
         try:
             for url in urls.values():
                 wait_for(url)
-            served = {key: urllib.request.urlopen(url, timeout=5).read() for key, url in urls.items()}  # noqa: S310
+            served = {key: urllib.request.urlopen(url, timeout=5).read() for key, url in urls.items()}
             for key, body in served.items():
                 if len(body) < 0.9 * len(page):
                     raise SystemExit(f"{key} served {len(body)} bytes, the page has {len(page)}")

@@ -8,14 +8,17 @@ earlier (imports, demo data); it defaults to now.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from incidents import clocks
@@ -992,7 +995,9 @@ def _maintenance_update(
 
 
 def _when(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%d %b %Y %H:%M} UTC"
+    zone = zoneinfo.ZoneInfo(settings.DISPLAY_TIME_ZONE)
+    local = moment.astimezone(zone)
+    return f"{local:%d %b %Y %H:%M} {local.tzname() or settings.DISPLAY_TIME_ZONE}"
 
 
 def schedule_maintenance(
@@ -1130,8 +1135,17 @@ def complete_maintenance(
             raise ActionRefused("This maintenance is already completed.", code="already_completed")
         if maintenance.status == MaintenanceStatus.SCHEDULED:
             raise ActionRefused("This maintenance has not started; start it or cancel it.", code="not_started")
+        held_elsewhere = set(
+            Maintenance.objects.filter(
+                status__in=[MaintenanceStatus.IN_PROGRESS, MaintenanceStatus.VERIFYING], cancelled_at__isnull=True
+            )
+            .exclude(pk=maintenance.pk)
+            .values_list("components", flat=True)
+        )
         restore = []
         for component in maintenance.components.all():
+            if component.pk in held_elsewhere:
+                continue  # another window still running on it will restore it
             if component.status == ComponentStatus.UNDER_MAINTENANCE:
                 # An incident that changed the component meanwhile owns its status; only undo our own.
                 before = maintenance.restore_statuses.get(str(component.pk), ComponentStatus.OPERATIONAL)
@@ -1167,15 +1181,16 @@ def post_maintenance_update(
     body = body.strip()
     if not body:
         raise ActionRefused("An update needs a message.", field="body")
-    status = status or maintenance.status
-    if status not in MaintenanceStatus.values:
+    if status is not None and status not in MaintenanceStatus.values:
         raise ActionRefused(f"Unknown maintenance status {status!r}.", field="status")
-    if status == MaintenanceStatus.IN_PROGRESS and maintenance.status == MaintenanceStatus.SCHEDULED:
-        return start_maintenance(maintenance, actor=actor, message=body, at=at)
-    if status == MaintenanceStatus.COMPLETED and maintenance.status != MaintenanceStatus.COMPLETED:
-        return complete_maintenance(maintenance, actor=actor, message=body, at=at)
     with transaction.atomic():
+        # Decide on the row as it is now, not as the caller last saw it.
         maintenance = _lock_maintenance(maintenance)
+        status = status or maintenance.status
+        if status == MaintenanceStatus.IN_PROGRESS and maintenance.status == MaintenanceStatus.SCHEDULED:
+            return start_maintenance(maintenance, actor=actor, message=body, at=at)
+        if status == MaintenanceStatus.COMPLETED and maintenance.status != MaintenanceStatus.COMPLETED:
+            return complete_maintenance(maintenance, actor=actor, message=body, at=at)
         if maintenance.is_finished:
             raise ActionRefused("This maintenance is over; updates can no longer be posted.")
         if status == MaintenanceStatus.SCHEDULED and maintenance.status != MaintenanceStatus.SCHEDULED:
@@ -1206,6 +1221,8 @@ def cancel_maintenance(
         maintenance = _lock_maintenance(maintenance)
         if maintenance.is_cancelled:
             raise ActionRefused("This maintenance is already cancelled.", code="already_cancelled")
+        if maintenance.status == MaintenanceStatus.COMPLETED:
+            raise ActionRefused("This maintenance is already completed.", code="already_completed")
         if maintenance.status != MaintenanceStatus.SCHEDULED:
             raise ActionRefused("This maintenance has started; complete it instead of cancelling.", code="started")
         maintenance.cancelled_at = at
@@ -1227,22 +1244,33 @@ def cancel_maintenance(
 
 
 def run_due_maintenance(maintenance: Maintenance, *, now: datetime) -> int:
-    """The sweep's step for a claimed window: start or complete it when due. Safe to run twice."""
+    """The sweep's step for a claimed window: start or complete it when due. Safe to run twice.
+
+    A step is stamped at its scheduled time when the sweep was late (workers down), but never before
+    the window existed, before it started, or before its components' last recorded change: the
+    status history stays in order and uptime stays true.
+    """
     steps = 0
+    last_change = ComponentStatusChange.objects.filter(component__in=maintenance.components.all()).aggregate(
+        last=Max("changed_at")
+    )["last"]
     if (
         maintenance.status == MaintenanceStatus.SCHEDULED
         and maintenance.auto_start
         and not maintenance.is_cancelled
         and maintenance.scheduled_for <= now
     ):
-        maintenance = start_maintenance(maintenance, actor=None, at=maintenance.scheduled_for)
+        start_at = max(filter(None, [maintenance.scheduled_for, maintenance.created_at, last_change]))
+        maintenance = start_maintenance(maintenance, actor=None, at=min(start_at, now))
+        last_change = maintenance.started_at
         steps += 1
     if (
         maintenance.status in (MaintenanceStatus.IN_PROGRESS, MaintenanceStatus.VERIFYING)
         and maintenance.auto_complete
         and maintenance.scheduled_until <= now
     ):
-        complete_maintenance(maintenance, actor=None, at=maintenance.scheduled_until)
+        end_at = max(filter(None, [maintenance.scheduled_until, maintenance.started_at, last_change]))
+        complete_maintenance(maintenance, actor=None, at=min(end_at, now))
         steps += 1
     if not steps:
         # Claimed but nothing to do (moved by a reschedule in between): recompute the due column.

@@ -188,3 +188,70 @@ def test_it_publishes_windows_including_cancelled_ones(staff: User, window: Main
     assert row["cancelled_at"] is not None
     assert row["scheduled_for"] == "2026-03-03T00:00:00.000+00:00"
     assert row["incident_updates"][0]["body"] == "This maintenance has been cancelled."
+
+
+def test_it_never_stamps_a_start_before_the_window_existed(staff: User, exports: Component) -> None:
+    """Scheduled at 10:45 for 10:00: the sweep starts it at 10:45, not in the past."""
+    created = T0 + timedelta(minutes=45)
+    window = actions.schedule_maintenance(
+        actor=staff, title="Late notice", scheduled_for=T0, scheduled_until=END, components=[exports], at=created
+    )
+    sweep_at(created + timedelta(seconds=5))
+
+    window.refresh_from_db()
+    assert window.started_at == created
+
+
+def test_it_completes_no_earlier_than_it_started(staff: User, exports: Component) -> None:
+    window = actions.schedule_maintenance(
+        actor=staff,
+        title="Manual",
+        scheduled_for=START,
+        scheduled_until=END,
+        components=[exports],
+        auto_start=False,
+        at=T0,
+    )
+    actions.start_maintenance(window, actor=staff, at=END + timedelta(hours=1))  # by hand, after its end
+    sweep_at(END + timedelta(hours=1, seconds=5))
+
+    window.refresh_from_db()
+    assert window.completed_at is not None and window.started_at is not None
+    assert window.completed_at >= window.started_at
+
+
+def test_it_leaves_a_component_to_an_overlapping_window(staff: User, window: Maintenance, exports: Component) -> None:
+    other = actions.schedule_maintenance(
+        actor=staff,
+        title="Longer",
+        scheduled_for=START,
+        scheduled_until=END + timedelta(hours=2),
+        components=[exports],
+        at=T0,
+    )
+    sweep_at(START + timedelta(seconds=5))
+    sweep_at(END + timedelta(seconds=5))  # the first window ends; the second still runs
+
+    assert status_of(exports) == "under_maintenance"
+    sweep_at(END + timedelta(hours=2, seconds=5))
+    other.refresh_from_db()
+    assert other.status == "completed"
+    assert status_of(exports) == "operational"
+
+
+def test_it_decides_an_update_on_the_current_state(staff: User, window: Maintenance) -> None:
+    stale = Maintenance.objects.get(pk=window.pk)  # read before someone else starts it
+    actions.start_maintenance(window, actor=staff)
+
+    actions.post_maintenance_update(stale, actor=staff, body="Halfway there")
+
+    window.refresh_from_db()
+    assert (window.status, window.updates.first().body) == ("in_progress", "Halfway there")  # type: ignore[union-attr]
+
+
+def test_it_says_a_completed_window_is_completed_when_cancelling(staff: User, window: Maintenance) -> None:
+    actions.start_maintenance(window, actor=staff)
+    actions.complete_maintenance(window, actor=staff)
+
+    with pytest.raises(ActionRefused, match="already completed"):
+        actions.cancel_maintenance(window, actor=staff)
