@@ -17,6 +17,8 @@ from incidents.models import (
     IncidentQuerySet,
     IncidentTemplate,
     IncidentUpdate,
+    Maintenance,
+    MaintenanceUpdate,
     Severity,
     TimelineEvent,
 )
@@ -122,3 +124,35 @@ def staff_users_for(user: Any) -> QuerySet[Any]:
     """The people who can command an incident: active staff."""
     require_staff(user)
     return get_user_model().objects.filter(is_staff=True, is_active=True).order_by("username")
+
+
+def maintenances_for(user: Any) -> QuerySet[Maintenance]:
+    """Maintenance windows with their components (and the components' groups)."""
+    require_staff(user)
+    return Maintenance.objects.select_related("created_by").prefetch_related(
+        Prefetch("components", queryset=Component.objects.select_related("group"))
+    )
+
+
+def maintenances_in_full_for(user: Any) -> QuerySet[Maintenance]:
+    """Also their updates, newest first, with authors: a constant number of queries per page."""
+    return maintenances_for(user).prefetch_related(
+        Prefetch("updates", queryset=MaintenanceUpdate.objects.select_related("author"))
+    )
+
+
+def get_maintenance_for_user(user: Any, maintenance_id: int | str) -> Maintenance:
+    try:
+        pk = int(maintenance_id)
+    except (TypeError, ValueError):
+        raise Http404("No such maintenance.") from None
+    maintenance = maintenances_in_full_for(user).filter(pk=pk).first()
+    if maintenance is None:
+        raise Http404("No such maintenance.")
+    return maintenance
+
+
+def maintenance_timeline_for(user: Any, maintenance: Maintenance) -> QuerySet[TimelineEvent]:
+    """A maintenance window's timeline, oldest first, with the people who acted."""
+    require_staff(user)
+    return TimelineEvent.objects.filter(maintenance=maintenance).select_related("actor").order_by("created_at", "id")

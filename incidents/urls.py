@@ -1,6 +1,6 @@
 from django.urls import path
 
-from incidents import views
+from incidents import maintenance_views, views
 
 app_name = "incidents"
 urlpatterns = [
@@ -14,4 +14,13 @@ urlpatterns = [
     path("incidents/<int:incident_id>/commander", views.assign_commander, name="commander"),
     path("incidents/<int:incident_id>/resolve", views.resolve, name="resolve"),
     path("incidents/<int:incident_id>/reopen", views.reopen, name="reopen"),
+    path("maintenance/", maintenance_views.maintenance_list, name="maintenance_list"),
+    path("maintenance/panel", maintenance_views.maintenance_panel, name="maintenance_panel"),
+    path("maintenance/new", maintenance_views.schedule, name="maintenance_schedule"),
+    path("maintenance/<int:maintenance_id>", maintenance_views.maintenance_detail, name="maintenance"),
+    path("maintenance/<int:maintenance_id>/start", maintenance_views.start, name="maintenance_start"),
+    path("maintenance/<int:maintenance_id>/complete", maintenance_views.complete, name="maintenance_complete"),
+    path("maintenance/<int:maintenance_id>/update", maintenance_views.post_update, name="maintenance_update"),
+    path("maintenance/<int:maintenance_id>/reschedule", maintenance_views.reschedule, name="maintenance_reschedule"),
+    path("maintenance/<int:maintenance_id>/cancel", maintenance_views.cancel, name="maintenance_cancel"),
 ]

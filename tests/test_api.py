@@ -830,6 +830,12 @@ def test_it_serves_openapi_listing_every_path(db: None) -> None:
         "/api/v1/components",
         "/api/v1/components/{component_id}",
         "/api/v1/severities",
+        "/api/v1/maintenances",
+        "/api/v1/maintenances/{maintenance_id}",
+        "/api/v1/maintenances/{maintenance_id}/updates",
+        "/api/v1/maintenances/{maintenance_id}/start",
+        "/api/v1/maintenances/{maintenance_id}/complete",
+        "/api/v1/maintenances/{maintenance_id}/cancel",
     }
     declare_op = schema["paths"]["/api/v1/incidents"]["post"]
     assert declare_op["operationId"] == "declare_incident"
