@@ -1,3 +1,14 @@
 """Public pages (statuspage/views.py), served from the snapshot."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from statuspage import views
+
+urlpatterns = [
+    path("", views.status, name="status"),
+    path("history", views.history, name="history"),
+    path("history/<int:page>", views.history, name="history_page"),
+    path("incidents/<str:incident_id>", views.incident, name="incident"),
+    path("maintenance/<str:maintenance_id>", views.maintenance, name="maintenance"),
+    path("uptime", views.uptime, name="uptime"),
+]

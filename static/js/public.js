@@ -1,0 +1,151 @@
+// The public pages work without this file. With it:
+// - times (<time data-local datetime="…">, written in the page's zone) are shown in the reader's zone;
+// - a component group the reader opened or closed stays so when htmx refreshes the status part;
+// - an uptime bar shows its words (which screen readers read from the list) above it on hover or tap.
+(function () {
+  "use strict";
+
+  var STYLES = {
+    datetime: { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" },
+    time: { hour: "2-digit", minute: "2-digit", hourCycle: "h23" },
+  };
+
+  function zonePart(locale, moment) {
+    var parts = new Intl.DateTimeFormat(locale, { timeZoneName: "short" }).formatToParts(moment);
+    for (var i = 0; i < parts.length; i++) {
+      if (parts[i].type === "timeZoneName") {
+        return parts[i].value;
+      }
+    }
+    return "";
+  }
+
+  function zoneName(moment) {
+    // en-GB names European zones (CET, BST), en-US American ones (EST, PDT); otherwise an offset.
+    var name = zonePart("en-GB", moment);
+    if (/^GMT[+-]/.test(name)) {
+      name = zonePart("en-US", moment);
+    }
+    return name.replace(/^GMT(?=[+-])/, "UTC");
+  }
+
+  function localise(root) {
+    var elements = root.querySelectorAll("time[data-local]");
+    for (var i = 0; i < elements.length; i++) {
+      var element = elements[i];
+      var options = STYLES[element.getAttribute("data-local")];
+      var moment = new Date(element.getAttribute("datetime"));
+      if (!options || isNaN(moment.getTime()) || element.hasAttribute("data-localised")) {
+        continue;
+      }
+      // The page's own wording stays available on hover.
+      element.title = element.textContent;
+      element.textContent = new Intl.DateTimeFormat("en-GB", options).format(moment) + " " + zoneName(moment);
+      element.setAttribute("data-localised", "");
+    }
+    var notes = root.querySelectorAll("[data-zone-note]");
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    for (var j = 0; j < notes.length; j++) {
+      notes[j].textContent = "Times are shown in your time zone" + (zone ? " (" + zone + ")." : ".");
+    }
+  }
+
+  // Before a refresh: which groups does the reader have open, and were they opened by the server?
+  var groupStates = {};
+
+  function rememberGroups(root) {
+    groupStates = {};
+    var groups = root.querySelectorAll("details[id][data-default]");
+    for (var i = 0; i < groups.length; i++) {
+      groupStates[groups[i].id] = {
+        open: groups[i].open,
+        changedByReader: groups[i].open !== (groups[i].getAttribute("data-default") === "open"),
+      };
+    }
+  }
+
+  function restoreGroups(root) {
+    var groups = root.querySelectorAll("details[id][data-default]");
+    for (var i = 0; i < groups.length; i++) {
+      var state = groupStates[groups[i].id];
+      // A group the reader left alone follows the server (it opens when a component degrades).
+      if (state && state.changedByReader) {
+        groups[i].open = state.open;
+      }
+    }
+  }
+
+  var tip = null;
+  var pointed = null;
+
+  function showTip(bar) {
+    if (!tip) {
+      tip = document.createElement("div");
+      tip.className = "bar-tip";
+      tip.setAttribute("aria-hidden", "true"); // the words are already in the list
+      document.body.appendChild(tip);
+    }
+    if (pointed) {
+      pointed.classList.remove("is-pointed");
+    }
+    pointed = bar;
+    bar.classList.add("is-pointed");
+    tip.textContent = bar.textContent;
+    tip.hidden = false;
+    var box = bar.getBoundingClientRect();
+    var width = tip.offsetWidth;
+    var left = box.left + box.width / 2 - width / 2;
+    left = Math.max(8, Math.min(left, document.documentElement.clientWidth - width - 8));
+    tip.style.left = left + window.scrollX + "px";
+    tip.style.top = box.top + window.scrollY - tip.offsetHeight - 8 + "px";
+  }
+
+  function hideTip() {
+    if (tip) {
+      tip.hidden = true;
+    }
+    if (pointed) {
+      pointed.classList.remove("is-pointed");
+      pointed = null;
+    }
+  }
+
+  function barOf(target) {
+    return target && target.closest ? target.closest(".bars li") : null;
+  }
+
+  document.addEventListener("mouseover", function (event) {
+    var bar = barOf(event.target);
+    if (bar) {
+      showTip(bar);
+    } else if (pointed) {
+      hideTip();
+    }
+  });
+  document.addEventListener("click", function (event) {
+    var bar = barOf(event.target);
+    if (bar) {
+      showTip(bar); // a tap on a touch screen, where there is no hover
+    } else {
+      hideTip();
+    }
+  });
+  window.addEventListener("scroll", hideTip, { passive: true });
+
+  document.addEventListener("htmx:beforeSwap", function () {
+    hideTip();
+    rememberGroups(document);
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    restoreGroups(document);
+    localise(document);
+  });
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () {
+      localise(document);
+    });
+  } else {
+    localise(document);
+  }
+})();

@@ -1,0 +1,180 @@
+"""The public pages stay up when we are down.
+
+The database is made truly unreachable (PostgreSQL: the connection is closed and pointed at a closed
+port, so the next connect is refused; SQLite: the open in-memory connection is set aside and the next
+connect goes to a path that cannot be opened) and Redis is pointed at a closed port. Each test checks
+that a query really fails before it asks for pages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import OperationalError, connection
+from django.test import Client
+
+from incidents import actions, publishing
+from incidents.models import Incident, Snapshot
+from statuspage.http import clear_rendered
+from statuspage.snapshot import reader
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = datetime(2026, 11, 8, 14, 5, tzinfo=UTC)
+CLOSED_PORT = 1  # nothing listens on a privileged port this low
+LAST_UPDATED = (
+    'Last updated <time datetime="2026-11-08T15:05:00+01:00" data-local="datetime">8 Nov 2026, 15:05 CET</time>'
+)
+
+
+@contextmanager
+def database_down() -> Iterator[None]:
+    """Every new connection fails until the block ends; the current one is put out of reach."""
+    saved = dict(connection.settings_dict)
+    kept = None
+    if connection.vendor == "sqlite":
+        # Django never closes an in-memory SQLite database (that would destroy it): set it aside.
+        kept, connection.connection = connection.connection, None
+        connection.settings_dict["NAME"] = "/nonexistent-signalpost-dir/db.sqlite3"
+    else:
+        connection.close()
+        connection.settings_dict.update(HOST="127.0.0.1", PORT=str(CLOSED_PORT))
+    try:
+        yield
+    finally:
+        if connection.vendor == "sqlite":
+            connection.connection = kept
+        else:
+            connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+
+
+def assert_database_unreachable() -> None:
+    with pytest.raises(OperationalError):
+        Incident.objects.count()
+
+
+@pytest.fixture
+def redis_down(settings: Any) -> None:
+    settings.REDIS_URL = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+
+
+def cold() -> None:
+    """A process that has just started: nothing in memory, nothing rendered."""
+    reader.reset()
+    clear_rendered()
+
+
+@pytest.fixture
+def published(settings: Any) -> dict[str, int]:
+    """A component in trouble and an open incident, published at T0 (15:05 CET)."""
+    settings.DISPLAY_TIME_ZONE = "Europe/Berlin"
+    factories.ensure_severities()  # a transactional test's flush removes the seeded ones
+    with time_machine.travel(T0 - timedelta(hours=1), tick=False):
+        us = factories.make_component(name="US")
+        incident = factories.declare(
+            actor=None, title="Queries fail in US", components={us: "major_outage"}, customer_impact_percent="45"
+        )
+    with time_machine.travel(T0, tick=False):
+        actions.post_update(incident, actor=None, body="We are failing over to the standby database.")
+        publishing.publish()
+    cold()
+    return {"incident": incident.pk}
+
+
+def urls(ids: dict[str, int]) -> list[str]:
+    return ["/", "/history", "/uptime", f"/incidents/{ids['incident']}"]
+
+
+def assert_pages_answer_from_the_snapshot(client: Client, ids: dict[str, int]) -> None:
+    for url in urls(ids):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert LAST_UPDATED in response.content.decode(), url
+    home = client.get("/")
+    html = home.content.decode()
+    assert "Major System Outage" in html
+    assert "We are failing over to the standby database." in html
+    assert "About 45% of customers affected" in html
+    assert re.fullmatch(r'"v\d+"', home["ETag"])
+
+
+def test_it_serves_the_last_snapshot_with_the_database_down(client: Client, published: dict[str, int]) -> None:
+    with database_down():
+        assert_database_unreachable()
+        assert_pages_answer_from_the_snapshot(client, published)  # cold: read from Redis or the file
+        assert_pages_answer_from_the_snapshot(client, published)  # warm: from memory
+        assert client.get("/incidents/123456").status_code == 404
+        assert_database_unreachable()
+
+    assert Snapshot.objects.exists()  # and the database is back afterwards
+
+
+def test_it_serves_the_snapshot_file_with_redis_down(
+    client: Client, published: dict[str, int], redis_down: None, django_assert_num_queries: Any
+) -> None:
+    with django_assert_num_queries(0):  # from the file, not rebuilt from the database
+        assert_pages_answer_from_the_snapshot(client, published)
+
+
+def test_it_serves_the_snapshot_file_with_the_database_and_redis_down(
+    client: Client, published: dict[str, int], redis_down: None
+) -> None:
+    with database_down():
+        assert_database_unreachable()
+        assert_pages_answer_from_the_snapshot(client, published)
+
+
+def test_it_serves_the_newest_snapshot_it_can_find_while_down(
+    client: Client, published: dict[str, int], redis_down: None
+) -> None:
+    incident = Incident.objects.get(pk=published["incident"])
+    with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
+        actions.resolve_incident(incident, actor=None, message="Queries work again.")
+        publishing.publish()
+    cold()
+
+    with database_down():
+        html = client.get("/").content.decode()
+
+    assert "All Systems Operational" in html
+    assert "Queries work again." in html
+    assert "8 Nov 2026, 15:10 CET" in html
+
+
+def test_it_answers_503_when_there_is_no_snapshot_and_no_database(client: Client, redis_down: None) -> None:
+    cold()
+    with database_down():
+        assert_database_unreachable()
+        responses = [client.get(url) for url in ("/", "/history", "/uptime", "/incidents/1")]
+        head = client.head("/")
+
+    for response in [*responses, head]:
+        assert response.status_code == 503
+        assert response["Retry-After"] == "30"
+        assert response["Cache-Control"] == "no-store"
+    assert "Status temporarily unavailable" in responses[0].content.decode()
+
+
+def test_it_builds_the_first_snapshot_itself_when_no_store_has_one(client: Client) -> None:
+    factories.ensure_severities()
+    factories.make_component(name="US")
+    publishing.snapshot_path().unlink(missing_ok=True)  # as if nothing had ever been published
+    client_redis = publishing.redis_client()
+    if client_redis is not None:
+        client_redis.delete(publishing.REDIS_DOCUMENT_KEY, publishing.REDIS_VERSION_KEY)
+    cold()
+
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert "US" in response.content.decode()
+    assert publishing.snapshot_path().exists()
