@@ -13,12 +13,15 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3 python; do \
 
 .PHONY: run install test lint typecheck pytest test-sqlite worker timers screenshots clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt package-lock.json
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (found none on PATH)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check uv \
 		&& UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip install --quiet -p $(PY) -r requirements-dev.txt \
 		|| $(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# axe-core for the accessibility test (the app itself needs no Node.js); skipped without npm.
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
+		else echo "npm not found: the accessibility test will be skipped"; fi
 	@touch $@
 
 install: $(VENV)/.installed

@@ -272,7 +272,9 @@ def _incident_row(incident: Incident, component_rows: dict[int, dict[str, Any]],
         "started_at": stamp(incident.impact_started_at or incident.declared_at),
         "page_id": page_id(),
         "incident_updates": [_update_row(u, incident_id) for u in updates],
-        "components": [component_rows[c.pk] for c in incident.components.all() if c.pk in component_rows],
+        "components": [
+            _without_uptime(component_rows[c.pk]) for c in incident.components.all() if c.pk in component_rows
+        ],
         "impact_scope": {
             "customer_impact_percent": float(incident.customer_impact_percent)
             if incident.customer_impact_percent is not None
@@ -284,6 +286,11 @@ def _incident_row(incident: Incident, component_rows: dict[int, dict[str, Any]],
         # Only once resolved: a running duration would make every build differ.
         "duration_seconds": round(incident.duration().total_seconds()) if incident.is_resolved else None,
     }
+
+
+def _without_uptime(row: dict[str, Any]) -> dict[str, Any]:
+    """A component as incidents and maintenances embed it: the v2 fields, not 90 days of uptime."""
+    return {key: value for key, value in row.items() if key != "uptime"}
 
 
 def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -302,7 +309,9 @@ def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[st
         "started_at": stamp(maintenance.started_at or maintenance.scheduled_for),
         "page_id": page_id(),
         "incident_updates": [_update_row(u, maintenance_id) for u in updates],
-        "components": [component_rows[c.pk] for c in maintenance.components.all() if c.pk in component_rows],
+        "components": [
+            _without_uptime(component_rows[c.pk]) for c in maintenance.components.all() if c.pk in component_rows
+        ],
         "scheduled_for": stamp(maintenance.scheduled_for),
         "scheduled_until": stamp(maintenance.scheduled_until),
         "cancelled_at": stamp(maintenance.cancelled_at),
