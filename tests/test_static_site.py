@@ -1,0 +1,198 @@
+"""The public site as files: export_static, the site written after each publish, and nginx serving it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+from incidents import actions, publishing
+from tests import factories
+from tests.conftest import need
+
+pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parent.parent
+LINK = re.compile(r"""(?:href|src)="(/[^"#?]*)""")
+
+
+@pytest.fixture
+def page(staff: User) -> None:
+    group = factories.make_component(name="Query API", is_group=True, actor=staff)
+    us = factories.make_component(name="US", group=group, actor=staff)
+    incident = factories.declare(actor=staff, title="Slow queries", components={us: "partial_outage"})
+    actions.resolve_incident(incident, actor=staff, message="Fixed.")
+    factories.declare(actor=staff, title="Exports delayed")
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    start = timezone.now() + timedelta(days=2)
+    actions.schedule_maintenance(
+        actor=staff, title="Database upgrade", scheduled_for=start, scheduled_until=start + timedelta(hours=1)
+    )
+
+
+def exported(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+
+
+def test_it_exports_every_route_with_working_links(page: None, tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    call_command("export_static", str(target), stdout=open(os.devnull, "w"))  # noqa: SIM115
+
+    files = exported(target)
+    document = publishing.Snapshot.objects.latest().document
+    incident_ids = [row["id"] for row in document["incidents"]]
+    maintenance_ids = [row["id"] for row in document["scheduled_maintenances"]]
+    assert {
+        "index.html",
+        "history/index.html",
+        "uptime/index.html",
+        *(f"incidents/{i}/index.html" for i in incident_ids),
+        *(f"maintenance/{m}/index.html" for m in maintenance_ids),
+        "api/v2/summary.json",
+        "api/v2/status.json",
+        "api/v2/components.json",
+        "api/v2/incidents.json",
+        "api/v2/incidents/unresolved.json",
+        "api/v2/scheduled-maintenances.json",
+        "api/v2/scheduled-maintenances/upcoming.json",
+        "api/v2/scheduled-maintenances/active.json",
+        "history.atom",
+        "history.rss",
+        "maintenance.ics",
+    } <= files
+    # Every local link and asset a page refers to is a file of the export (as a folder's index.html).
+    for name in (f for f in files if f.endswith(".html")):
+        for link in LINK.findall((target / name).read_text()):
+            path = link.strip("/")
+            assert path in files or f"{path}/index.html" in files or (not path and "index.html" in files), (
+                f"{name} links to {link}, which the export lacks"
+            )
+
+
+def test_it_refuses_to_export_into_a_folder_with_files(page: None, tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_text("keep me")
+    with pytest.raises(CommandError, match="is not empty"):
+        call_command("export_static", str(tmp_path))
+    assert (tmp_path / "old.txt").read_text() == "keep me"
+
+
+def test_it_switches_the_published_site_atomically(staff: User, settings: Any) -> None:
+    settings.PUBLISH_STATIC_SITE = True
+    factories.declare(actor=staff, title="First")
+    publishing.publish()  # what the task does once the change commits
+    site = Path(settings.SNAPSHOT_DIR) / "site"
+    first = os.readlink(site)
+    assert "First" in (site / "index.html").read_text()
+
+    factories.declare(actor=staff, title="Second")
+    publishing.publish()
+
+    assert os.readlink(site) != first
+    assert "Second" in (site / "index.html").read_text()
+    assert sorted(p.name for p in site.parent.iterdir() if p.name.startswith(".")) == []  # nothing half-written
+
+
+# --- nginx with deploy/nginx.conf ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture
+def nginx_without_app(tmp_path: Path, settings: Any) -> Iterator[str]:
+    """nginx with deploy/nginx.conf over the published site, its upstream (gunicorn) not running."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    need(Path(binary).exists(), "needs nginx (apt-get install nginx-light)")
+    port, dead_upstream = free_port(), free_port()
+    deploy = (ROOT / "deploy" / "nginx.conf").read_text()
+    deploy = deploy.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dead_upstream};")
+    deploy = deploy.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    deploy = deploy.replace("/var/lib/signalpost/snapshot/site", str(Path(settings.SNAPSHOT_DIR) / "site"))
+    deploy = deploy.replace("/srv/signalpost/var/staticfiles/", f"{tmp_path}/static/")
+    config = tmp_path / "nginx.conf"
+    # pytest's temporary folders are private to this user; nginx's workers must be able to read them.
+    user = "user root;" if os.geteuid() == 0 else ""
+    config.write_text(
+        f"{user} pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; events {{}}\n"
+        f"http {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {tmp_path}/body; "
+        f"proxy_temp_path {tmp_path}/proxy; fastcgi_temp_path {tmp_path}/fcgi; uwsgi_temp_path {tmp_path}/uwsgi; "
+        f"scgi_temp_path {tmp_path}/scgi;\n{deploy}\n}}\n"
+    )
+    process = subprocess.Popen(
+        [binary, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nginx did not start: {process.stderr.read().decode() if process.stderr else ''}")
+            time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+
+
+def test_nginx_serves_the_public_side_while_the_app_is_down(staff: User, settings: Any, nginx_without_app: str) -> None:
+    settings.PUBLISH_STATIC_SITE = True
+    incident = factories.declare(actor=staff, title="Slow queries")
+    publishing.publish()
+    base = nginx_without_app
+
+    status, headers, body = fetch(f"{base}/")
+    assert status == 200
+    assert b"Slow queries" in body
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert "max-age=15" in headers["Cache-Control"]
+
+    status, headers, body = fetch(f"{base}/incidents/{incident.pk}")
+    assert (status, b"Slow queries" in body) == (200, True)
+
+    status, headers, body = fetch(f"{base}/api/v2/summary.json")
+    assert (status, headers["Access-Control-Allow-Origin"]) == (200, "*")
+    assert headers["Content-Type"].startswith("application/json")
+    assert b'"name":"Slow queries"' in body
+
+    status, headers, _ = fetch(f"{base}/maintenance.ics")
+    assert (status, headers["Content-Type"]) == (200, "text/calendar; charset=utf-8")
+
+    # Conditional requests get 304 from nginx itself.
+    etag = fetch(f"{base}/")[1]["ETag"]
+    request = urllib.request.Request(f"{base}/", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as not_modified:
+        urllib.request.urlopen(request, timeout=5)
+    assert not_modified.value.code == 304
+
+    # The on-call side needs the application, which is down.
+    assert fetch(f"{base}/manage/")[0] == 502
