@@ -64,13 +64,13 @@ def prepare(tmp: Path) -> dict[str, str]:
         "PUBLISH_STATIC_SITE": "true",
         "DEBUG": "false",
         "SECRET_KEY": "bench-only-not-secret",
-        "STATIC_ROOT_OVERRIDE": str(tmp / "static"),
+        "STATIC_ROOT": str(tmp / "static"),
         "LOG_LEVEL": "WARNING",
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
-    subprocess.run([*manage, "seed_demo", "--force"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     subprocess.run([*manage, "collectstatic", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+    subprocess.run([*manage, "seed_demo", "--force"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     script = (
         "from incidents import actions; from incidents.models import Component; "
         f"names = {EXTRA_COMPONENTS!r}; "
@@ -157,6 +157,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="signalpost-bench-") as name:
         tmp = Path(name)
+        tmp.chmod(0o755)  # nginx's workers run as another user and must read the published files
         env = prepare(tmp)
         page = (tmp / "snapshot" / "site" / "index.html").read_bytes()
         ports = {key: free_port() for key in ("ours", "bare", "deploy", "static")}
@@ -173,8 +174,13 @@ def main() -> None:
         processes.append(start(["nginx", "-c", str(config), "-g", "daemon off;"], env, tmp / "nginx.log"))
         urls = {key: f"http://127.0.0.1:{port}/" for key, port in ports.items()}
         try:
-            for url in urls.values():
-                wait_for(url)
+            for key, url in urls.items():
+                try:
+                    wait_for(url)
+                except SystemExit:
+                    print((tmp / f"{key}.log").read_text() if (tmp / f"{key}.log").exists() else "", file=sys.stderr)
+                    print((tmp / "nginx-error.log").read_text() if key in {"deploy", "static"} else "", file=sys.stderr)
+                    raise
             served = {key: urllib.request.urlopen(url, timeout=5).read() for key, url in urls.items()}
             for key, body in served.items():
                 if len(body) < 0.9 * len(page):

@@ -482,3 +482,22 @@ def test_it_shows_an_empty_page_before_anything_is_set_up(client: Client, frozen
     assert "No incidents resolved in the last 7 days." in page
     assert "Page 1 of 1" in words(text(client.get("/history")))
     assert "No component shows its uptime yet." in words(text(client.get("/uptime")))
+
+
+def test_it_serves_public_routes_ahead_of_sessions_and_csrf_with_the_security_headers(
+    client: Client, staff: User
+) -> None:
+    """The fast path (statuspage/middleware.py): no cookie is touched, the policy needs no nonce."""
+    from incidents.publishing import publish
+
+    publish()
+    client.force_login(staff)
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert not hasattr(response.wsgi_request, "session")  # the session and auth middleware never ran
+    assert not hasattr(response.wsgi_request, "user")
+    assert response["Content-Security-Policy"].startswith("default-src 'self'; script-src 'self';")
+    assert "nonce" not in response["Content-Security-Policy"]
+    assert (response["X-Content-Type-Options"], response["X-Frame-Options"]) == ("nosniff", "DENY")
+    assert int(response["Content-Length"]) == len(response.content)

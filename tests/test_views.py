@@ -20,7 +20,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from incidents import actions
-from incidents.models import Component, Incident, IncidentTemplate, Severity
+from incidents.models import Component, Incident, IncidentTemplate
 from incidents.templatetags.incident_ui import display_datetime, display_time, duration, percent
 from tests import factories
 
@@ -335,7 +335,7 @@ def test_it_prefills_the_form_from_a_template(staff_client: Client, api: Compone
     template = IncidentTemplate.objects.create(
         name="Database failover",
         title="Errors after a database failover",
-        severity=Severity.objects.get(key="sev2"),
+        severity=factories.severity("sev2"),
         message="We are looking into errors after a failover.",
         component_status="partial_outage",
     )
