@@ -1,7 +1,7 @@
 """Take the README screenshots: `make screenshots` (needs Chromium; Debian: apt-get install chromium).
 
-Seeds a throwaway SQLite database with the demo, serves it on a free local port, logs in as the demo
-user and captures the dashboard and the story incident into docs/.
+Seeds a throwaway SQLite database with the demo, serves it on a free local port, captures the public
+status page, then logs in as the demo user and captures the dashboard and the story incident into docs/.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> None:
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
         subprocess.run([*manage, "seed_demo"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run([*manage, "publish"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         server = subprocess.Popen(
             [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
             env=env,
@@ -64,6 +65,9 @@ def main() -> None:
                 flags = ["--disable-gpu", "--disable-quic", "--disable-background-networking"]
                 browser = pw.chromium.launch(executable_path=chromium, args=flags)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(f"{base}/")
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=ROOT / "docs" / "status-page.png", full_page=True)
                 page.goto(f"{base}/login/?next=/manage/")
                 page.get_by_label("Username").fill("oncall")
                 page.get_by_label("Password").fill("signalpost")
@@ -78,7 +82,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(15)
-    print("wrote docs/dashboard.png and docs/incident.png")
+    print("wrote docs/status-page.png, docs/dashboard.png and docs/incident.png")
 
 
 if __name__ == "__main__":
