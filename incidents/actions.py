@@ -8,15 +8,18 @@ earlier (imports, demo data); it defaults to now.
 
 from __future__ import annotations
 
+import logging
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -34,6 +37,8 @@ from incidents.models import (
     Component,
     ComponentStatus,
     ComponentStatusChange,
+    Delivery,
+    DeliveryStatus,
     EventKind,
     IdempotencyKey,
     Impact,
@@ -43,12 +48,19 @@ from incidents.models import (
     Maintenance,
     MaintenanceStatus,
     MaintenanceUpdate,
+    Message,
+    MessageKind,
     Metric,
     PublicStatus,
     Severity,
+    Subscriber,
+    SubscriberKind,
     TimelineEvent,
 )
 from incidents.publishing import request_publish
+from incidents.tokens import new_secret
+
+log = logging.getLogger(__name__)
 
 Actor = AbstractBaseUser | AnonymousUser | None
 
@@ -594,6 +606,8 @@ def _post_update_locked(
         author=_user(actor),
         created_at=at,
     )
+    if is_public:
+        _message_for_update(incident, update, sorted({c.pk for c in incident.components.all()}))
     kind = "a public" if is_public else "an internal"
     status_note = f" ({previous_status} → {public_status})" if is_public and previous_status != public_status else ""
     _event(
@@ -983,7 +997,8 @@ def _next_maintenance_action(maintenance: Maintenance) -> datetime | None:
 def _maintenance_update(
     maintenance: Maintenance, *, actor: Actor, status: str, body: str, changes: list[dict[str, Any]], at: datetime
 ) -> MaintenanceUpdate:
-    return MaintenanceUpdate.objects.create(
+    """Record a maintenance update; every one is public, so subscribers hear of it."""
+    update = MaintenanceUpdate.objects.create(
         maintenance=maintenance,
         status=status,
         body=body,
@@ -992,6 +1007,8 @@ def _maintenance_update(
         author=_user(actor),
         created_at=at,
     )
+    _message_for_maintenance(maintenance, update)
+    return update
 
 
 def _when(moment: datetime) -> str:
@@ -1276,3 +1293,183 @@ def run_due_maintenance(maintenance: Maintenance, *, now: datetime) -> int:
         # Claimed but nothing to do (moved by a reschedule in between): recompute the due column.
         Maintenance.objects.filter(pk=maintenance.pk).update(next_action_at=_next_maintenance_action(maintenance))
     return steps
+
+
+# --- subscriptions ------------------------------------------------------------------------------
+
+CONFIRMATION_RESEND_INTERVAL = timedelta(hours=1)
+
+
+def _notify(message: Message) -> None:
+    """Fan the message out and send it once the transaction commits (the sweep catches a lost task)."""
+
+    def enqueue() -> None:
+        from incidents.tasks import notify
+
+        try:
+            notify.delay(message.pk)
+        except Exception:  # a broker outage must not undo the change: the sweep sends it later
+            log.warning("could not enqueue message %s; the delivery sweep will send it", message.pk, exc_info=True)
+
+    transaction.on_commit(enqueue)
+
+
+def _message_for_update(incident: Incident, update: IncidentUpdate, component_ids: list[int]) -> None:
+    message = Message.objects.create(
+        kind=MessageKind.INCIDENT_UPDATE,
+        key=f"incident-update:{update.pk}",
+        incident=incident,
+        incident_update=update,
+        impact=incident.impact,
+        component_ids=component_ids,
+        created_at=update.created_at,
+    )
+    _notify(message)
+
+
+def _message_for_maintenance(maintenance: Maintenance, update: MaintenanceUpdate) -> None:
+    message = Message.objects.create(
+        kind=MessageKind.MAINTENANCE,
+        key=f"maintenance-update:{update.pk}",
+        maintenance=maintenance,
+        maintenance_update=update,
+        component_ids=list(maintenance.components.values_list("pk", flat=True)),
+        created_at=update.created_at,
+    )
+    _notify(message)
+
+
+def subscribe(
+    *,
+    email: str,
+    all_components: bool = True,
+    components: Iterable[Component] = (),
+    notify_incidents: bool = True,
+    notify_maintenance: bool = True,
+    notify_postmortems: bool = True,
+    minimum_impact: str = Impact.NONE,
+    at: datetime | None = None,
+) -> Subscriber:
+    """Sign an address up with double opt-in. Callers must answer the same whatever happened here, so
+    nobody learns whether an address is subscribed; the address gets at most one email an hour."""
+    at = at or timezone.now()
+    email = email.strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ActionRefused("Enter a valid email address, like name@example.com.", field="email") from None
+    if minimum_impact not in Impact.values:
+        raise ActionRefused(f"Unknown impact {minimum_impact!r}.", field="minimum_impact")
+    components = list(components)
+    if not all_components and not components:
+        raise ActionRefused("Choose at least one component, or all of them.", field="components")
+    if not (notify_incidents or notify_maintenance or notify_postmortems):
+        raise ActionRefused("Choose at least one kind of update.", field="kinds")
+    with transaction.atomic():
+        subscriber = (
+            Subscriber.objects.select_for_update().filter(kind=SubscriberKind.EMAIL, email__iexact=email).first()
+        )
+        if subscriber is None:
+            subscriber = Subscriber.objects.create(kind=SubscriberKind.EMAIL, email=email, secret=new_secret())
+        elif subscriber.unsubscribed_at is not None:
+            # Coming back: confirm again, and old links stay dead.
+            subscriber.unsubscribed_at = None
+            subscriber.confirmed_at = None
+            subscriber.secret = new_secret()
+            subscriber.save(update_fields=["unsubscribed_at", "confirmed_at", "secret"])
+        if subscriber.confirmed_at is None:
+            # Choices come from the sign-up only until confirmed; afterwards only the manage link changes them.
+            _set_choices(
+                subscriber, all_components, components, notify_incidents, notify_maintenance, notify_postmortems,
+                minimum_impact,
+            )  # fmt: skip
+        recently = (
+            subscriber.confirmation_sent_at and at - subscriber.confirmation_sent_at < CONFIRMATION_RESEND_INTERVAL
+        )
+        if not recently:
+            subscriber.confirmation_sent_at = at
+            subscriber.save(update_fields=["confirmation_sent_at"])
+            message = Message.objects.create(
+                kind=MessageKind.CONFIRMATION,
+                key=f"confirmation:{subscriber.pk}:{at.timestamp():.6f}",
+                subscriber=subscriber,
+                created_at=at,
+            )
+            _notify(message)
+        return subscriber
+
+
+def _set_choices(
+    subscriber: Subscriber,
+    all_components: bool,
+    components: list[Component],
+    notify_incidents: bool,
+    notify_maintenance: bool,
+    notify_postmortems: bool,
+    minimum_impact: str,
+) -> None:
+    subscriber.all_components = all_components
+    subscriber.notify_incidents = notify_incidents
+    subscriber.notify_maintenance = notify_maintenance
+    subscriber.notify_postmortems = notify_postmortems
+    subscriber.minimum_impact = minimum_impact
+    subscriber.save(
+        update_fields=[
+            "all_components", "notify_incidents", "notify_maintenance", "notify_postmortems", "minimum_impact"
+        ]
+    )  # fmt: skip
+    subscriber.components.set([] if all_components else [c for c in components if not c.is_group])
+
+
+def confirm_subscription(subscriber: Subscriber, *, at: datetime | None = None) -> Subscriber:
+    at = at or timezone.now()
+    with transaction.atomic():
+        subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
+        if subscriber.unsubscribed_at is not None:
+            raise ActionRefused("This address has unsubscribed; subscribe again to get updates.")
+        if subscriber.confirmed_at is None:
+            subscriber.confirmed_at = at
+            subscriber.save(update_fields=["confirmed_at"])
+        return subscriber
+
+
+def update_subscription(
+    subscriber: Subscriber,
+    *,
+    all_components: bool,
+    components: Iterable[Component],
+    notify_incidents: bool,
+    notify_maintenance: bool,
+    notify_postmortems: bool,
+    minimum_impact: str,
+) -> Subscriber:
+    components = list(components)
+    if minimum_impact not in Impact.values:
+        raise ActionRefused(f"Unknown impact {minimum_impact!r}.", field="minimum_impact")
+    if not all_components and not components:
+        raise ActionRefused("Choose at least one component, or all of them.", field="components")
+    if not (notify_incidents or notify_maintenance or notify_postmortems):
+        raise ActionRefused("Choose at least one kind of update, or unsubscribe.", field="kinds")
+    with transaction.atomic():
+        subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
+        if subscriber.unsubscribed_at is not None:
+            raise ActionRefused("This address has unsubscribed; subscribe again to get updates.")
+        _set_choices(
+            subscriber, all_components, components, notify_incidents, notify_maintenance, notify_postmortems,
+            minimum_impact,
+        )  # fmt: skip
+        return subscriber
+
+
+def unsubscribe(subscriber: Subscriber, *, at: datetime | None = None) -> Subscriber:
+    """Stop all mail to this subscriber at once; deliveries not yet sent are dropped."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
+        if subscriber.unsubscribed_at is None:
+            subscriber.unsubscribed_at = at
+            subscriber.save(update_fields=["unsubscribed_at"])
+            Delivery.objects.filter(subscriber=subscriber, status=DeliveryStatus.PENDING).update(
+                status=DeliveryStatus.FAILED, last_error="unsubscribed before it was sent"
+            )
+        return subscriber

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 if TYPE_CHECKING:
@@ -511,3 +512,145 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"snapshot v{self.version}"
+
+
+# --- subscriptions and delivery -----------------------------------------------------------------
+
+
+class SubscriberKind(models.TextChoices):
+    EMAIL = "email", "Email"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class Subscriber(models.Model):
+    """Someone (an address, or a webhook added by staff) who receives public updates.
+
+    No account: the links in every email carry tokens signed with `secret` (rotating it revokes
+    them). Email subscribers receive nothing but the confirmation until they confirm.
+    """
+
+    kind = models.CharField(max_length=16, choices=SubscriberKind.choices, default=SubscriberKind.EMAIL)
+    email = models.EmailField(blank=True)
+    webhook_url = models.URLField(blank=True, max_length=500)
+    webhook_secret = models.CharField(max_length=64, blank=True)
+    secret = models.CharField(max_length=32, help_text="Signs this subscriber's links.")
+    all_components = models.BooleanField(default=True)
+    components = models.ManyToManyField(Component, blank=True, related_name="subscribers")
+    notify_incidents = models.BooleanField(default=True)
+    notify_maintenance = models.BooleanField(default=True)
+    notify_postmortems = models.BooleanField(default=True)
+    minimum_impact = models.CharField(max_length=16, choices=Impact.choices, default=Impact.NONE)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    confirmation_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"),
+                condition=Q(kind="email"),
+                name="subscriber_email_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email or self.webhook_url
+
+    @property
+    def is_active(self) -> bool:
+        return self.unsubscribed_at is None and (self.confirmed_at is not None or self.kind == SubscriberKind.WEBHOOK)
+
+
+class MessageKind(models.TextChoices):
+    CONFIRMATION = "confirmation", "Subscription confirmation"
+    INCIDENT_UPDATE = "incident_update", "Incident update"
+    MAINTENANCE = "maintenance", "Maintenance"
+    MAINTENANCE_REMINDER = "maintenance_reminder", "Maintenance reminder"
+    POSTMORTEM = "postmortem", "Post-mortem"
+
+
+class Message(models.Model):
+    """One thing to tell subscribers. Its deliveries are created by a re-runnable fan-out."""
+
+    kind = models.CharField(max_length=24, choices=MessageKind.choices)
+    key = models.CharField(max_length=100, unique=True, help_text="What it is about, once: e.g. update:42.")
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    incident_update = models.ForeignKey(
+        IncidentUpdate, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    maintenance = models.ForeignKey(Maintenance, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    maintenance_update = models.ForeignKey(
+        MaintenanceUpdate, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Confirmations."
+    )
+    impact = models.CharField(max_length=16, choices=Impact.choices, default=Impact.NONE)
+    component_ids = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["created_at"], condition=Q(fanned_out_at__isnull=True), name="message_fan_out_idx")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class Delivery(models.Model):
+    """One message to one subscriber: the outbox row. Unique, so nobody is sent a message twice."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim = models.CharField(max_length=32, blank=True, help_text="Fence: the batch that holds the row.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["message", "subscriber"], name="delivery_once")]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="delivery_due_idx"),
+            models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="delivery_claimed_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} → {self.subscriber_id}: {self.status}"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Half open (probing)"
+
+
+class CircuitBreaker(models.Model):
+    """Per transport: opens after consecutive failures, probes after a cool-down, closes on success."""
+
+    transport = models.CharField(max_length=16, unique=True)
+    state = models.CharField(max_length=16, choices=BreakerState.choices, default=BreakerState.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.transport}: {self.state}"

@@ -19,3 +19,26 @@ def publish_snapshot() -> int:
     from incidents.publishing import publish
 
     return publish().version
+
+
+@shared_task(name="incidents.tasks.notify", ignore_result=True)
+def notify(message_id: int) -> int:
+    """Fan a message out to its subscribers and send what is due; safe to run twice."""
+    from incidents.notifications import deliver_due, fan_out
+
+    fan_out(message_id)
+    return deliver_due()
+
+
+@shared_task(name="incidents.tasks.sweep_deliveries", ignore_result=True)
+def sweep_deliveries() -> int:
+    """Beat's safety net: fan out messages a lost task left, take back rows a dead worker held, and
+    send whatever is due (retries after their backoff included)."""
+    from django.utils import timezone
+
+    from incidents.notifications import deliver_due, fan_out, pending_messages, requeue_stale
+
+    for message_id in list(pending_messages()):
+        fan_out(message_id)
+    requeue_stale(timezone.now())
+    return deliver_due()

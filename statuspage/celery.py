@@ -21,6 +21,12 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(
         float(settings.TIMER_SWEEP_SECONDS), sender.signature("incidents.tasks.sweep_clocks"), name="sweep clocks"
     )
+    # Retries after their backoff, messages a lost task left, rows a dead worker held.
+    sender.add_periodic_task(
+        float(settings.TIMER_SWEEP_SECONDS),
+        sender.signature("incidents.tasks.sweep_deliveries"),
+        name="sweep deliveries",
+    )
     # The safety net for a lost publish request, and what keeps today's uptime current.
     sender.add_periodic_task(
         float(settings.REPUBLISH_SECONDS), sender.signature("incidents.tasks.publish_snapshot"), name="republish"

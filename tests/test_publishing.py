@@ -41,7 +41,7 @@ def test_it_publishes_after_the_change_commits(
         factories.declare(actor=staff, title="Slow queries")
         assert not Snapshot.objects.exists()
 
-    assert len(callbacks) == 1
+    assert callbacks.count(publishing._enqueue_publish) == 1
     assert published_incident_names() == ["Slow queries"]
 
 
@@ -52,7 +52,7 @@ def test_it_asks_once_per_transaction(staff: User, django_capture_on_commit_call
         actions.post_update(incident, actor=staff, body="More", components={us: "major_outage"})
         actions.resolve_incident(incident, actor=staff, message="Fixed")
 
-    assert len(callbacks) == 1
+    assert callbacks.count(publishing._enqueue_publish) == 1
     assert Snapshot.objects.count() == 1
 
 

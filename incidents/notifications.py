@@ -1,0 +1,292 @@
+"""Delivery of messages to subscribers: an outbox that loses nothing and sends nothing twice.
+
+A Message is fanned out into one Delivery row per matching subscriber (unique on message and
+subscriber, so a re-run adds nothing). Workers claim due rows in batches under a lock and a fence
+token, send a batch over one connection, and mark each row as it goes. A transient failure puts the
+row back with exponential backoff and full jitter, up to MAX_ATTEMPTS; a permanent one (the server
+refuses the recipient with a 5xx) fails it with the reason. A circuit breaker per transport opens
+after BREAKER_THRESHOLD consecutive failures, stops all sending, lets one probe through after a
+cool-down and closes when it succeeds. A sweep puts back rows whose worker died holding them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import smtplib
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.core import mail
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from incidents.models import (
+    IMPACT_RANK,
+    BreakerState,
+    CircuitBreaker,
+    Delivery,
+    DeliveryStatus,
+    Impact,
+    Message,
+    MessageKind,
+    Subscriber,
+    SubscriberKind,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 3600.0
+BREAKER_THRESHOLD = 5
+BREAKER_COOLDOWN = timedelta(seconds=60)
+CLAIM_TIMEOUT = timedelta(minutes=5)
+EMAIL = "email"
+
+
+class TransientError(Exception):
+    """Worth another try later: the server is down, slow, or said 4xx."""
+
+
+class PermanentError(Exception):
+    """Never worth another try: the server refused this recipient for good (5xx)."""
+
+
+def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
+    """Full jitter: a random wait up to base·2^(attempts-1), capped, so retries never arrive in step."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=(rng or random).uniform(0, ceiling))
+
+
+# --- fan-out ------------------------------------------------------------------------------------
+
+
+def recipients(message: Message) -> QuerySet[Subscriber]:
+    """The active subscribers whose choices match the message (kinds, components, minimum impact)."""
+    if message.kind == MessageKind.CONFIRMATION:
+        return Subscriber.objects.filter(id=message.subscriber_id or 0, unsubscribed_at__isnull=True)
+    active = Subscriber.objects.filter(unsubscribed_at__isnull=True).filter(
+        Q(kind=SubscriberKind.WEBHOOK) | Q(confirmed_at__isnull=False)
+    )
+    if message.kind == MessageKind.INCIDENT_UPDATE:
+        impacts = [i for i in Impact.values if IMPACT_RANK[Impact(i)] <= IMPACT_RANK[Impact(message.impact)]]
+        active = active.filter(notify_incidents=True, minimum_impact__in=impacts)
+    elif message.kind in (MessageKind.MAINTENANCE, MessageKind.MAINTENANCE_REMINDER):
+        active = active.filter(notify_maintenance=True)
+    elif message.kind == MessageKind.POSTMORTEM:
+        active = active.filter(notify_postmortems=True)
+    if message.component_ids:
+        active = active.filter(Q(all_components=True) | Q(components__in=message.component_ids)).distinct()
+    return active
+
+
+def fan_out(message_id: int) -> int:
+    """Create the message's deliveries; safe to run again (the unique key drops repeats)."""
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None:
+        return 0
+    created = 0
+    ids = list(recipients(message).values_list("pk", flat=True))
+    for start in range(0, len(ids), 1000):
+        rows = [Delivery(message=message, subscriber_id=pk) for pk in ids[start : start + 1000]]
+        created += len(Delivery.objects.bulk_create(rows, ignore_conflicts=True))
+    Message.objects.filter(pk=message.pk, fanned_out_at__isnull=True).update(fanned_out_at=timezone.now())
+    return created
+
+
+# --- the circuit breaker ------------------------------------------------------------------------
+
+
+def breaker(transport: str) -> CircuitBreaker:
+    found, _ = CircuitBreaker.objects.get_or_create(transport=transport)
+    return found
+
+
+def may_send(transport: str, now: datetime) -> int:
+    """How many deliveries the breaker lets through now: a batch, one probe, or none."""
+    state = breaker(transport)
+    if state.state == BreakerState.CLOSED:
+        return BATCH_SIZE
+    if state.retry_at is not None and now >= state.retry_at:
+        CircuitBreaker.objects.filter(pk=state.pk).update(state=BreakerState.HALF_OPEN)
+        return 1
+    return 0
+
+
+def record_success(transport: str) -> None:
+    CircuitBreaker.objects.filter(transport=transport).exclude(
+        state=BreakerState.CLOSED, consecutive_failures=0
+    ).update(state=BreakerState.CLOSED, consecutive_failures=0, opened_at=None, retry_at=None, last_error="")
+
+
+def record_failure(transport: str, error: str, now: datetime) -> None:
+    state = breaker(transport)
+    failures = state.consecutive_failures + 1
+    opens = state.state == BreakerState.HALF_OPEN or failures >= BREAKER_THRESHOLD
+    CircuitBreaker.objects.filter(pk=state.pk).update(
+        consecutive_failures=failures,
+        last_error=error[:500],
+        state=BreakerState.OPEN if opens else state.state,
+        opened_at=now if opens and state.state != BreakerState.OPEN else F("opened_at"),
+        retry_at=now + BREAKER_COOLDOWN if opens else state.retry_at,
+    )
+
+
+# --- claiming and sending -----------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    claim: str
+    deliveries: list[Delivery]
+
+
+def claim_batch(now: datetime, limit: int = BATCH_SIZE, transport: str = EMAIL) -> Batch | None:
+    """Take up to `limit` due rows for this worker: marked sending under a fence token."""
+    kind = SubscriberKind.EMAIL if transport == EMAIL else SubscriberKind.WEBHOOK
+    token = uuid.uuid4().hex
+    with transaction.atomic():
+        due = Delivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, subscriber__kind=kind
+        ).order_by("next_attempt_at", "id")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        ids = list(due.values_list("pk", flat=True)[:limit])
+        if not ids:
+            return None
+        Delivery.objects.filter(pk__in=ids).update(status=DeliveryStatus.SENDING, claim=token, claimed_at=now)
+    rows = list(
+        Delivery.objects.filter(pk__in=ids, claim=token)
+        .select_related("message", "subscriber", "message__incident", "message__incident_update")
+        .select_related("message__maintenance", "message__maintenance_update")
+        .order_by("id")
+    )
+    return Batch(token, rows)
+
+
+def _fenced(delivery: Delivery, claim: str) -> QuerySet[Delivery]:
+    """The row, only while this batch still holds it (a sweep may have handed it to another worker)."""
+    return Delivery.objects.filter(pk=delivery.pk, claim=claim, status=DeliveryStatus.SENDING)
+
+
+def mark_sent(delivery: Delivery, claim: str, now: datetime) -> None:
+    _fenced(delivery, claim).update(
+        status=DeliveryStatus.SENT, sent_at=now, attempts=F("attempts") + 1, claim="", last_error=""
+    )
+
+
+def mark_failed(delivery: Delivery, claim: str, error: str) -> None:
+    _fenced(delivery, claim).update(
+        status=DeliveryStatus.FAILED, attempts=F("attempts") + 1, claim="", last_error=error[:500]
+    )
+
+
+def mark_retry(delivery: Delivery, claim: str, error: str, now: datetime, *, counts: bool = True) -> None:
+    """Back to pending after a backoff; a row that has used its attempts fails instead."""
+    attempts = delivery.attempts + (1 if counts else 0)
+    if attempts >= MAX_ATTEMPTS:
+        mark_failed(delivery, claim, f"gave up after {attempts} attempts: {error}")
+        return
+    _fenced(delivery, claim).update(
+        status=DeliveryStatus.PENDING,
+        attempts=attempts,
+        next_attempt_at=now + backoff(max(1, attempts)),
+        claim="",
+        last_error=error[:500],
+    )
+
+
+def classify_smtp_error(error: Exception) -> Exception:
+    """Map what smtplib raised to a permanent or transient failure of this one message."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        if codes and all(500 <= code < 600 for code in codes):
+            return PermanentError(f"recipient refused: {codes[0]} {next(iter(error.recipients.values()))[1]!r}")
+        return TransientError(f"recipient deferred: {codes}")
+    if isinstance(error, smtplib.SMTPResponseException):
+        if 500 <= error.smtp_code < 600 and not isinstance(error, smtplib.SMTPServerDisconnected):
+            return PermanentError(f"{error.smtp_code} {error.smtp_error!r}")
+        return TransientError(f"{error.smtp_code} {error.smtp_error!r}")
+    return TransientError(f"{type(error).__name__}: {error}")
+
+
+CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, OSError)
+
+
+def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
+    """Send a claimed batch over one SMTP connection; returns (sent, not sent)."""
+    from incidents.emails import build_email  # rendering imports templates; keep this module light
+
+    sent = failed = 0
+    remaining = list(batch.deliveries)
+    try:
+        with mail.get_connection(fail_silently=False) as smtp:
+            while remaining:
+                delivery = remaining[0]
+                if not delivery.subscriber.is_active and delivery.message.kind != MessageKind.CONFIRMATION:
+                    mark_failed(delivery, batch.claim, "the subscriber left before it was sent")
+                    remaining.pop(0)
+                    continue
+                try:
+                    email = build_email(delivery)
+                    smtp.send_messages([email])
+                except CONNECTION_ERRORS as error:
+                    raise TransientError(f"{type(error).__name__}: {error}") from error
+                except smtplib.SMTPException as error:
+                    problem = classify_smtp_error(error)
+                    if isinstance(problem, PermanentError):
+                        mark_failed(delivery, batch.claim, str(problem))
+                    else:
+                        mark_retry(delivery, batch.claim, str(problem), now)
+                    failed += 1
+                else:
+                    mark_sent(delivery, batch.claim, timezone.now())
+                    sent += 1
+                remaining.pop(0)
+    except (TransientError, *CONNECTION_ERRORS) as error:
+        # The connection is gone: nothing left in the batch was sent. The first row counts an attempt,
+        # the rest go back untouched, and the breaker hears about it.
+        reason = str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
+        for index, delivery in enumerate(remaining):
+            mark_retry(delivery, batch.claim, reason, now, counts=index == 0)
+        record_failure(EMAIL, reason, now)
+        return sent, failed + len(remaining)
+    if sent:
+        record_success(EMAIL)
+    return sent, failed
+
+
+def deliver_due(now: datetime | None = None, *, max_batches: int = 100) -> int:
+    """Send due email deliveries, batch after batch, while the breaker allows; returns how many sent."""
+    total = 0
+    for _ in range(max_batches):
+        now = now or timezone.now()
+        allowed = may_send(EMAIL, now)
+        if not allowed:
+            break
+        batch = claim_batch(now, limit=allowed)
+        if batch is None:
+            break
+        sent, failed = send_email_batch(batch, now)
+        total += sent
+        if failed and not sent:
+            break  # leave the rest for the backoff and the breaker to pace
+        now = None
+    return total
+
+
+def requeue_stale(now: datetime) -> int:
+    """Rows held longer than CLAIM_TIMEOUT belonged to a worker that died: put them back."""
+    return Delivery.objects.filter(status=DeliveryStatus.SENDING, claimed_at__lt=now - CLAIM_TIMEOUT).update(
+        status=DeliveryStatus.PENDING, claim="", next_attempt_at=now
+    )
+
+
+def pending_messages() -> Iterable[int]:
+    return Message.objects.filter(fanned_out_at__isnull=True).values_list("pk", flat=True)
