@@ -3,9 +3,9 @@
 A Message is fanned out into one Delivery row per matching subscriber (unique on message and
 subscriber, so a re-run adds nothing). Workers claim due rows in batches under a lock and a fence
 token, send a batch over one connection, and mark each row as it goes. A transient failure puts the
-row back with exponential backoff and full jitter, up to MAX_ATTEMPTS; a permanent one (the server
-refuses the recipient with a 5xx) fails it with the reason. A circuit breaker per transport opens
-after BREAKER_THRESHOLD consecutive failures, stops all sending, lets one probe through after a
+row back with exponential backoff and full jitter, up to DELIVERY_MAX_ATTEMPTS; a permanent one (the
+server refuses the recipient with a 5xx) fails it with the reason. A circuit breaker per transport
+opens after BREAKER_THRESHOLD consecutive failures, stops all sending, lets one probe through after a
 cool-down and closes when it succeeds. A sweep puts back rows whose worker died holding them.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core import mail
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
@@ -41,13 +42,8 @@ from incidents.models import (
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_SECONDS = 30.0
-BACKOFF_CAP_SECONDS = 3600.0
-BREAKER_THRESHOLD = 5
-BREAKER_COOLDOWN = timedelta(seconds=60)
-CLAIM_TIMEOUT = timedelta(minutes=5)
 EMAIL = "email"
+# The timings are settings (DELIVERY_*, BREAKER_*), read when used, so tests and operators can tune them.
 
 
 class TransientError(Exception):
@@ -60,7 +56,8 @@ class PermanentError(Exception):
 
 def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     """Full jitter: a random wait up to base·2^(attempts-1), capped, so retries never arrive in step."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    base, cap = settings.DELIVERY_BACKOFF_SECONDS, settings.DELIVERY_BACKOFF_CAP_SECONDS
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
     return timedelta(seconds=(rng or random).uniform(0, ceiling))
 
 
@@ -128,13 +125,13 @@ def record_success(transport: str) -> None:
 def record_failure(transport: str, error: str, now: datetime) -> None:
     state = breaker(transport)
     failures = state.consecutive_failures + 1
-    opens = state.state == BreakerState.HALF_OPEN or failures >= BREAKER_THRESHOLD
+    opens = state.state == BreakerState.HALF_OPEN or failures >= settings.BREAKER_THRESHOLD
     CircuitBreaker.objects.filter(pk=state.pk).update(
         consecutive_failures=failures,
         last_error=error[:500],
         state=BreakerState.OPEN if opens else state.state,
         opened_at=now if opens and state.state != BreakerState.OPEN else F("opened_at"),
-        retry_at=now + BREAKER_COOLDOWN if opens else state.retry_at,
+        retry_at=now + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS) if opens else state.retry_at,
     )
 
 
@@ -190,7 +187,7 @@ def mark_failed(delivery: Delivery, claim: str, error: str) -> None:
 def mark_retry(delivery: Delivery, claim: str, error: str, now: datetime, *, counts: bool = True) -> None:
     """Back to pending after a backoff; a row that has used its attempts fails instead."""
     attempts = delivery.attempts + (1 if counts else 0)
-    if attempts >= MAX_ATTEMPTS:
+    if attempts >= settings.DELIVERY_MAX_ATTEMPTS:
         mark_failed(delivery, claim, f"gave up after {attempts} attempts: {error}")
         return
     _fenced(delivery, claim).update(
@@ -282,8 +279,9 @@ def deliver_due(now: datetime | None = None, *, max_batches: int = 100) -> int:
 
 
 def requeue_stale(now: datetime) -> int:
-    """Rows held longer than CLAIM_TIMEOUT belonged to a worker that died: put them back."""
-    return Delivery.objects.filter(status=DeliveryStatus.SENDING, claimed_at__lt=now - CLAIM_TIMEOUT).update(
+    """Rows held longer than the claim timeout belonged to a worker that died: put them back."""
+    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS)
+    return Delivery.objects.filter(status=DeliveryStatus.SENDING, claimed_at__lt=stale).update(
         status=DeliveryStatus.PENDING, claim="", next_attempt_at=now
     )
 
