@@ -10,12 +10,19 @@ rendered once per snapshot version (statuspage/http.py); a request makes no data
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 
+from incidents.statuspage_format import (
+    component,
+    incident,
+    maintenance,
+    moment,
+    page,
+    status,
+)
 from statuspage.http import SnapshotUnavailable, snapshot_response
 from statuspage.snapshot import Published
 
@@ -24,79 +31,9 @@ LIST_LIMIT = 50
 RETRY_AFTER_SECONDS = 30
 JSON = "application/json"
 
-PAGE_FIELDS = ("id", "name", "url", "time_zone", "updated_at")
-STATUS_FIELDS = ("indicator", "description")
-COMPONENT_FIELDS = (
-    "id", "name", "status", "created_at", "updated_at", "position", "description", "showcase", "start_date",
-    "group_id", "page_id", "group", "only_show_if_degraded",
-)  # fmt: skip
-GROUP_FIELDS = (*COMPONENT_FIELDS, "components")
-INCIDENT_FIELDS = (
-    "id", "name", "status", "created_at", "updated_at", "monitoring_at", "resolved_at", "impact", "shortlink",
-    "started_at", "page_id", "incident_updates", "components",
-)  # fmt: skip
-MAINTENANCE_FIELDS = (*INCIDENT_FIELDS, "scheduled_for", "scheduled_until")
-UPDATE_FIELDS = (
-    "id", "status", "body", "incident_id", "created_at", "updated_at", "display_at", "affected_components",
-    "deliver_notifications", "custom_tweet", "tweet_id",
-)  # fmt: skip
-AFFECTED_COMPONENT_FIELDS = ("code", "name", "old_status", "new_status")
-
 UNRESOLVED_EXCLUDED = frozenset({"resolved", "postmortem"})
 UPCOMING_STATUSES = frozenset({"scheduled"})
 ACTIVE_STATUSES = frozenset({"in_progress", "verifying"})
-
-
-# --- objects ------------------------------------------------------------------------------------
-
-
-def _pick(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
-    return {field: row.get(field) for field in fields}
-
-
-def page(document: dict[str, Any]) -> dict[str, Any]:
-    return _pick(document["page"], PAGE_FIELDS)
-
-
-def status(document: dict[str, Any]) -> dict[str, Any]:
-    return _pick(document["status"], STATUS_FIELDS)
-
-
-def component(row: dict[str, Any]) -> dict[str, Any]:
-    result = _pick(row, GROUP_FIELDS if row.get("group") else COMPONENT_FIELDS)
-    result["description"] = row.get("description") or None
-    if row.get("group"):
-        result["components"] = list(row.get("components") or [])
-        # Statuspage dates uptime from a component's start_date; a group has none of its own.
-        result["start_date"] = None
-    return result
-
-
-def _update(row: dict[str, Any]) -> dict[str, Any]:
-    result = _pick(row, UPDATE_FIELDS)
-    affected = row.get("affected_components")
-    result["affected_components"] = [_pick(a, AFFECTED_COMPONENT_FIELDS) for a in affected] if affected else None
-    return result
-
-
-def _with_updates(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
-    result = _pick(row, fields)
-    updates = sorted(row.get("incident_updates") or [], key=lambda u: _moment(u.get("display_at")), reverse=True)
-    result["incident_updates"] = [_update(u) for u in updates]
-    result["components"] = [component(c) for c in row.get("components") or []]
-    return result
-
-
-def incident(row: dict[str, Any]) -> dict[str, Any]:
-    return _with_updates(row, INCIDENT_FIELDS)
-
-
-def maintenance(row: dict[str, Any]) -> dict[str, Any]:
-    return _with_updates(row, MAINTENANCE_FIELDS)
-
-
-def _moment(value: str | None) -> datetime:
-    return datetime.fromisoformat(value) if value else datetime.min.replace(tzinfo=UTC)
 
 
 # --- selections ---------------------------------------------------------------------------------
@@ -127,12 +64,12 @@ def _maintenance_rows(document: dict[str, Any], statuses: frozenset[str] | None 
 
 def maintenances(document: dict[str, Any]) -> list[dict[str, Any]]:
     """The 50 most recent windows, latest start first."""
-    rows = sorted(_maintenance_rows(document), key=lambda r: (_moment(r["scheduled_for"]), r["id"]), reverse=True)
+    rows = sorted(_maintenance_rows(document), key=lambda r: (moment(r["scheduled_for"]), r["id"]), reverse=True)
     return [maintenance(row) for row in rows[:LIST_LIMIT]]
 
 
 def _soonest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = sorted(rows, key=lambda r: (_moment(r["scheduled_for"]), r["id"]))
+    rows = sorted(rows, key=lambda r: (moment(r["scheduled_for"]), r["id"]))
     return [maintenance(row) for row in rows[:LIST_LIMIT]]
 
 
