@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
+from django.core.validators import URLValidator, validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -136,8 +136,10 @@ def _check_status(status: str, field: str = "status") -> str:
 def _apply_component_changes(
     incident: Incident | None, changes: Iterable[ComponentChange], *, actor: Actor, at: datetime
 ) -> list[dict[str, Any]]:
-    """Set component statuses, recording each real change in the component's history."""
+    """Set component statuses, recording each real change in the component's history (and telling
+    webhook subscribers, who get component updates as Statuspage sends them)."""
     applied: list[dict[str, Any]] = []
+    webhooks = None
     for change in changes:
         _check_status(change.status, field="components")
         component = Component.objects.select_for_update().get(pk=change.component.pk)
@@ -147,7 +149,7 @@ def _apply_component_changes(
             )
         if component.status == change.status:
             continue
-        ComponentStatusChange.objects.create(
+        recorded = ComponentStatusChange.objects.create(
             component=component,
             old_status=component.status,
             new_status=change.status,
@@ -155,6 +157,18 @@ def _apply_component_changes(
             incident=incident,
             actor=_user(actor),
         )
+        if webhooks is None:
+            webhooks = Subscriber.objects.filter(kind=SubscriberKind.WEBHOOK, unsubscribed_at__isnull=True).exists()
+        if webhooks:
+            _notify(
+                Message.objects.create(
+                    kind=MessageKind.COMPONENT_UPDATE,
+                    key=f"component-change:{recorded.pk}",
+                    component_change=recorded,
+                    component_ids=[component.pk],
+                    created_at=at,
+                )
+            )
         applied.append(
             {
                 "component_id": component.pk,
@@ -1473,3 +1487,37 @@ def unsubscribe(subscriber: Subscriber, *, at: datetime | None = None) -> Subscr
                 status=DeliveryStatus.FAILED, last_error="unsubscribed before it was sent"
             )
         return subscriber
+
+
+def add_webhook(
+    *,
+    actor: Actor,
+    url: str,
+    components: Iterable[Component] = (),
+    notify_incidents: bool = True,
+    notify_maintenance: bool = True,
+    notify_postmortems: bool = True,
+    minimum_impact: str = Impact.NONE,
+) -> tuple[Subscriber, str]:
+    """Add a webhook subscriber (staff only); returns it and its signing secret, shown once."""
+    if _user(actor) is None or not getattr(actor, "is_staff", False):
+        raise ActionRefused("Only staff can add webhooks.")
+    url = url.strip()
+    try:
+        URLValidator(schemes=["http", "https"])(url)
+    except ValidationError:
+        raise ActionRefused("Enter an http or https URL.", field="url") from None
+    components = list(components)
+    with transaction.atomic():
+        subscriber = Subscriber.objects.create(
+            kind=SubscriberKind.WEBHOOK,
+            webhook_url=url,
+            webhook_secret=new_secret() + new_secret(),
+            secret=new_secret(),
+            confirmed_at=timezone.now(),
+        )
+        _set_choices(
+            subscriber, not components, components, notify_incidents, notify_maintenance, notify_postmortems,
+            minimum_impact,
+        )  # fmt: skip
+        return subscriber, subscriber.webhook_secret

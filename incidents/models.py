@@ -569,6 +569,7 @@ class MessageKind(models.TextChoices):
     MAINTENANCE = "maintenance", "Maintenance"
     MAINTENANCE_REMINDER = "maintenance_reminder", "Maintenance reminder"
     POSTMORTEM = "postmortem", "Post-mortem"
+    COMPONENT_UPDATE = "component_update", "Component status change (webhooks only)"
 
 
 class Message(models.Model):
@@ -586,6 +587,9 @@ class Message(models.Model):
     )
     subscriber = models.ForeignKey(
         Subscriber, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Confirmations."
+    )
+    component_change = models.ForeignKey(
+        ComponentStatusChange, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
     impact = models.CharField(max_length=16, choices=Impact.choices, default=Impact.NONE)
     component_ids = models.JSONField(default=list, blank=True)

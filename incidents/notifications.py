@@ -16,7 +16,7 @@ import random
 import smtplib
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -68,6 +68,12 @@ def recipients(message: Message) -> QuerySet[Subscriber]:
     """The active subscribers whose choices match the message (kinds, components, minimum impact)."""
     if message.kind == MessageKind.CONFIRMATION:
         return Subscriber.objects.filter(id=message.subscriber_id or 0, unsubscribed_at__isnull=True)
+    if message.kind == MessageKind.COMPONENT_UPDATE:
+        return Subscriber.objects.filter(
+            Q(all_components=True) | Q(components__in=message.component_ids),
+            kind=SubscriberKind.WEBHOOK,
+            unsubscribed_at__isnull=True,
+        ).distinct()
     active = Subscriber.objects.filter(unsubscribed_at__isnull=True).filter(
         Q(kind=SubscriberKind.WEBHOOK) | Q(confirmed_at__isnull=False)
     )
@@ -260,17 +266,26 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
 
 
 def deliver_due(now: datetime | None = None, *, max_batches: int = 100) -> int:
-    """Send due email deliveries, batch after batch, while the breaker allows; returns how many sent."""
+    """Send what is due on every transport; returns how many were sent."""
+    from incidents.webhooks import WEBHOOK, send_webhook_batch
+
+    return _deliver(EMAIL, send_email_batch, now, max_batches) + _deliver(WEBHOOK, send_webhook_batch, now, max_batches)
+
+
+def _deliver(
+    transport: str, send: Callable[[Batch, datetime], tuple[int, int]], now: datetime | None, max_batches: int
+) -> int:
+    """Batch after batch while the transport's breaker allows."""
     total = 0
     for _ in range(max_batches):
         now = now or timezone.now()
-        allowed = may_send(EMAIL, now)
+        allowed = may_send(transport, now)
         if not allowed:
             break
-        batch = claim_batch(now, limit=allowed)
+        batch = claim_batch(now, limit=allowed, transport=transport)
         if batch is None:
             break
-        sent, failed = send_email_batch(batch, now)
+        sent, failed = send(batch, now)
         total += sent
         if failed and not sent:
             break  # leave the rest for the backoff and the breaker to pace

@@ -319,9 +319,8 @@ def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[st
     }
 
 
-def build_document(now: datetime | None = None) -> dict[str, Any]:
-    """Everything the public side shows, as one JSON-ready document (a fixed number of queries)."""
-    now = now or timezone.now()
+def component_rows() -> tuple[list[Component], dict[int, str], dict[int, dict[str, Any]]]:
+    """Every component (display order), its status (groups: their worst child's) and its row."""
     components = list(Component.objects.select_related("group").order_by("position", "-is_group", "name", "id"))
     children: dict[int, list[Component]] = defaultdict(list)
     for component in components:
@@ -331,7 +330,33 @@ def build_document(now: datetime | None = None) -> dict[str, Any]:
     for component in components:
         if component.is_group:
             statuses[component.pk] = _worst(statuses[child.pk] for child in children[component.pk])
-    rows = {c.pk: _component_row(c, children[c.pk], statuses) for c in components}
+    return components, statuses, {c.pk: _component_row(c, children[c.pk], statuses) for c in components}
+
+
+def incident_row(incident: Incident, now: datetime | None = None) -> dict[str, Any]:
+    """One incident as the document has it (for webhooks, which tell about one incident at a time)."""
+    _, _, rows = component_rows()
+    fresh = Incident.objects.prefetch_related(
+        Prefetch("updates", queryset=IncidentUpdate.objects.filter(is_public=True).order_by("-created_at", "-id")),
+        Prefetch("clocks", queryset=Clock.objects.filter(metric=Metric.UPDATE_CADENCE)),
+        "components",
+    ).get(pk=incident.pk)
+    return _incident_row(fresh, rows, now or timezone.now())
+
+
+def maintenance_rows(ids: list[int]) -> list[dict[str, Any]]:
+    """Some maintenance windows as the document has them."""
+    _, _, rows = component_rows()
+    windows = Maintenance.objects.filter(pk__in=ids).prefetch_related(
+        Prefetch("updates", queryset=MaintenanceUpdate.objects.order_by("-created_at", "-id")), "components"
+    )
+    return [_maintenance_row(window, rows) for window in windows]
+
+
+def build_document(now: datetime | None = None) -> dict[str, Any]:
+    """Everything the public side shows, as one JSON-ready document (a fixed number of queries)."""
+    now = now or timezone.now()
+    components, statuses, rows = component_rows()
 
     since = now - timedelta(days=max(UPTIME_DAYS, 31 * UPTIME_MONTHS) + 1)
     showcased = [c for c in components if c.showcase and not c.is_group]

@@ -1,0 +1,132 @@
+"""Webhook subscribers: Statuspage's webhook payloads, signed with HMAC-SHA256.
+
+Each POST carries `X-Signalpost-Signature: t=<unix time>,v1=<hex>`, where hex is
+HMAC-SHA256(webhook_secret, "<unix time>." + body). A receiver recomputes it, compares in constant
+time and rejects old timestamps (verify() below does exactly that), so a captured request can be
+neither forged nor replayed later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from incidents import notifications, public, statuspage_format
+from incidents.models import Delivery, Incident, MessageKind
+from incidents.tokens import make_token
+
+SIGNATURE_HEADER = "X-Signalpost-Signature"
+TIMEOUT_SECONDS = 5
+TOLERANCE_SECONDS = 300
+WEBHOOK = "webhook"
+
+
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(body: bytes, header: str, secret: str, *, now: float | None = None) -> bool:
+    """What a receiver does: check the signature and that it is recent."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs((now or time.time()) - timestamp) > TOLERANCE_SECONDS:
+        return False
+    return hmac.compare_digest(sign(body, secret, timestamp), header)
+
+
+def payload(delivery: Delivery) -> dict[str, Any]:
+    message, subscriber = delivery.message, delivery.subscriber
+    components, statuses, rows = public.component_rows()
+    open_impacts = list(Incident.objects.open().filter(published_at__isnull=False).values_list("impact", flat=True))
+    status = public.overall_status([statuses[c.pk] for c in components if not c.is_group], open_impacts)
+    body: dict[str, Any] = {
+        "meta": {
+            "unsubscribe": f"{settings.SITE_URL}/subscribe/unsubscribe/{make_token(subscriber, 'unsubscribe')}",
+            "documentation": f"{settings.SITE_URL}/api/v2/summary.json",
+        },
+        "page": {
+            "id": public.page_id(),
+            "status_indicator": status["indicator"],
+            "status_description": status["description"],
+        },
+    }
+    if message.kind == MessageKind.COMPONENT_UPDATE and message.component_change is not None:
+        change = message.component_change
+        body["component_update"] = {
+            "created_at": public.stamp(change.changed_at),
+            "new_status": change.new_status,
+            "old_status": change.old_status,
+            "id": str(change.pk),
+            "component_id": str(change.component_id),
+        }
+        body["component"] = statuspage_format.component(rows[change.component_id])
+    elif message.incident is not None:
+        body["incident"] = statuspage_format.incident(public.incident_row(message.incident))
+    elif message.maintenance is not None:
+        # Statuspage sends maintenance as an "incident" with its window.
+        document_rows = {row["id"]: row for row in public.maintenance_rows([message.maintenance.pk])}
+        body["incident"] = statuspage_format.maintenance(document_rows[str(message.maintenance.pk)])
+    return body
+
+
+def post(delivery: Delivery) -> None:
+    """POST one delivery; raises notifications.TransientError or PermanentError when it fails."""
+    url = delivery.subscriber.webhook_url
+    if not url.startswith(("https://", "http://")):  # checked when added; never open file: or other schemes
+        raise notifications.PermanentError("the webhook URL is not http or https")
+    body = json.dumps(payload(delivery), separators=(",", ":")).encode()
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": f"Signalpost webhooks ({settings.SITE_URL})",
+            SIGNATURE_HEADER: sign(body, delivery.subscriber.webhook_secret, int(time.time())),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 - see above
+            response.read(1024)
+    except urllib.error.HTTPError as error:
+        if 400 <= error.code < 500 and error.code not in (408, 425, 429):
+            raise notifications.PermanentError(f"HTTP {error.code}") from error
+        raise notifications.TransientError(f"HTTP {error.code}") from error
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        raise notifications.TransientError(f"{type(error).__name__}: {error}") from error
+
+
+def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, int]:
+    sent = failed = 0
+    for delivery in batch.deliveries:
+        if not delivery.subscriber.is_active:
+            notifications.mark_failed(delivery, batch.claim, "the subscriber left before it was sent")
+            failed += 1
+            continue
+        try:
+            post(delivery)
+        except notifications.PermanentError as error:
+            notifications.mark_failed(delivery, batch.claim, str(error))
+            failed += 1
+        except notifications.TransientError as error:
+            notifications.mark_retry(delivery, batch.claim, str(error), now)
+            notifications.record_failure(WEBHOOK, str(error), now)
+            failed += 1
+        else:
+            notifications.mark_sent(delivery, batch.claim, timezone.now())
+            notifications.record_success(WEBHOOK)
+            sent += 1
+    return sent, failed

@@ -1,0 +1,183 @@
+"""Webhook subscribers: Statuspage's payloads, signed, delivered through the outbox to a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from incidents import actions, notifications, webhooks
+from incidents.actions import ActionRefused
+from incidents.models import Component, Delivery, Subscriber
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class Receiver:
+    url: str
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    status: int = 204
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.requests.append((dict(self.headers), body))
+            self.send_response(state.status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/status"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def api(staff: User) -> Component:
+    return factories.make_component(name="API", actor=staff)
+
+
+def add_hook(staff: User, receiver: Receiver, **kwargs: Any) -> tuple[Subscriber, str]:
+    return actions.add_webhook(actor=staff, url=receiver.url, **kwargs)
+
+
+def deliver_after(callbacks: Callable[..., Any], action: Callable[[], Any]) -> None:
+    with callbacks(execute=True):
+        action()
+
+
+def test_it_posts_signed_incident_payloads_in_statuspage_format(
+    staff: User, api: Component, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    _, secret = add_hook(staff, receiver)
+
+    deliver_after(
+        django_capture_on_commit_callbacks,
+        lambda: factories.declare(actor=staff, title="API errors", components={api: "major_outage"}),
+    )
+
+    bodies = [json.loads(body) for _, body in receiver.requests]
+    incident_posts = [b for b in bodies if "incident" in b]
+    component_posts = [b for b in bodies if "component_update" in b]
+    assert len(incident_posts) == 1 and len(component_posts) == 1
+    post = incident_posts[0]
+    assert set(post) == {"meta", "page", "incident"}
+    assert set(post["meta"]) == {"unsubscribe", "documentation"}
+    assert post["page"]["status_indicator"] == "critical"
+    assert post["incident"]["name"] == "API errors"
+    assert post["incident"]["incident_updates"][0]["body"] == "We are investigating elevated latency."
+    assert "body_html" not in post["incident"]["incident_updates"][0]  # Statuspage's fields only
+    change = component_posts[0]
+    assert set(change) == {"meta", "page", "component_update", "component"}
+    assert (change["component_update"]["old_status"], change["component_update"]["new_status"]) == (
+        "operational",
+        "major_outage",
+    )
+    assert change["component"]["name"] == "API"
+    for headers, body in receiver.requests:
+        assert headers["Content-Type"] == "application/json"
+        assert webhooks.verify(body, headers[webhooks.SIGNATURE_HEADER], secret)
+        assert not webhooks.verify(body + b" ", headers[webhooks.SIGNATURE_HEADER], secret)
+        assert not webhooks.verify(body, headers[webhooks.SIGNATURE_HEADER], "another secret")
+
+
+def test_it_rejects_an_old_signature() -> None:
+    header = webhooks.sign(b"{}", "secret", 1_000_000)
+    assert webhooks.verify(b"{}", header, "secret", now=1_000_000 + 60)
+    assert not webhooks.verify(b"{}", header, "secret", now=1_000_000 + webhooks.TOLERANCE_SECONDS + 1)
+    assert not webhooks.verify(b"{}", "t=abc,v1=00", "secret")
+
+
+def test_it_honours_the_webhooks_components(
+    staff: User, api: Component, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    web = factories.make_component(name="Web", actor=staff)
+    add_hook(staff, receiver, components=[web])
+
+    deliver_after(
+        django_capture_on_commit_callbacks,
+        lambda: factories.declare(actor=staff, components={api: "partial_outage"}),
+    )
+
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(400, "failed"), (410, "failed"), (500, "pending"), (429, "pending")])
+def test_it_retries_only_what_may_succeed_later(
+    staff: User,
+    receiver: Receiver,
+    status: int,
+    outcome: str,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    subscriber, _ = add_hook(staff, receiver)
+    receiver.status = status
+
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+
+    delivery = Delivery.objects.get(subscriber=subscriber)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (outcome, 1, f"HTTP {status}")
+    if outcome == "pending":
+        assert delivery.next_attempt_at > delivery.created_at  # backed off
+
+
+def test_it_opens_the_webhook_breaker_without_touching_email(
+    staff: User, settings: Any, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    settings.BREAKER_THRESHOLD = 2
+    hook, _ = actions.add_webhook(actor=staff, url="http://127.0.0.1:1/nobody-listens")
+
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))  # 1st failure
+    Delivery.objects.filter(subscriber=hook).update(next_attempt_at=timezone.now())  # skip the backoff
+    notifications.deliver_due()  # 2nd failure: the breaker opens
+
+    assert notifications.breaker(webhooks.WEBHOOK).state == "open"
+    assert notifications.breaker(notifications.EMAIL).state == "closed"
+    Delivery.objects.filter(subscriber=hook).update(next_attempt_at=timezone.now())
+    attempts = Delivery.objects.get(subscriber=hook).attempts
+    notifications.deliver_due()  # open: nothing is tried
+    assert Delivery.objects.get(subscriber=hook).attempts == attempts
+
+
+def test_it_refuses_bad_webhooks(staff: User, outsider: User) -> None:
+    with pytest.raises(ActionRefused, match="http or https") as refused:
+        actions.add_webhook(actor=staff, url="file:///etc/passwd")
+    assert refused.value.field == "url"
+    with pytest.raises(ActionRefused, match="Only staff"):
+        actions.add_webhook(actor=outsider, url="https://example.com/hook")
+
+
+def test_it_adds_a_webhook_from_the_command_line(staff: User, api: Component) -> None:
+    out, err = StringIO(), StringIO()
+    call_command(
+        "add_webhook", "https://example.com/hook", "--by", "alice", "--component", str(api.pk), stdout=out, stderr=err
+    )
+
+    subscriber = Subscriber.objects.get(kind="webhook")
+    assert out.getvalue().strip() == subscriber.webhook_secret
+    assert list(subscriber.components.all()) == [api]
+    with pytest.raises(CommandError, match="Unknown component"):
+        call_command("add_webhook", "https://example.com/hook", "--by", "alice", "--component", "999")
