@@ -6,10 +6,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 from django.http import Http404
 
 from incidents.models import (
+    CircuitBreaker,
+    Delivery,
     ApiToken,
     Clock,
     Component,
@@ -156,3 +158,24 @@ def maintenance_timeline_for(user: Any, maintenance: Maintenance) -> QuerySet[Ti
     """A maintenance window's timeline, oldest first, with the people who acted."""
     require_staff(user)
     return TimelineEvent.objects.filter(maintenance=maintenance).select_related("actor").order_by("created_at", "id")
+
+
+def delivery_counts_for(user: Any, incident: Incident) -> dict[int, dict[str, int]]:
+    """Per public update of the incident: how many of its emails and webhooks are sent, pending, failed."""
+    require_staff(user)
+    counts: dict[int, dict[str, int]] = {}
+    rows = (
+        Delivery.objects.filter(message__incident=incident, message__incident_update__isnull=False)
+        .values_list("message__incident_update_id", "status")
+        .annotate(n=Count("id"))
+    )
+    for update_id, status, n in rows:
+        bucket = counts.setdefault(update_id, {"sent": 0, "pending": 0, "failed": 0})
+        bucket["pending" if status in ("pending", "sending") else status] += n
+    return counts
+
+
+def troubled_breakers_for(user: Any) -> list[CircuitBreaker]:
+    """Transports whose circuit breaker is not closed: sending is paused or probing."""
+    require_staff(user)
+    return list(CircuitBreaker.objects.exclude(state="closed").order_by("transport"))

@@ -108,6 +108,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         "open_count": open_incidents.count(),
         "open_limit": OPEN_LIMIT,
         "resolved_incidents": list(incidents.resolved().order_by("-resolved_at", "-id")[:RECENTLY_RESOLVED]),
+        "breakers": access.troubled_breakers_for(request.user),
     }
     template = f"{DASHBOARD}#open-incidents" if _is_fragment_request(request) else DASHBOARD
     return render(request, template, context)
@@ -194,6 +195,9 @@ def _incident_context(
         "reopen_form": ReopenForm(),
     }
     page_forms.update(bound or {})
+    counts = access.delivery_counts_for(user, incident)
+    for update in incident.updates.all():  # the prefetched list the template iterates
+        update.deliveries = counts.get(update.pk)  # type: ignore[attr-defined]
     return {
         "incident": incident,
         "events": list(access.timeline_for(user, incident)),

@@ -1,0 +1,46 @@
+"""What staff see of notification delivery: counts per update, and a paused transport."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from incidents import actions, notifications
+from incidents.models import BreakerState, CircuitBreaker, Delivery, Message
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_counts_each_updates_notifications_on_the_incident_page(staff: User, staff_client: Client) -> None:
+    for address in ("a@example.com", "b@example.com", "c@example.com"):
+        actions.confirm_subscription(actions.subscribe(email=address))
+    incident = factories.declare(actor=staff)
+    message = Message.objects.get(kind="incident_update")
+    notifications.fan_out(message.pk)
+    first, second, _ = Delivery.objects.filter(message=message).order_by("id")
+    Delivery.objects.filter(pk=first.pk).update(status="sent")
+    Delivery.objects.filter(pk=second.pk).update(status="failed")
+
+    html = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+
+    assert "Notifications: 1 sent · 1 pending · <strong>1 failed</strong>" in html
+
+
+def test_it_warns_on_the_dashboard_when_a_transport_is_paused(staff_client: Client) -> None:
+    CircuitBreaker.objects.create(
+        transport="email",
+        state=BreakerState.OPEN,
+        consecutive_failures=5,
+        retry_at=timezone.now() + timedelta(minutes=1),
+        last_error="ConnectionRefusedError: [Errno 111] Connection refused",
+    )
+
+    html = staff_client.get("/manage/").content.decode()
+
+    assert "Email notifications are paused</strong> after 5 failures in a row" in html
+    assert "Connection refused" in html
