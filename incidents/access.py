@@ -10,11 +10,11 @@ from django.db.models import Count, Prefetch, QuerySet
 from django.http import Http404
 
 from incidents.models import (
-    CircuitBreaker,
-    Delivery,
     ApiToken,
+    CircuitBreaker,
     Clock,
     Component,
+    Delivery,
     Incident,
     IncidentQuerySet,
     IncidentTemplate,
