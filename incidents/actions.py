@@ -1521,3 +1521,33 @@ def add_webhook(
             minimum_impact,
         )  # fmt: skip
         return subscriber, subscriber.webhook_secret
+
+
+MAINTENANCE_REMINDER_BEFORE = timedelta(hours=1)
+
+
+def remind_of_maintenance(*, now: datetime) -> int:
+    """Tell subscribers about windows starting within the hour, once per window and schedule."""
+    soon = Maintenance.objects.filter(
+        status=MaintenanceStatus.SCHEDULED,
+        cancelled_at__isnull=True,
+        scheduled_for__gt=now,
+        scheduled_for__lte=now + MAINTENANCE_REMINDER_BEFORE,
+    )
+    reminded = 0
+    for maintenance in soon:
+        with transaction.atomic():
+            message, created = Message.objects.get_or_create(
+                # A reschedule bumps the sequence: the new time gets its own reminder.
+                key=f"maintenance-reminder:{maintenance.pk}:{maintenance.sequence}",
+                defaults={
+                    "kind": MessageKind.MAINTENANCE_REMINDER,
+                    "maintenance": maintenance,
+                    "component_ids": list(maintenance.components.values_list("pk", flat=True)),
+                    "created_at": now,
+                },
+            )
+            if created:
+                _notify(message)
+                reminded += 1
+    return reminded

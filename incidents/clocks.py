@@ -115,4 +115,5 @@ def sweep_due(now: datetime | None = None) -> int:
             for maintenance in windows:
                 done += actions.run_due_maintenance(maintenance, now=now)
         if len(windows) < SWEEP_BATCH:
-            return done
+            break
+    return done + actions.remind_of_maintenance(now=now)

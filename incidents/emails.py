@@ -21,7 +21,7 @@ TEMPLATES = {
     MessageKind.CONFIRMATION: "confirmation",
     MessageKind.INCIDENT_UPDATE: "incident-update",
     MessageKind.MAINTENANCE: "maintenance",
-    MessageKind.MAINTENANCE_REMINDER: "maintenance",
+    MessageKind.MAINTENANCE_REMINDER: "maintenance-reminder",
 }
 
 

@@ -229,7 +229,7 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
     sent = failed = 0
     remaining = list(batch.deliveries)
     try:
-        with mail.get_connection(fail_silently=False) as smtp:
+        with mail.mailers.default as smtp:  # a new connection from MAILERS["default"], fail_silently off
             while remaining:
                 delivery = remaining[0]
                 if not delivery.subscriber.is_active and delivery.message.kind != MessageKind.CONFIRMATION:

@@ -255,3 +255,29 @@ def test_it_says_a_completed_window_is_completed_when_cancelling(staff: User, wi
 
     with pytest.raises(ActionRefused, match="already completed"):
         actions.cancel_maintenance(window, actor=staff)
+
+
+def test_it_reminds_subscribers_an_hour_before_once_per_schedule(
+    staff: User, window: Maintenance, exports: Component
+) -> None:
+    from django.core import mail
+
+    from incidents import notifications
+    from incidents.models import Message
+
+    reader = actions.subscribe(email="reader@example.com", at=T0)
+    actions.confirm_subscription(reader)
+
+    assert actions.remind_of_maintenance(now=START - timedelta(hours=1, seconds=1)) == 0
+    assert actions.remind_of_maintenance(now=START - timedelta(minutes=59)) == 1
+    assert actions.remind_of_maintenance(now=START - timedelta(minutes=30)) == 0  # once
+    later = START + timedelta(days=1)
+    actions.reschedule_maintenance(window, actor=staff, scheduled_for=later, scheduled_until=later + timedelta(hours=1))
+    assert actions.remind_of_maintenance(now=later - timedelta(minutes=10)) == 1  # the new time, again
+
+    reminder = Message.objects.filter(kind="maintenance_reminder").first()
+    assert reminder is not None
+    notifications.fan_out(reminder.pk)
+    mail.outbox.clear()
+    notifications.deliver_due()
+    assert [m.subject for m in mail.outbox] == ["[Maintenance starts within the hour] Database upgrade"]
