@@ -253,6 +253,9 @@ SECURE_CSP = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Behind a reverse proxy every request comes from the proxy: trust the X-Forwarded-For it appends
+# (the last entry) so sign-up rate limits apply per visitor. Only turn on behind a proxy you run.
+TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "false")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SITE_URL.startswith("https://")
 if SITE_URL.startswith("https://"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

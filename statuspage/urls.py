@@ -3,8 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from incidents.api import api
+from statuspage import subscriptions
 
 urlpatterns = [
+    # Subscribing: ordinary pages (sessions, CSRF), not snapshot routes (statuspage/subscriptions.py).
+    path("subscribe", subscriptions.subscribe, name="subscribe"),
+    path("subscribe/confirm/<str:token>", subscriptions.confirm, name="subscribe_confirm"),
+    path("subscribe/manage/<str:token>", subscriptions.manage, name="subscribe_manage"),
+    path("subscribe/unsubscribe/<str:token>", subscriptions.unsubscribe, name="subscribe_unsubscribe"),
     path("", include("statuspage.urls_public")),
     path("", include("statuspage.urls_api_v2")),
     path("manage/", include("incidents.urls")),
