@@ -1325,7 +1325,7 @@ def _notify(message: Message) -> None:
         except Exception:  # a broker outage must not undo the change: the sweep sends it later
             log.warning("could not enqueue message %s; the delivery sweep will send it", message.pk, exc_info=True)
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(enqueue, robust=True)
 
 
 def _message_for_update(incident: Incident, update: IncidentUpdate, component_ids: list[int]) -> None:

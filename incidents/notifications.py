@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import random
 import smtplib
-import socket
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -94,13 +93,14 @@ def fan_out(message_id: int) -> int:
     message = Message.objects.filter(pk=message_id).first()
     if message is None:
         return 0
-    created = 0
+    before = Delivery.objects.filter(message=message).count()
     ids = list(recipients(message).values_list("pk", flat=True))
     for start in range(0, len(ids), 1000):
         rows = [Delivery(message=message, subscriber_id=pk) for pk in ids[start : start + 1000]]
-        created += len(Delivery.objects.bulk_create(rows, ignore_conflicts=True))
+        Delivery.objects.bulk_create(rows, ignore_conflicts=True)
     Message.objects.filter(pk=message.pk, fanned_out_at__isnull=True).update(fanned_out_at=timezone.now())
-    return created
+    # bulk_create with ignore_conflicts returns every row it tried; count what is really new.
+    return Delivery.objects.filter(message=message).count() - before
 
 
 # --- the circuit breaker ------------------------------------------------------------------------
@@ -112,14 +112,18 @@ def breaker(transport: str) -> CircuitBreaker:
 
 
 def may_send(transport: str, now: datetime) -> int:
-    """How many deliveries the breaker lets through now: a batch, one probe, or none."""
+    """How many deliveries the breaker lets through now: a batch, one probe, or none.
+
+    Exactly one caller wins the probe (a conditional update), and the next probe is pushed a
+    cool-down ahead, so a probe whose worker died is followed by another, never by a stampede.
+    """
     state = breaker(transport)
     if state.state == BreakerState.CLOSED:
         return BATCH_SIZE
-    if state.retry_at is not None and now >= state.retry_at:
-        CircuitBreaker.objects.filter(pk=state.pk).update(state=BreakerState.HALF_OPEN)
-        return 1
-    return 0
+    won = CircuitBreaker.objects.filter(
+        pk=state.pk, state__in=[BreakerState.OPEN, BreakerState.HALF_OPEN], retry_at__lte=now
+    ).update(state=BreakerState.HALF_OPEN, retry_at=now + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS))
+    return 1 if won else 0
 
 
 def record_success(transport: str) -> None:
@@ -219,7 +223,8 @@ def classify_smtp_error(error: Exception) -> Exception:
     return TransientError(f"{type(error).__name__}: {error}")
 
 
-CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, OSError)
+# Opening the connection can fail with any of these (SMTPException is itself an OSError).
+CONNECTION_ERRORS = (smtplib.SMTPException, OSError)
 
 
 def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
@@ -236,18 +241,25 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     mark_failed(delivery, batch.claim, "the subscriber left before it was sent")
                     remaining.pop(0)
                     continue
+                # Still ours? A stalled worker whose claim expired must not send a row that was handed
+                # on; touching claimed_at also keeps a long batch's claim alive.
+                if not _fenced(delivery, batch.claim).update(claimed_at=timezone.now()):
+                    remaining.pop(0)
+                    continue
                 try:
                     email = build_email(delivery)
                     smtp.send_messages([email])
-                except CONNECTION_ERRORS as error:
+                except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as error:
                     raise TransientError(f"{type(error).__name__}: {error}") from error
-                except smtplib.SMTPException as error:
+                except smtplib.SMTPException as error:  # this message only: the connection is still good
                     problem = classify_smtp_error(error)
                     if isinstance(problem, PermanentError):
                         mark_failed(delivery, batch.claim, str(problem))
                     else:
                         mark_retry(delivery, batch.claim, str(problem), now)
                     failed += 1
+                except OSError as error:  # socket errors and timeouts (SMTPException is an OSError too)
+                    raise TransientError(f"{type(error).__name__}: {error}") from error
                 else:
                     mark_sent(delivery, batch.claim, timezone.now())
                     sent += 1

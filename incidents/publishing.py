@@ -9,6 +9,7 @@ content is unchanged, stores a new version in the database, in Redis (when confi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ def request_publish() -> None:
     connection = transaction.get_connection()
     if any(callback is _enqueue_publish for _, callback, _ in connection.run_on_commit):
         return
-    transaction.on_commit(_enqueue_publish)
+    transaction.on_commit(_enqueue_publish, robust=True)
 
 
 def _enqueue_publish() -> None:
@@ -65,7 +66,14 @@ def _enqueue_publish() -> None:
         log.warning("publish coalescing unavailable; publishing without it", exc_info=True)
         first = True
     if first:
-        publish_snapshot.apply_async(countdown=COALESCE_SECONDS)
+        try:
+            publish_snapshot.apply_async(countdown=COALESCE_SECONDS)
+        except Exception:
+            # The change is committed; a broker outage must not turn it into an error. Beat's periodic
+            # republish (or the next change) publishes it. Let the next change try again at once.
+            log.warning("could not enqueue a publish; the periodic republish will catch up", exc_info=True)
+            with contextlib.suppress(Exception):
+                cache.delete(PENDING_KEY)
 
 
 def publish(*, force: bool = False) -> Snapshot:
