@@ -650,6 +650,8 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
         incident.updated_at = at
         incident.save(update_fields=["severity", "updated_at"])
         _retarget_clocks(incident, severity, at)
+        if incident.published_at is not None:
+            request_publish()  # the public "next update by" follows the new cadence target
         _event(
             incident,
             EventKind.SEVERITY_CHANGED,

@@ -17,6 +17,9 @@ from django.utils.cache import patch_vary_headers
 from statuspage.snapshot import Published, current
 
 CACHE_CONTROL = "public, max-age=15, stale-while-revalidate=30, stale-if-error=86400"
+# The page's own htmx poll must see each new version at once: it revalidates every time (a 304 when
+# nothing changed), where a cached copy with stale-while-revalidate would show every change a poll late.
+POLL_CACHE_CONTROL = "no-cache"
 MAX_CACHED = 512
 
 _rendered: OrderedDict[tuple[int, str], bytes] = OrderedDict()
@@ -60,15 +63,18 @@ def snapshot_response(
 ) -> HttpResponse:
     """A 200 with the rendered bytes, or a 304 when the client's ETag is this version's."""
     snapshot = published()
-    etag = snapshot.etag if not vary_on_htmx or not request.headers.get("HX-Request") else f'"v{snapshot.version}-hx"'
-    if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
+    polled = vary_on_htmx and bool(request.headers.get("HX-Request"))
+    etag = f'"v{snapshot.version}-hx"' if polled else snapshot.etag
+    # Weak comparison, as RFC 9110 allows for GET: a CDN may have marked our tag weak (W/"v12").
+    presented = {tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")}
+    if etag in presented:
         response: HttpResponse = HttpResponseNotModified()
     else:
-        cache_key = f"{key}#hx" if vary_on_htmx and request.headers.get("HX-Request") else key
+        cache_key = f"{key}#hx" if polled else key
         response = HttpResponse(cached_render(snapshot, cache_key, render), content_type=content_type)
     response["ETag"] = etag
     response["Last-Modified"] = snapshot.last_modified
-    response["Cache-Control"] = CACHE_CONTROL
+    response["Cache-Control"] = POLL_CACHE_CONTROL if polled else CACHE_CONTROL
     if vary_on_htmx:
         patch_vary_headers(response, ["HX-Request"])
     return response

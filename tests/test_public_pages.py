@@ -501,3 +501,29 @@ def test_it_serves_public_routes_ahead_of_sessions_and_csrf_with_the_security_he
     assert "nonce" not in response["Content-Security-Policy"]
     assert (response["X-Content-Type-Options"], response["X-Frame-Options"]) == ("nosniff", "DENY")
     assert int(response["Content-Length"]) == len(response.content)
+
+
+def test_it_makes_the_pages_own_poll_revalidate_every_time(client: Client, staff: User) -> None:
+    """A cached poll with stale-while-revalidate would show every change one poll late."""
+    factories.declare(actor=staff, title="Slow queries")
+    publishing.publish()
+
+    full = client.get("/")
+    poll = client.get("/", headers={"HX-Request": "true"})
+    weak = client.get("/", headers={"If-None-Match": f"W/{full['ETag']}"})
+
+    assert "max-age=15" in full["Cache-Control"]
+    assert poll["Cache-Control"] == "no-cache"
+    assert weak.status_code == 304
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: each action's publish runs as in production
+def test_it_republishes_the_next_update_time_when_severity_changes() -> None:
+    staff = factories.make_user(username="alice")
+    incident = factories.declare(actor=staff, severity_key="sev3")  # public updates every 4 h
+    before = publishing.Snapshot.objects.latest().document["incidents"][0]["next_update_at"]
+
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"))  # every 30 min
+
+    after = publishing.Snapshot.objects.latest().document["incidents"][0]["next_update_at"]
+    assert after != before
