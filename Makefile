@@ -28,9 +28,11 @@ install: $(VENV)/.installed
 
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
+	SITE_URL="$${SITE_URL:-http://127.0.0.1:$(PORT)}" $(PY) manage.py seed_demo
 	@echo "Serving on http://127.0.0.1:$(PORT)/ (clock sweep every $${TIMER_SWEEP_SECONDS:-15} s in the background)"
-	@$(PY) manage.py run_timers --loop & timers=$$!; \
+	@# Links in pages, feeds and emails follow PORT unless SITE_URL says otherwise.
+	@export SITE_URL="$${SITE_URL:-http://127.0.0.1:$(PORT)}"; \
+		$(PY) manage.py run_timers --loop & timers=$$!; \
 		trap 'kill $$timers 2>/dev/null' EXIT INT TERM; \
 		$(PY) manage.py runserver 127.0.0.1:$(PORT)
 

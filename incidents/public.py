@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from incidents.models import (
     COMPONENT_STATUS_RANK,
+    IMPACT_FOR_COMPONENT_STATUS,
     Clock,
     ClockState,
     Component,
@@ -353,6 +354,17 @@ def maintenance_rows(ids: list[int]) -> list[dict[str, Any]]:
     return [_maintenance_row(window, rows) for window in windows]
 
 
+def current_impact(incident: Incident, statuses: dict[int, str]) -> str:
+    """An open incident's impact now, for the page banner: its override, else what its components'
+    statuses say now (its `impact` field keeps the worst it reached, for the record)."""
+    if incident.impact_override:
+        return incident.impact_override
+    affected = [statuses[c.pk] for c in incident.components.all() if c.pk in statuses]
+    if not affected:
+        return incident.impact
+    return max((IMPACT_FOR_COMPONENT_STATUS[ComponentStatus(s)] for s in affected), key=lambda i: IMPACT_RANK[i])
+
+
 def build_document(now: datetime | None = None) -> dict[str, Any]:
     """Everything the public side shows, as one JSON-ready document (a fixed number of queries)."""
     now = now or timezone.now()
@@ -382,7 +394,7 @@ def build_document(now: datetime | None = None) -> dict[str, Any]:
         )[:HISTORY_LIMIT]
     )
     maintenance_rows = [_maintenance_row(maintenance, rows) for maintenance in maintenances]
-    open_impacts = [row["impact"] for row in incident_rows if row["status"] != "resolved"]
+    open_impacts = [current_impact(i, statuses) for i in incidents if not i.is_resolved]
     leaf_statuses = [statuses[c.pk] for c in components if not c.is_group]
     latest = max(
         [c.updated_at for c in components] + [datetime.fromisoformat(r["updated_at"]) for r in incident_rows],

@@ -236,18 +236,18 @@ def test_it_gives_every_uptime_bar_its_words(client: Client, site: Site) -> None
     assert len(bars) == 90
     assert bars[0] == ("", "11 Aug 2026: 100% uptime")
     # 2 h of major outage in the 24 h of 5 Nov (CET): 91.66%, rounded down.
-    assert ("m", "5 Nov 2026: 91.66% uptime, major outage (2 h down)") in bars
+    assert ("m", "5 Nov 2026: 91.66% uptime, major outage (2 h of counted downtime)") in bars
     assert bars[-1] == ("", "8 Nov 2026: 100% uptime")
     # A sentence per component for screen readers, and the figure people see.
     assert re.search(
         r'<p class="visually-hidden">US: 99\.\d+% uptime over the last 90 days\. 1 day with incidents or maintenance; '
-        r"the worst was 5 Nov 2026: 91\.66% uptime, major outage \(2 h down\)\.</p>",
+        r"the worst was 5 Nov 2026: 91\.66% uptime, major outage \(2 h of counted downtime\)\.</p>",
         html,
     )
     eu_bars = re.search(r'aria-label="EU: uptime per day, last 90 days">(.*?)</ol>', html)
     assert eu_bars is not None
     # Today so far (15 h 5 min in CET), 30 min of partial outage counted at 0.3: 9 min down.
-    assert '<li class="p">8 Nov 2026: 99% uptime, partial outage (9 min down)</li>' in eu_bars.group(1)
+    assert '<li class="p">8 Nov 2026: 99% uptime, partial outage (9 min of counted downtime)</li>' in eu_bars.group(1)
     # Website is not showcased: no bars.
     assert "Website: uptime per day" not in html
 

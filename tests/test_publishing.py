@@ -172,3 +172,14 @@ def test_it_publishes_by_hand(staff: User) -> None:
     versions = list(Snapshot.objects.values_list("version", flat=True))
     assert out.getvalue().count("published snapshot version") == 2
     assert versions == [2, 1]
+
+
+def test_it_bases_the_banner_on_what_open_incidents_affect_now(staff: User, us: Component) -> None:
+    incident = factories.declare(actor=staff, components={us: "partial_outage"})
+    assert build_document()["status"]["indicator"] == "major"
+
+    actions.post_update(incident, actor=staff, body="Recovering", components={us: "operational"})
+
+    document = build_document()
+    assert document["status"] == {"indicator": "none", "description": "All Systems Operational"}
+    assert document["incidents"][0]["impact"] == "major"  # the incident's record keeps its worst

@@ -195,4 +195,6 @@ def test_nginx_serves_the_public_side_while_the_app_is_down(staff: User, setting
     assert not_modified.value.code == 304
 
     # The on-call side needs the application, which is down.
-    assert fetch(f"{base}/manage/")[0] == 502
+    status, headers, body = fetch(f"{base}/manage/")
+    assert (status, headers["Retry-After"]) == (503, "30")
+    assert b"public status page" in body

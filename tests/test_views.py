@@ -781,3 +781,22 @@ def test_it_formats_times_and_durations() -> None:
     assert duration(0) == "0 s"
     assert percent(None) == ""
     assert [percent(Decimal(v)) for v in ("12.50", "100.00", "0.25")] == ["12.5%", "100%", "0.25%"]
+
+
+def test_it_explains_a_server_error_and_points_to_the_public_page(staff: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import OperationalError
+
+    from incidents import access
+
+    def database_down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(access, "incidents_for", database_down)
+    client = Client(raise_request_exception=False)
+    client.force_login(staff)
+
+    response = client.get("/manage/")
+
+    assert response.status_code == 500
+    assert "Something went wrong on our side" in text(response)
+    assert 'href="/"' in text(response)

@@ -209,7 +209,8 @@ def bar_label(day: dict[str, Any]) -> str:
         label += f", {status_label(worst).lower()}"
     if seconds := day.get("outage_seconds"):
         # Whole minutes once there is one: "17 min down", not "17 min 24 s down".
-        label += f" ({duration(seconds if seconds < 60 else round(seconds / 60) * 60)} down)"
+        # Weighted by the uptime rule (a partial outage counts 0.3), so say so rather than "down".
+        label += f" ({duration(seconds if seconds < 60 else round(seconds / 60) * 60)} of counted downtime)"
     return label
 
 
