@@ -289,7 +289,13 @@ class ResolveForm(StaffForm):
 
 
 class ReopenForm(StaffForm):
-    reason = forms.CharField(max_length=400, label="Why reopen?")
+    reason = forms.CharField(max_length=400, label="Why reopen?", help_text="For the timeline (internal).")
+    message = forms.CharField(
+        required=False,
+        label="Tell customers (optional)",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Posted as a public update at once; without it, the next public update falls due.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "reopen-%s")

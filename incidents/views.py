@@ -427,8 +427,10 @@ def reopen(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     if not form.is_valid():
         return _invalid(request, incident, "reopen_form", form, "resolve-form")
     try:
-        actions.reopen_incident(incident, actor=request.user, reason=form.cleaned_data["reason"])
+        actions.reopen_incident(
+            incident, actor=request.user, reason=form.cleaned_data["reason"], message=form.cleaned_data["message"]
+        )
     except ActionRefused as refused:
         return _form_refused(request, incident, refused, "reopen_form", form, "resolve-form", ("update-form",))
-    oob = ("header", "timeline", "update-form")
+    oob = ("header", "timeline", "update-form", "updates")
     return _succeeded(request, incident.pk, "Reopened: the resolve clock runs again.", "resolve-form", oob)

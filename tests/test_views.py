@@ -800,3 +800,20 @@ def test_it_explains_a_server_error_and_points_to_the_public_page(staff: User, m
     assert response.status_code == 500
     assert "Something went wrong on our side" in text(response)
     assert 'href="/"' in text(response)
+
+
+def test_it_reopens_with_a_message_for_customers(staff_client: Client, resolved: Incident) -> None:
+    response = staff_client.post(
+        f"/manage/incidents/{resolved.pk}/reopen",
+        {"reason": "Errors are back", "message": "We are seeing errors again and are looking into it."},
+    )
+
+    assert response.status_code == 303
+    resolved.refresh_from_db()
+    newest = resolved.updates.first()
+    assert newest is not None
+    assert (newest.body, newest.is_public, newest.status) == (
+        "We are seeing errors again and are looking into it.",
+        True,
+        "investigating",
+    )
