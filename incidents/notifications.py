@@ -248,6 +248,13 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     continue
                 try:
                     email = build_email(delivery)
+                except Exception as error:  # a template or data problem: this email only, never retried
+                    log.exception("could not build the email for delivery %s", delivery.pk)
+                    mark_failed(delivery, batch.claim, f"could not build the email: {type(error).__name__}: {error}")
+                    failed += 1
+                    remaining.pop(0)
+                    continue
+                try:
                     smtp.send_messages([email])
                 except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as error:
                     raise TransientError(f"{type(error).__name__}: {error}") from error

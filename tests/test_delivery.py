@@ -1,0 +1,706 @@
+"""Email delivery against a real SMTP server (aiosmtpd): content, choices, batching, retries, the breaker.
+
+Tasks run eagerly in-process (conftest); time is moved with time-machine. The real-worker and crash
+tests are in tests/test_delivery_faults.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from incidents import actions, emails, notifications, tasks
+from incidents.models import (
+    BreakerState,
+    CircuitBreaker,
+    Component,
+    Delivery,
+    DeliveryStatus,
+    Message,
+    MessageKind,
+    Subscriber,
+)
+from incidents.notifications import EMAIL
+from incidents.tokens import read_token
+from tests import factories
+from tests.smtp import SmtpServer
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+SITE_URL = "https://status.example.com"
+CLAIM_TIMEOUT = timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS)
+
+Subscribe = Callable[..., Subscriber]
+
+# SMTPException is a subclass of OSError, and send_email_batch catches CONNECTION_ERRORS (OSError
+# included) before smtplib.SMTPException: a refused recipient is taken for a dead connection.
+
+
+@pytest.fixture
+def smtp(settings: Any) -> Iterator[SmtpServer]:
+    """A real SMTP server with the default mailer pointed at it, and absolute links to a real-looking site."""
+    settings.SITE_URL = SITE_URL
+    with SmtpServer() as server:
+        settings.MAILERS = server.mailers()
+        yield server
+
+
+@pytest.fixture
+def subscribe(smtp: SmtpServer, django_capture_on_commit_callbacks: Any) -> Subscribe:
+    """Subscribe an address and confirm it, as the links would; its confirmation email is then forgotten."""
+
+    def make(email: str, **choices: Any) -> Subscriber:
+        with django_capture_on_commit_callbacks(execute=True):
+            subscriber = actions.subscribe(email=email, **choices)
+        subscriber = actions.confirm_subscription(subscriber)
+        smtp.reset()
+        return subscriber
+
+    return make
+
+
+@pytest.fixture
+def run_on_commit(django_capture_on_commit_callbacks: Any) -> Callable[..., Any]:
+    """Call an action and then what it queued on commit (the notify task, eagerly)."""
+
+    def run(action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with django_capture_on_commit_callbacks(execute=True):
+            return action(*args, **kwargs)
+
+    return run
+
+
+def subscribers(subscribe: Subscribe, *names: str) -> list[Subscriber]:
+    return [subscribe(f"{name}@example.com") for name in names]
+
+
+def delivery_to(subscriber: Subscriber, message: Message | None = None) -> Delivery:
+    rows = Delivery.objects.filter(subscriber=subscriber)
+    if message is not None:
+        rows = rows.filter(message=message)
+    return rows.get()
+
+
+def last_update_message() -> Message:
+    return Message.objects.filter(kind=MessageKind.INCIDENT_UPDATE).latest("id")
+
+
+def token_in(url: str, purpose: str) -> str:
+    match = re.fullmatch(rf"{re.escape(SITE_URL)}/subscribe/{purpose}/([^/\s>]+)", url)
+    assert match, url
+    return match.group(1)
+
+
+def text_and_html(email: Any) -> tuple[str, str]:
+    return email.get_body(("plain",)).get_content(), email.get_body(("html",)).get_content()
+
+
+def breaker() -> CircuitBreaker:
+    return CircuitBreaker.objects.get_or_create(transport=EMAIL)[0]
+
+
+# --- what a subscriber receives -----------------------------------------------------------------
+
+
+def test_it_sends_a_confirmation_with_an_absolute_signed_link(
+    smtp: SmtpServer, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        ann = actions.subscribe(email="ann@example.com")
+
+    [email] = smtp.inbox("ann@example.com")
+    assert email["Subject"] == "Confirm your subscription to Signalpost status updates"
+    assert email["To"] == "ann@example.com"
+    text, html = text_and_html(email)
+    [link] = re.findall(rf"{re.escape(SITE_URL)}/subscribe/confirm/\S+", text)
+    assert read_token(token_in(link, "confirm"), "confirm") == ann
+    assert f'href="{link}"' in html
+    assert delivery_to(ann).status == DeliveryStatus.SENT
+
+
+def test_it_sends_an_update_with_text_html_absolute_links_and_one_click_unsubscribe(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    ann = subscribe("ann@example.com")
+    incident = run_on_commit(
+        factories.declare, actor=staff, title="Queries are slow", message="We are **investigating** latency."
+    )
+
+    [email] = smtp.inbox("ann@example.com")
+    assert email["Subject"] == "[Investigating] Queries are slow"
+    assert email.get_content_type() == "multipart/alternative"
+    assert email["Auto-Submitted"] == "auto-generated"
+    text, html = text_and_html(email)
+    incident_url = f"{SITE_URL}/incidents/{incident.pk}"
+    assert incident_url in text
+    assert f'href="{incident_url}"' in html
+    assert "We are **investigating** latency." in text
+    assert "<strong>investigating</strong>" in html
+    assert all(href.startswith(f"{SITE_URL}/") for href in re.findall(r'href="([^"]*)"', html))
+
+    # RFC 8058: a one-click unsubscribe URL, absolute, carrying a token for this subscriber.
+    unsubscribe_url = email["List-Unsubscribe"].removeprefix("<").removesuffix(">")
+    assert read_token(token_in(unsubscribe_url, "unsubscribe"), "unsubscribe") == ann
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert unsubscribe_url in text
+    manage = re.findall(rf"{re.escape(SITE_URL)}/subscribe/manage/\S+", text)
+    assert len(manage) == 1
+    assert read_token(token_in(manage[0], "manage"), "manage") == ann
+
+    row = delivery_to(ann, last_update_message())
+    assert (row.status, row.attempts, row.claim, row.last_error) == (DeliveryStatus.SENT, 1, "", "")
+    assert row.sent_at is not None
+
+
+def test_updates_of_one_incident_are_threaded(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    ann = subscribe("ann@example.com")
+    incident = run_on_commit(factories.declare, actor=staff, title="Queries are slow")
+    run_on_commit(actions.post_update, incident, actor=staff, body="Found it.", public_status="identified")
+    run_on_commit(actions.post_update, incident, actor=staff, body="Fix deployed.", public_status="monitoring")
+    other = run_on_commit(factories.declare, actor=staff, title="Logins fail")
+
+    first, second, third, unrelated = smtp.inbox("ann@example.com")
+    root = f"<incident.{incident.pk}.{ann.pk}@status.example.com>"
+    assert first["Message-ID"] == root
+    assert first["In-Reply-To"] is None
+    for reply in (second, third):
+        assert reply["In-Reply-To"] == root
+        assert reply["References"] == root
+    ids = {email["Message-ID"] for email in (first, second, third, unrelated)}
+    assert len(ids) == 4
+    assert second["Subject"] == "[Identified] Queries are slow"
+    assert unrelated["Message-ID"] == f"<incident.{other.pk}.{ann.pk}@status.example.com>"
+    assert unrelated["References"] is None
+
+
+def test_unconfirmed_addresses_get_only_the_confirmation(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    subscribe("ann@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        bob = actions.subscribe(email="bob@example.com")
+    run_on_commit(factories.declare, actor=staff)
+
+    assert [e["Subject"] for e in smtp.inbox("bob@example.com")] == [
+        "Confirm your subscription to Signalpost status updates"
+    ]
+    assert len(smtp.inbox("ann@example.com")) == 1
+    assert not Delivery.objects.filter(subscriber=bob, message__kind=MessageKind.INCIDENT_UPDATE).exists()
+
+
+def test_internal_updates_are_never_sent(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    subscribe("ann@example.com")
+    quiet = run_on_commit(factories.declare, actor=staff, title="Quietly slow", is_public=False)
+    run_on_commit(actions.post_update, quiet, actor=staff, body="Still looking (internal).", is_public=False)
+    loud = run_on_commit(factories.declare, actor=staff, title="Queries are slow")
+    run_on_commit(actions.post_update, loud, actor=staff, body="Paged the DBA.", is_public=False)
+
+    assert [e["Subject"] for e in smtp.inbox("ann@example.com")] == ["[Investigating] Queries are slow"]
+    assert Message.objects.filter(kind=MessageKind.INCIDENT_UPDATE).count() == 1
+
+
+# --- choices ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_and_web(staff: User) -> tuple[Component, Component]:
+    return factories.make_component(name="API", actor=staff), factories.make_component(name="Web", actor=staff)
+
+
+def test_component_choices_are_honoured(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    api_and_web: tuple[Component, Component],
+) -> None:
+    api, web = api_and_web
+    subscribe("all@example.com")
+    subscribe("api@example.com", all_components=False, components=[api])
+    subscribe("web@example.com", all_components=False, components=[web])
+    subscribe("both@example.com", all_components=False, components=[api, web])
+
+    run_on_commit(factories.declare, actor=staff, title="API errors", components={api: "partial_outage"})
+
+    assert sorted(smtp.copies()) == ["all@example.com", "api@example.com", "both@example.com"]
+    assert smtp.copies()["both@example.com"] == 1  # matched twice by its components, sent once
+
+
+def test_minimum_impact_is_honoured(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    api_and_web: tuple[Component, Component],
+) -> None:
+    api, _ = api_and_web
+    for impact in ("none", "minor", "major", "critical"):
+        subscribe(f"{impact}@example.com", minimum_impact=impact)
+
+    incident = run_on_commit(factories.declare, actor=staff, components={api: "partial_outage"})  # major impact
+    assert incident.impact == "major"
+    assert sorted(smtp.copies()) == ["major@example.com", "minor@example.com", "none@example.com"]
+
+    smtp.reset()
+    run_on_commit(actions.post_update, incident, actor=staff, body="Worse.", components={api: "major_outage"})
+    assert sorted(smtp.copies()) == [
+        "critical@example.com",
+        "major@example.com",
+        "minor@example.com",
+        "none@example.com",
+    ]
+
+
+def test_kind_choices_are_honoured(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    api_and_web: tuple[Component, Component],
+) -> None:
+    api, _ = api_and_web
+    subscribe("incidents@example.com", notify_maintenance=False, notify_postmortems=False)
+    subscribe("maintenance@example.com", notify_incidents=False, notify_postmortems=False)
+
+    run_on_commit(factories.declare, actor=staff, title="API errors")
+    run_on_commit(
+        actions.schedule_maintenance,
+        actor=staff,
+        title="Database upgrade",
+        scheduled_for=T0 + timedelta(days=30),
+        scheduled_until=T0 + timedelta(days=30, hours=2),
+        components=[api],
+    )
+
+    assert [e["Subject"] for e in smtp.inbox("incidents@example.com")] == ["[Investigating] API errors"]
+    [maintenance] = smtp.inbox("maintenance@example.com")
+    assert maintenance["Subject"] == "[Maintenance scheduled] Database upgrade"
+    assert maintenance.get_body(("html",)) is not None
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+def test_a_batch_goes_over_one_connection(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    names = [f"reader{n:02}" for n in range(30)]
+    subscribers(subscribe, *names)
+
+    run_on_commit(factories.declare, actor=staff)
+
+    assert smtp.copies() == {f"{name}@example.com": 1 for name in names}
+    assert smtp.connections == 1
+    assert Delivery.objects.filter(message=last_update_message(), status=DeliveryStatus.SENT).count() == 30
+
+
+def test_each_batch_has_its_own_connection(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    subscribers(subscribe, *[f"reader{n:02}" for n in range(25)])
+    monkeypatch.setattr(notifications, "BATCH_SIZE", 10)
+
+    run_on_commit(factories.declare, actor=staff)
+
+    assert len(smtp.received) == 25
+    assert smtp.connections == 3
+    per_connection = sorted(sum(1 for r in smtp.received if r.connection == n) for n in (1, 2, 3))
+    assert per_connection == [5, 10, 10]
+
+
+# --- refusals and retries -------------------------------------------------------------------------
+
+
+def test_a_refused_recipient_fails_with_the_reason_and_is_never_retried(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    bob = subscribers(subscribe, "ann", "bob", "cat")[1]
+    smtp.refuse("bob@example.com")
+
+    with time_machine.travel(T0, tick=False):
+        run_on_commit(factories.declare, actor=staff)
+
+    assert smtp.copies() == {"ann@example.com": 1, "cat@example.com": 1}
+    row = delivery_to(bob, last_update_message())
+    assert row.status == DeliveryStatus.FAILED
+    assert row.attempts == 1
+    assert "550" in row.last_error
+    assert "No such user here" in row.last_error
+    # A refused recipient says nothing about the transport.
+    assert (breaker().state, breaker().consecutive_failures) == (BreakerState.CLOSED, 0)
+
+    with time_machine.travel(T0 + timedelta(days=1), tick=False):
+        assert notifications.deliver_due() == 0
+    assert len(smtp.handler.refused) == 1  # never asked again
+
+
+def test_a_deferred_recipient_does_not_hold_up_the_others(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    bob = subscribers(subscribe, "ann", "bob", "cat")[1]
+    smtp.defer("bob@example.com")
+
+    with time_machine.travel(T0, tick=False):
+        run_on_commit(factories.declare, actor=staff)
+
+    assert smtp.copies() == {"ann@example.com": 1, "cat@example.com": 1}
+    row = delivery_to(bob, last_update_message())
+    assert (row.status, row.attempts) == (DeliveryStatus.PENDING, 1)
+    assert "450" in row.last_error
+    assert (breaker().state, breaker().consecutive_failures) == (BreakerState.CLOSED, 0)
+
+
+def test_a_deferred_recipient_is_retried_after_a_backoff_and_delivered(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    bob = subscribe("bob@example.com")
+    smtp.defer("bob@example.com")
+
+    with time_machine.travel(T0, tick=False):
+        run_on_commit(factories.declare, actor=staff)
+        assert notifications.deliver_due() == 0  # not due again yet
+
+    row = delivery_to(bob, last_update_message())
+    assert (row.status, row.attempts, row.claim) == (DeliveryStatus.PENDING, 1, "")
+    assert T0 < row.next_attempt_at <= T0 + timedelta(seconds=settings.DELIVERY_BACKOFF_SECONDS)
+    assert "450" in row.last_error
+    assert smtp.received == []
+
+    smtp.accept("bob@example.com")
+    with time_machine.travel(row.next_attempt_at - timedelta(microseconds=1), tick=False):
+        assert notifications.deliver_due() == 0
+    with time_machine.travel(row.next_attempt_at, tick=False):
+        assert notifications.deliver_due() == 1
+
+    assert smtp.copies() == {"bob@example.com": 1}
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.last_error) == (DeliveryStatus.SENT, 2, "")
+    assert row.sent_at == row.next_attempt_at
+
+
+def test_an_email_that_cannot_be_built_fails_alone(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bob = subscribers(subscribe, "ann", "bob", "cat")[1]
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(actor=staff)
+    notifications.fan_out(last_update_message().pk)
+    build_email = emails.build_email
+
+    def broken_for_bob(delivery: Delivery) -> Any:
+        if delivery.subscriber_id == bob.pk:
+            raise ValueError("no template for this")
+        return build_email(delivery)
+
+    monkeypatch.setattr(emails, "build_email", broken_for_bob)
+    with contextlib.suppress(ValueError):
+        notifications.deliver_due()
+
+    assert smtp.copies() == {"ann@example.com": 1, "cat@example.com": 1}
+    row = delivery_to(bob, last_update_message())
+    assert row.status == DeliveryStatus.FAILED
+    assert "no template for this" in row.last_error
+    assert not Delivery.objects.filter(status=DeliveryStatus.SENDING).exists()
+
+
+def test_it_gives_up_after_max_attempts(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    bob = subscribe("bob@example.com")
+    smtp.defer("bob@example.com")
+
+    with time_machine.travel(T0, tick=False):
+        run_on_commit(factories.declare, actor=staff)
+    row = delivery_to(bob, last_update_message())
+    # The longest backoff before giving up is base·2^(MAX_ATTEMPTS-2) (under the cap): an hour covers it.
+    for hour in range(1, 20):
+        row.refresh_from_db()
+        if row.status != DeliveryStatus.PENDING:
+            break
+        with time_machine.travel(T0 + timedelta(hours=hour), tick=False):
+            notifications.deliver_due()
+
+    assert row.status == DeliveryStatus.FAILED
+    assert row.attempts == settings.DELIVERY_MAX_ATTEMPTS
+    assert row.last_error.startswith(f"gave up after {settings.DELIVERY_MAX_ATTEMPTS} attempts")
+    assert len(smtp.handler.refused) == settings.DELIVERY_MAX_ATTEMPTS
+    with time_machine.travel(T0 + timedelta(days=2), tick=False):
+        smtp.accept("bob@example.com")
+        assert notifications.deliver_due() == 0
+    assert smtp.received == []
+
+
+def test_backoff_has_full_jitter_and_is_bounded() -> None:
+    rng = random.Random(20261201)
+    base, cap = settings.DELIVERY_BACKOFF_SECONDS, settings.DELIVERY_BACKOFF_CAP_SECONDS
+    for attempts in range(1, 16):
+        ceiling = min(cap, base * 2 ** (attempts - 1))
+        waits = [notifications.backoff(attempts, rng).total_seconds() for _ in range(2000)]
+        assert all(0 <= wait <= ceiling for wait in waits)
+        # Full jitter: spread over the whole range, not bunched at the ceiling (equal jitter) or fixed.
+        assert min(waits) < ceiling * 0.02
+        assert max(waits) > ceiling * 0.98
+        assert 0.45 * ceiling < sum(waits) / len(waits) < 0.55 * ceiling
+    assert notifications.backoff(1000, rng) <= timedelta(seconds=cap)
+    assert notifications.backoff(0, rng) <= timedelta(seconds=base)
+    # The same seed gives the same waits.
+    assert [notifications.backoff(3, random.Random(7)) for _ in range(2)] == [
+        notifications.backoff(3, random.Random(7))
+    ] * 2
+
+
+# --- the circuit breaker ----------------------------------------------------------------------------
+
+
+def test_the_breaker_opens_after_consecutive_failures_probes_once_and_closes(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = ["ann", "bob", "cat", "dan"]
+    subscribers(subscribe, *names)
+    monkeypatch.setattr(notifications, "random", random.Random(5))  # reproducible backoffs
+    smtp.stop()
+
+    with time_machine.travel(T0, tick=False):
+        run_on_commit(factories.declare, actor=staff)  # failure 1: the notify task found no server
+    for failure in range(2, settings.BREAKER_THRESHOLD + 1):
+        assert breaker().state == BreakerState.CLOSED
+        with time_machine.travel(T0 + timedelta(hours=failure), tick=False):
+            assert notifications.deliver_due() == 0
+        assert breaker().consecutive_failures == failure
+    opened_at = T0 + timedelta(hours=settings.BREAKER_THRESHOLD)
+    state = breaker()
+    assert state.state == BreakerState.OPEN
+    assert state.opened_at == opened_at
+    assert state.retry_at == opened_at + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS)
+    assert "ConnectionRefusedError" in state.last_error
+    # Each failed batch counts one attempt, on its first row only.
+    attempts = Delivery.objects.filter(message=last_update_message()).values_list("attempts", flat=True)
+    assert sum(attempts) == settings.BREAKER_THRESHOLD
+
+    # Open: nothing is claimed or sent, though the server is back and rows are due.
+    smtp.start()
+    before = list(Delivery.objects.values_list("id", "status", "attempts", "next_attempt_at"))
+    with time_machine.travel(state.retry_at - timedelta(seconds=1), tick=False):
+        assert Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=state.retry_at).exists()
+        assert notifications.deliver_due() == 0
+    assert list(Delivery.objects.values_list("id", "status", "attempts", "next_attempt_at")) == before
+    assert smtp.connections == 0
+
+    # After the cool-down one probe goes out; it succeeds, the breaker closes and the due rows follow.
+    with time_machine.travel(state.retry_at, tick=False):
+        due = Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=state.retry_at).count()
+        assert notifications.deliver_due() == due
+    assert sum(1 for r in smtp.received if r.connection == 1) == 1  # the probe: one email
+    assert smtp.connections == (2 if due > 1 else 1)
+    state.refresh_from_db()
+    assert (state.state, state.consecutive_failures, state.retry_at) == (BreakerState.CLOSED, 0, None)
+
+    with time_machine.travel(T0 + timedelta(days=1), tick=False):
+        notifications.deliver_due()
+    assert smtp.copies() == {f"{name}@example.com": 1 for name in names}
+    assert not Delivery.objects.exclude(status=DeliveryStatus.SENT).exists()
+
+
+def test_a_failed_probe_opens_the_breaker_for_another_cool_down(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    subscribers(subscribe, "ann", "bob", "cat")
+    smtp.stop()
+    with time_machine.travel(T0, tick=False):
+        run_on_commit(factories.declare, actor=staff)
+    for failure in range(2, settings.BREAKER_THRESHOLD + 1):
+        with time_machine.travel(T0 + timedelta(hours=failure), tick=False):
+            notifications.deliver_due()
+    state = breaker()
+    assert state.state == BreakerState.OPEN
+    assert state.retry_at is not None
+
+    before = dict(Delivery.objects.values_list("id", "attempts"))
+    probe_at = state.retry_at + timedelta(hours=1)  # every row is due by now
+    with time_machine.travel(probe_at, tick=False):
+        assert notifications.deliver_due() == 0
+    state.refresh_from_db()
+    assert state.state == BreakerState.OPEN
+    assert state.retry_at == probe_at + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS)
+    assert state.consecutive_failures == settings.BREAKER_THRESHOLD + 1
+    after = dict(Delivery.objects.values_list("id", "attempts"))
+    assert sum(after.values()) - sum(before.values()) == 1  # one row was tried: the probe
+
+
+def test_only_one_probe_at_a_time(db: None) -> None:
+    notifications.breaker(EMAIL)
+    for _ in range(settings.BREAKER_THRESHOLD):
+        notifications.record_failure(EMAIL, "ConnectionRefusedError", T0)
+    after_cool_down = T0 + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS)
+
+    # Two workers ask at the same moment: one may probe, the other must wait.
+    assert [notifications.may_send(EMAIL, after_cool_down) for _ in range(2)] == [1, 0]
+
+
+# --- claims, repeats and unsubscribing ---------------------------------------------------------------
+
+
+def test_rows_held_past_the_claim_timeout_are_put_back(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    subscribers(subscribe, "ann", "bob", "cat")
+    with django_capture_on_commit_callbacks(execute=False):  # the notify task is lost
+        factories.declare(actor=staff)
+    message = last_update_message()
+    notifications.fan_out(message.pk)
+
+    batch = notifications.claim_batch(T0)  # a worker takes the rows and dies holding them
+    assert batch is not None
+    assert len(batch.deliveries) == 3
+    assert notifications.claim_batch(T0) is None  # nobody else can take them
+    assert notifications.requeue_stale(T0 + CLAIM_TIMEOUT - timedelta(seconds=1)) == 0
+
+    later = T0 + CLAIM_TIMEOUT + timedelta(seconds=1)
+    assert notifications.requeue_stale(later) == 3
+    rows = Delivery.objects.filter(message=message)
+    assert set(rows.values_list("status", "claim", "next_attempt_at", "attempts")) == {
+        (DeliveryStatus.PENDING, "", later, 0)
+    }
+    # The dead worker's fence no longer holds: its late "sent" changes nothing.
+    notifications.mark_sent(batch.deliveries[0], batch.claim, later)
+    assert rows.filter(status=DeliveryStatus.PENDING).count() == 3
+
+    with time_machine.travel(later, tick=False):
+        assert notifications.deliver_due() == 3
+    assert smtp.copies() == {"ann@example.com": 1, "bob@example.com": 1, "cat@example.com": 1}
+
+
+def test_a_worker_that_lost_its_claim_sends_nothing_more(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    subscribers(subscribe, "ann", "bob", "cat")
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(actor=staff)
+    notifications.fan_out(last_update_message().pk)
+    stalled = notifications.claim_batch(T0)
+    assert stalled is not None
+
+    later = T0 + CLAIM_TIMEOUT + timedelta(seconds=1)
+    with time_machine.travel(later, tick=False):
+        notifications.requeue_stale(later)
+        assert notifications.deliver_due() == 3  # another worker sends them
+        notifications.send_email_batch(stalled, later)  # the stalled worker wakes up
+
+    assert smtp.copies() == {"ann@example.com": 1, "bob@example.com": 1, "cat@example.com": 1}
+
+
+def test_fanning_out_twice_creates_no_duplicates(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    subscribers(subscribe, "ann", "bob")
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(actor=staff)
+    message = last_update_message()
+
+    assert notifications.fan_out(message.pk) == 2
+    message.refresh_from_db()
+    fanned_out_at = message.fanned_out_at
+    assert fanned_out_at is not None
+    notifications.fan_out(message.pk)
+    assert Delivery.objects.filter(message=message).count() == 2
+    message.refresh_from_db()
+    assert message.fanned_out_at == fanned_out_at
+
+    # The notify task delivered twice (a retry, or the sweep racing it) still sends one copy each.
+    tasks.notify(message.pk)
+    tasks.notify(message.pk)
+    assert smtp.copies() == {"ann@example.com": 1, "bob@example.com": 1}
+    assert notifications.fan_out(999_999) == 0  # a message that is gone: nothing to do
+
+
+def test_fanning_out_again_reports_nothing_created(
+    subscribe: Subscribe, staff: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    subscribers(subscribe, "ann", "bob")
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(actor=staff)
+    message = last_update_message()
+    notifications.fan_out(message.pk)
+
+    assert notifications.fan_out(message.pk) == 0
+
+
+def test_the_sweep_sends_a_message_whose_task_was_lost(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    subscribers(subscribe, "ann", "bob")
+    with django_capture_on_commit_callbacks(execute=False):  # e.g. the broker was down at commit
+        factories.declare(actor=staff)
+    assert smtp.received == []
+    assert list(notifications.pending_messages()) == [last_update_message().pk]
+
+    assert tasks.sweep_deliveries() == 2
+    assert smtp.copies() == {"ann@example.com": 1, "bob@example.com": 1}
+    assert list(notifications.pending_messages()) == []
+    assert tasks.sweep_deliveries() == 0
+
+
+def test_unsubscribing_stops_pending_mail(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    bob = subscribers(subscribe, "ann", "bob")[1]
+    with django_capture_on_commit_callbacks(execute=False):
+        incident = factories.declare(actor=staff)
+    notifications.fan_out(last_update_message().pk)
+
+    actions.unsubscribe(bob)
+    assert notifications.deliver_due() == 1
+    assert smtp.copies() == {"ann@example.com": 1}
+    row = delivery_to(bob, last_update_message())
+    assert row.status == DeliveryStatus.FAILED
+    assert row.last_error == "unsubscribed before it was sent"
+
+    run_on_commit(actions.post_update, incident, actor=staff, body="Found it.", public_status="identified")
+    assert smtp.copies() == {"ann@example.com": 2}
+    assert Delivery.objects.filter(subscriber=bob, message__kind=MessageKind.INCIDENT_UPDATE).count() == 1

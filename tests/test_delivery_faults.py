@@ -1,0 +1,273 @@
+"""Delivery through a real Celery worker and beat to a real SMTP server (aiosmtpd), with faults: the SMTP
+server down, the worker killed mid-batch, Redis unreachable when an update is posted.
+
+These need PostgreSQL (the worker shares the test database) and Redis; they skip without them and fail
+in CI (conftest). The worker's delivery timings are shortened through its environment (DELIVERY_*,
+BREAKER_*), so retries, the breaker and the stale-claim sweep happen within seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from incidents import actions
+from incidents.models import BreakerState, CircuitBreaker, Delivery, DeliveryStatus, Message, MessageKind, Subscriber
+from incidents.notifications import EMAIL
+from incidents.tokens import read_token
+from statuspage.celery import app as celery_app
+from tests import factories
+from tests.smtp import SmtpServer
+from tests.test_worker import Celery
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+# Fast retries for the worker: a backoff of up to 1–2 s, a breaker that probes after 2 s, and rows held
+# by a dead worker taken back after 5 s (a batch of 100 at 10 ms a message takes about 2 s).
+FAST_DELIVERY = {
+    "DELIVERY_BACKOFF_SECONDS": "1",
+    "DELIVERY_BACKOFF_CAP_SECONDS": "2",
+    "BREAKER_COOLDOWN_SECONDS": "2",
+    "DELIVERY_CLAIM_TIMEOUT_SECONDS": "5",
+}
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def worker(requires_postgres: None, requires_redis: None, tmp_path: Path, smtp: SmtpServer) -> Iterator[Celery]:
+    """Celery worker and beat (started by each test) that send through the test's SMTP server."""
+    processes = Celery(tmp_path)
+    processes.env.update(smtp.env())
+    processes.env.update(FAST_DELIVERY)
+    try:
+        yield processes
+    finally:
+        processes.stop()
+        forget_unacked(processes.queue)
+
+
+def forget_unacked(queue: str) -> None:
+    """A killed worker leaves its task in Redis's unacked hash, to be restored an hour later into a queue
+    nobody reads: remove this test's entries so they don't linger."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for tag, raw in client.hgetall("unacked").items():
+        with contextlib.suppress(ValueError, IndexError, TypeError):
+            if json.loads(raw)[2] == queue:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
+
+
+def start(worker: Celery) -> None:
+    worker.start_worker()
+    worker.start_beat()
+    worker.wait_for(lambda: " ready." in worker.log("worker"), "the worker to start")
+
+
+@contextlib.contextmanager
+def producing_to(worker: Celery, broker_url: str | None = None) -> Iterator[None]:
+    """Tasks the test process enqueues go to the worker's queue (through `broker_url` if given)."""
+    conf = celery_app.conf
+    saved = conf.task_always_eager, conf.task_default_queue, conf.broker_url
+    conf.task_always_eager = False
+    conf.task_default_queue = worker.queue
+    if broker_url:
+        conf.update(broker_url=broker_url)
+        forget_broker_connections()
+    try:
+        yield
+    finally:
+        conf.task_always_eager, conf.task_default_queue = saved[:2]
+        if broker_url:
+            conf.update(broker_url=saved[2])
+            forget_broker_connections()
+
+
+def forget_broker_connections() -> None:
+    """Celery keeps its connection and producer pools; drop them so the next publish uses broker_url."""
+    vars(celery_app)["_pool"] = None
+    with contextlib.suppress(AttributeError, KeyError):
+        vars(celery_app)["amqp"]._producer_pool = None
+
+
+def confirmed(*emails: str) -> list[Subscriber]:
+    """Confirmed subscribers (their confirmations go out eagerly to the test's locmem outbox)."""
+    return [actions.confirm_subscription(actions.subscribe(email=email)) for email in emails]
+
+
+def update_rows() -> Any:
+    return Delivery.objects.filter(message__kind=MessageKind.INCIDENT_UPDATE)
+
+
+def plain_text(email: EmailMessage) -> str:
+    body = email.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def sent_all(count: int) -> Callable[[], bool]:
+    return lambda: update_rows().filter(status=DeliveryStatus.SENT).count() == count
+
+
+# --- the happy path through the worker --------------------------------------------------------------
+
+
+def test_a_subscriber_confirms_and_receives_an_update_through_the_worker(
+    worker: Celery, smtp: SmtpServer, staff: User
+) -> None:
+    start(worker)
+    with producing_to(worker):
+        ann = actions.subscribe(email="ann@example.com")
+        worker.wait_for(lambda: len(smtp.inbox("ann@example.com")) == 1, "the confirmation email")
+        [confirmation] = smtp.inbox("ann@example.com")
+        text = plain_text(confirmation)
+        [token] = re.findall(rf"{re.escape(settings.SITE_URL)}/subscribe/confirm/(\S+)", text)
+        actions.confirm_subscription(read_token(token, "confirm"))
+
+        incident = factories.declare(actor=staff, title="Queries are slow")
+        worker.wait_for(lambda: len(smtp.inbox("ann@example.com")) == 2, "the update email")
+
+    update = smtp.inbox("ann@example.com")[1]
+    assert update["Subject"] == "[Investigating] Queries are slow"
+    assert f"{settings.SITE_URL}/incidents/{incident.pk}" in plain_text(update)
+    row = Delivery.objects.get(subscriber=ann, message__kind=MessageKind.INCIDENT_UPDATE)
+    assert (row.status, row.attempts) == (DeliveryStatus.SENT, 1)
+    assert smtp.copies() == {"ann@example.com": 2}
+
+
+# --- faults -------------------------------------------------------------------------------------------
+
+
+def test_mail_posted_while_the_smtp_server_is_down_arrives_once_when_it_is_back(
+    worker: Celery, smtp: SmtpServer, staff: User
+) -> None:
+    names = [f"reader{n:02}@example.com" for n in range(20)]
+    confirmed(*names)
+    smtp.stop()
+    start(worker)
+
+    with producing_to(worker):
+        factories.declare(actor=staff)
+
+    def breaker_open() -> bool:
+        return CircuitBreaker.objects.filter(transport=EMAIL, state=BreakerState.OPEN).exists()
+
+    worker.wait_for(breaker_open, "the breaker to open")
+    assert update_rows().count() == 20
+    assert not update_rows().filter(status=DeliveryStatus.SENT).exists()
+
+    smtp.start()
+    worker.wait_for(sent_all(20), "every update sent once the server is back", timeout=60)
+    # A few more sweeps must send nothing more.
+    sweeps = len(re.findall(r"sweep_deliveries\[[^]]+\] succeeded", worker.log("worker")))
+    worker.wait_for(
+        lambda: len(re.findall(r"sweep_deliveries\[[^]]+\] succeeded", worker.log("worker"))) >= sweeps + 3,
+        "three more sweeps",
+    )
+
+    logs = worker.logs()
+    assert smtp.copies() == dict.fromkeys(names, 1), logs
+    attempts = list(update_rows().values_list("attempts", flat=True))
+    # One attempt that worked each, plus one per failed batch or probe while the server was down.
+    assert min(attempts) >= 1
+    assert max(attempts) <= settings.BREAKER_THRESHOLD + 3, attempts
+    breaker = CircuitBreaker.objects.get(transport=EMAIL)
+    assert (breaker.state, breaker.consecutive_failures) == (BreakerState.CLOSED, 0)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_at_most_the_email_in_flight(
+    worker: Celery, smtp: SmtpServer, staff: User
+) -> None:
+    names = [f"reader{n:03}@example.com" for n in range(200)]
+    confirmed(*names)
+    smtp.handler.delay = 0.01  # each email is accepted, then answered 10 ms later
+    start(worker)
+
+    with producing_to(worker):
+        factories.declare(actor=staff)
+    worker.wait_for(lambda: len(smtp.received) >= 30, "the first emails of the first batch")
+    os.killpg(worker.processes["worker"].pid, signal.SIGKILL)
+    worker.processes["worker"].wait(10)
+    received_before_kill = len(smtp.received)
+    held_rows = dict(update_rows().filter(status=DeliveryStatus.SENDING).values_list("pk", "claimed_at"))
+    assert 0 < len(held_rows) < 100, "killed mid-batch"
+    assert received_before_kill < 100
+    (Path(worker.tmp_path) / "worker.log").rename(Path(worker.tmp_path) / "killed-worker.log")
+
+    worker.start_worker()  # beat kept running; its sweeps take the dead worker's rows back
+    worker.wait_for(sent_all(200), "every update sent after the restart", timeout=60)
+    logs = worker.logs() + "\n--- killed worker ---\n" + (Path(worker.tmp_path) / "killed-worker.log").read_text()
+
+    copies = smtp.copies()
+    assert set(copies) == set(names), f"missing: {sorted(set(names) - set(copies))}\n{logs}"
+    duplicates = {address: n for address, n in copies.items() if n > 1}
+    # At least once, and at most one extra copy per crash: the email the server had accepted when the
+    # worker died, before its row could be marked sent.
+    assert sum(n - 1 for n in duplicates.values()) <= 1, duplicates
+    held_addresses = set(update_rows().filter(pk__in=held_rows).values_list("subscriber__email", flat=True))
+    assert set(duplicates) <= held_addresses, "only a row the dead worker held can have gone out twice"
+    assert not update_rows().exclude(status=DeliveryStatus.SENT).exists()
+    # The rows the dead worker held were sent again only after the claim timeout.
+    timeout = timedelta(seconds=int(FAST_DELIVERY["DELIVERY_CLAIM_TIMEOUT_SECONDS"]))
+    for row in update_rows().filter(pk__in=held_rows):
+        assert row.sent_at is not None
+        assert row.sent_at >= held_rows[row.pk] + timeout
+
+
+UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens there
+
+
+def test_posting_while_redis_is_down_does_not_raise(worker: Celery, staff: User) -> None:
+    incident = factories.declare(actor=staff)
+    with redis_down(UNREACHABLE), producing_to(worker, broker_url=UNREACHABLE):
+        actions.post_update(incident, actor=staff, body="Still investigating.")
+
+
+def test_an_update_posted_while_redis_was_down_is_sent_when_it_returns(
+    worker: Celery, smtp: SmtpServer, staff: User
+) -> None:
+    names = ["ann@example.com", "bob@example.com", "cat@example.com"]
+    confirmed(*names)
+
+    started = time.monotonic()
+    # The action must not raise (the test above); whatever it does, the update is committed.
+    with redis_down(UNREACHABLE), producing_to(worker, broker_url=UNREACHABLE), contextlib.suppress(Exception):
+        factories.declare(actor=staff, title="Queries are slow")
+    post_seconds = time.monotonic() - started
+    message = Message.objects.get(kind=MessageKind.INCIDENT_UPDATE)
+    assert message.fanned_out_at is None  # the notify task never reached a broker
+
+    start(worker)  # "Redis is back": beat's delivery sweep finds the message
+    worker.wait_for(sent_all(3), "the update sent by the sweep")
+    message.refresh_from_db()
+    assert message.fanned_out_at is not None
+    assert smtp.copies() == dict.fromkeys(names, 1), worker.logs()
+    assert post_seconds < 10, f"posting took {post_seconds:.1f} s with Redis down"
+
+
+@contextlib.contextmanager
+def redis_down(url: str) -> Iterator[None]:
+    """The producer's Redis (cache, snapshot store) at a closed port; the broker is producing_to's."""
+    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    with override_settings(REDIS_URL=url, CACHES=caches):
+        yield
