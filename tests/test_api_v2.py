@@ -693,3 +693,10 @@ def test_an_incident_published_later_is_listed_from_its_first_public_update(clie
     republish()
     rows = get_json(client, "/api/v2/incidents.json")["incidents"]
     assert [u["body"] for u in rows[0]["incident_updates"]] == ["We are looking into it."]
+
+
+@pytest.mark.parametrize("url", ["/api/v2/summary.json", "/", "/history.atom"])
+def test_it_answers_other_methods_with_405_not_a_csrf_error(site: dict[str, Any], url: str) -> None:
+    response = Client(enforce_csrf_checks=True).post(url)  # as a real client: no CSRF token
+    assert response.status_code == 405
+    assert "GET" in response["Allow"]
