@@ -78,7 +78,9 @@ class SmtpSink:
         context = multiprocessing.get_context("spawn")
         self.counters = (context.Value("q", 0), context.Value("q", 0), context.Value("q", 0))
         self.ready, self.stop_event = context.Event(), context.Event()
-        self.process = context.Process(target=run_sink, args=(port, self.counters, self.ready, self.stop_event))
+        self.process = context.Process(
+            target=run_sink, args=(port, self.counters, self.ready, self.stop_event), daemon=True
+        )
         self.process.start()
         if not self.ready.wait(20):
             raise SystemExit("the SMTP sink did not start")
