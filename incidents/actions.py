@@ -1485,9 +1485,10 @@ def unsubscribe(subscriber: Subscriber, *, at: datetime | None = None) -> Subscr
         if subscriber.unsubscribed_at is None:
             subscriber.unsubscribed_at = at
             subscriber.save(update_fields=["unsubscribed_at"])
-            Delivery.objects.filter(subscriber=subscriber, status=DeliveryStatus.PENDING).update(
-                status=DeliveryStatus.FAILED, last_error="unsubscribed before it was sent"
-            )
+            # Claimed rows too: a worker checks its claim right before sending, so it skips them.
+            Delivery.objects.filter(
+                subscriber=subscriber, status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
+            ).update(status=DeliveryStatus.FAILED, claim="", last_error="unsubscribed before it was sent")
         return subscriber
 
 

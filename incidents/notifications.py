@@ -231,7 +231,7 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
     """Send a claimed batch over one SMTP connection; returns (sent, not sent)."""
     from incidents.emails import build_email  # rendering imports templates; keep this module light
 
-    sent = failed = 0
+    sent = failed = refused = 0
     remaining = list(batch.deliveries)
     try:
         with mail.mailers.default as smtp:  # a new connection from MAILERS["default"], fail_silently off
@@ -265,6 +265,7 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     else:
                         mark_retry(delivery, batch.claim, str(problem), now)
                     failed += 1
+                    refused += 1
                 except OSError as error:  # socket errors and timeouts (SMTPException is an OSError too)
                     raise TransientError(f"{type(error).__name__}: {error}") from error
                 else:
@@ -279,7 +280,8 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
             mark_retry(delivery, batch.claim, reason, now, counts=index == 0)
         record_failure(EMAIL, reason, now)
         return sent, failed + len(remaining)
-    if sent:
+    if sent or refused:
+        # Any SMTP reply (even a refusal of one recipient) shows the server is up: the breaker closes.
         record_success(EMAIL)
     return sent, failed
 
@@ -313,10 +315,23 @@ def _deliver(
 
 
 def requeue_stale(now: datetime) -> int:
-    """Rows held longer than the claim timeout belonged to a worker that died: put them back."""
-    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS)
-    return Delivery.objects.filter(status=DeliveryStatus.SENDING, claimed_at__lt=stale).update(
-        status=DeliveryStatus.PENDING, claim="", next_attempt_at=now
+    """Rows held longer than the claim timeout belonged to a worker that died: put them back.
+
+    Each return counts an attempt, so a row that kills every worker that takes it (out of memory, a
+    crash in a library) fails after DELIVERY_MAX_ATTEMPTS instead of coming back forever.
+    """
+    stale = Delivery.objects.filter(
+        status=DeliveryStatus.SENDING,
+        claimed_at__lt=now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS),
+    )
+    exhausted = stale.filter(attempts__gte=settings.DELIVERY_MAX_ATTEMPTS - 1).update(
+        status=DeliveryStatus.FAILED,
+        attempts=F("attempts") + 1,
+        claim="",
+        last_error="its worker stopped while holding it, too many times",
+    )
+    return exhausted + stale.update(
+        status=DeliveryStatus.PENDING, claim="", attempts=F("attempts") + 1, next_attempt_at=now
     )
 
 

@@ -592,7 +592,7 @@ def test_rows_held_past_the_claim_timeout_are_put_back(
     assert notifications.requeue_stale(later) == 3
     rows = Delivery.objects.filter(message=message)
     assert set(rows.values_list("status", "claim", "next_attempt_at", "attempts")) == {
-        (DeliveryStatus.PENDING, "", later, 0)
+        (DeliveryStatus.PENDING, "", later, 1)  # the dead worker's try counts
     }
     # The dead worker's fence no longer holds: its late "sent" changes nothing.
     notifications.mark_sent(batch.deliveries[0], batch.claim, later)
@@ -704,3 +704,40 @@ def test_unsubscribing_stops_pending_mail(
     run_on_commit(actions.post_update, incident, actor=staff, body="Found it.", public_status="identified")
     assert smtp.copies() == {"ann@example.com": 2}
     assert Delivery.objects.filter(subscriber=bob, message__kind=MessageKind.INCIDENT_UPDATE).count() == 1
+
+
+def test_a_row_that_keeps_killing_its_worker_fails_in_the_end(
+    smtp: SmtpServer, subscribe: Subscribe, staff: User, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.DELIVERY_MAX_ATTEMPTS = 3
+    subscribers(subscribe, "ann")
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(actor=staff)
+    notifications.fan_out(last_update_message().pk)
+
+    moment = T0
+    for _ in range(settings.DELIVERY_MAX_ATTEMPTS):
+        assert notifications.claim_batch(moment) is not None  # a worker takes it, then dies
+        moment += CLAIM_TIMEOUT + timedelta(seconds=1)
+        notifications.requeue_stale(moment)
+
+    row = Delivery.objects.get(message=last_update_message())
+    assert (row.status, row.attempts) == (DeliveryStatus.FAILED, 3)
+    assert notifications.claim_batch(moment) is None
+
+
+def test_unsubscribing_stops_a_row_already_claimed(
+    smtp: SmtpServer, subscribe: Subscribe, staff: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    bob = subscribers(subscribe, "ann", "bob")[1]
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(actor=staff)
+    notifications.fan_out(last_update_message().pk)
+    batch = notifications.claim_batch(T0)
+    assert batch is not None
+
+    actions.unsubscribe(bob)  # while a worker holds the batch
+    notifications.send_email_batch(batch, T0)
+
+    assert smtp.copies() == {"ann@example.com": 1}
+    assert delivery_to(bob, last_update_message()).status == DeliveryStatus.FAILED
