@@ -32,7 +32,7 @@ from incidents.actions import ActionRefused
 from incidents.forms import StaffForm
 from incidents.maintenance_forms import CancelForm, MaintenanceUpdateForm, RescheduleForm, ScheduleForm
 from incidents.models import Maintenance, MaintenanceStatus
-from incidents.views import HtmxHttpRequest, _is_fragment_request, _see_other, staff_login_required
+from incidents.views import HtmxHttpRequest, _is_fragment_request, _see_other, render_parts, staff_login_required
 
 LIST_PAGE = "incidents/maintenance_list.html"
 SCHEDULE_PAGE = "incidents/maintenance_schedule.html"
@@ -165,15 +165,7 @@ def _fragments(
     with_messages: bool = False,
 ) -> HttpResponse:
     """The part that made the request, then the others (by default every other part) out of band."""
-    parts = [render_to_string(f"{MAINTENANCE_PAGE}#{primary}", context, request)]
-    parts += [
-        render_to_string(f"{MAINTENANCE_PAGE}#{name}", {**context, "oob": True}, request)
-        for name in oob
-        if name != primary
-    ]
-    if with_messages:
-        parts.append(render_to_string("base.html#messages", {"oob": True}, request))
-    return HttpResponse("".join(parts), status=status)
+    return render_parts(request, MAINTENANCE_PAGE, context, primary, oob, status=status, with_messages=with_messages)
 
 
 @staff_login_required

@@ -223,8 +223,23 @@ def _fragments(
     with_messages: bool = False,
 ) -> HttpResponse:
     """One partial for the element that made the request, the others as out-of-band swaps."""
-    parts = [render_to_string(f"{INCIDENT_PAGE}#{primary}", context, request)]
-    parts += [render_to_string(f"{INCIDENT_PAGE}#{name}", {**context, "oob": True}, request) for name in oob]
+    return render_parts(request, INCIDENT_PAGE, context, primary, oob, status=status, with_messages=with_messages)
+
+
+def render_parts(
+    request: HtmxHttpRequest,
+    page: str,
+    context: dict[str, Any],
+    primary: str,
+    oob: Iterable[str],
+    *,
+    status: int = 200,
+    with_messages: bool = False,
+) -> HttpResponse:
+    """The {% partialdef %} `primary` of `page`, then the `oob` ones as out-of-band swaps (and the
+    flash messages). Shared by the incident and maintenance pages."""
+    parts = [render_to_string(f"{page}#{primary}", context, request)]
+    parts += [render_to_string(f"{page}#{name}", {**context, "oob": True}, request) for name in oob if name != primary]
     if with_messages:
         parts.append(render_to_string("base.html#messages", {"oob": True}, request))
     return HttpResponse("".join(parts), status=status)
