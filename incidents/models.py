@@ -618,6 +618,10 @@ class Delivery(models.Model):
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
+    # The subscriber's kind, copied at fan-out so that claiming due rows reads this table alone (an
+    # index on transport, due time and id), however many subscribers there are and whatever the
+    # planner's statistics say about them.
+    transport = models.CharField(max_length=16, choices=SubscriberKind.choices, default=SubscriberKind.EMAIL)
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
@@ -632,7 +636,9 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [models.UniqueConstraint(fields=["message", "subscriber"], name="delivery_once")]
         indexes = [
-            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="delivery_due_idx"),
+            models.Index(
+                fields=["transport", "next_attempt_at", "id"], condition=Q(status="pending"), name="delivery_due_idx"
+            ),
             models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="delivery_claimed_idx"),
         ]
 
@@ -647,9 +653,13 @@ class BreakerState(models.TextChoices):
 
 
 class CircuitBreaker(models.Model):
-    """Per transport: opens after consecutive failures, probes after a cool-down, closes on success."""
+    """Per destination: opens after consecutive failures, probes after a cool-down, closes on success.
 
-    transport = models.CharField(max_length=16, unique=True)
+    `transport` names the destination: "email" (the one SMTP server) or "webhook <host>" (each
+    webhook host has its own, so one broken endpoint never pauses the others).
+    """
+
+    transport = models.CharField(max_length=255, unique=True)
     state = models.CharField(max_length=16, choices=BreakerState.choices, default=BreakerState.CLOSED)
     consecutive_failures = models.PositiveIntegerField(default=0)
     opened_at = models.DateTimeField(null=True, blank=True)
@@ -658,3 +668,11 @@ class CircuitBreaker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.transport}: {self.state}"
+
+    @property
+    def label(self) -> str:
+        """What staff read: "Email notifications" or "Webhooks to hooks.example.com"."""
+        kind, _, host = self.transport.partition(" ")
+        if kind == "webhook":
+            return f"Webhooks to {host}" if host else "Webhooks"
+        return f"{kind.capitalize()} notifications"

@@ -1,12 +1,16 @@
-"""Delivery of messages to subscribers: an outbox that loses nothing and sends nothing twice.
+"""Delivery of messages to subscribers: an outbox that loses nothing and repeats at most what was in flight.
 
 A Message is fanned out into one Delivery row per matching subscriber (unique on message and
 subscriber, so a re-run adds nothing). Workers claim due rows in batches under a lock and a fence
 token, send a batch over one connection, and mark each row as it goes. A transient failure puts the
 row back with exponential backoff and full jitter, up to DELIVERY_MAX_ATTEMPTS; a permanent one (the
-server refuses the recipient with a 5xx) fails it with the reason. A circuit breaker per transport
-opens after BREAKER_THRESHOLD consecutive failures, stops all sending, lets one probe through after a
-cool-down and closes when it succeeds. A sweep puts back rows whose worker died holding them.
+server refuses the recipient with a 5xx) fails it with the reason. A circuit breaker per destination (the
+SMTP server; each webhook host) opens after BREAKER_THRESHOLD consecutive failures, stops sending there,
+lets one probe through after a cool-down and closes when it succeeds. A sweep puts back rows whose
+worker died holding them.
+
+The guarantee is at least once: a row is marked sent right after the server accepts it, so a worker
+killed between the two sends that one email again (the same Message-ID) after the claim times out.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import logging
 import random
 import smtplib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -94,9 +99,9 @@ def fan_out(message_id: int) -> int:
     if message is None:
         return 0
     before = Delivery.objects.filter(message=message).count()
-    ids = list(recipients(message).values_list("pk", flat=True))
-    for start in range(0, len(ids), 1000):
-        rows = [Delivery(message=message, subscriber_id=pk) for pk in ids[start : start + 1000]]
+    found = list(recipients(message).values_list("pk", "kind"))
+    for start in range(0, len(found), 1000):
+        rows = [Delivery(message=message, subscriber_id=pk, transport=kind) for pk, kind in found[start : start + 1000]]
         Delivery.objects.bulk_create(rows, ignore_conflicts=True)
     Message.objects.filter(pk=message.pk, fanned_out_at__isnull=True).update(fanned_out_at=timezone.now())
     # bulk_create with ignore_conflicts returns every row it tried; count what is really new.
@@ -132,7 +137,8 @@ def record_success(transport: str) -> None:
     ).update(state=BreakerState.CLOSED, consecutive_failures=0, opened_at=None, retry_at=None, last_error="")
 
 
-def record_failure(transport: str, error: str, now: datetime) -> None:
+def record_failure(transport: str, error: str, now: datetime) -> bool:
+    """Count a failure; returns whether the breaker is open now."""
     state = breaker(transport)
     failures = state.consecutive_failures + 1
     opens = state.state == BreakerState.HALF_OPEN or failures >= settings.BREAKER_THRESHOLD
@@ -143,6 +149,7 @@ def record_failure(transport: str, error: str, now: datetime) -> None:
         opened_at=now if opens and state.state != BreakerState.OPEN else F("opened_at"),
         retry_at=now + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS) if opens else state.retry_at,
     )
+    return opens or state.state == BreakerState.OPEN
 
 
 # --- claiming and sending -----------------------------------------------------------------------
@@ -152,15 +159,17 @@ def record_failure(transport: str, error: str, now: datetime) -> None:
 class Batch:
     claim: str
     deliveries: list[Delivery]
+    renewed_at: datetime
 
 
 def claim_batch(now: datetime, limit: int = BATCH_SIZE, transport: str = EMAIL) -> Batch | None:
     """Take up to `limit` due rows for this worker: marked sending under a fence token."""
-    kind = SubscriberKind.EMAIL if transport == EMAIL else SubscriberKind.WEBHOOK
     token = uuid.uuid4().hex
     with transaction.atomic():
+        # Served by delivery_due_idx (transport, next_attempt_at, id where pending): no join, however
+        # many subscribers there are or however stale the planner's statistics.
         due = Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, subscriber__kind=kind
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, transport=transport
         ).order_by("next_attempt_at", "id")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True, of=("self",))
@@ -174,7 +183,7 @@ def claim_batch(now: datetime, limit: int = BATCH_SIZE, transport: str = EMAIL) 
         .select_related("message__maintenance", "message__maintenance_update")
         .order_by("id")
     )
-    return Batch(token, rows)
+    return Batch(token, rows, now)
 
 
 def _fenced(delivery: Delivery, claim: str) -> QuerySet[Delivery]:
@@ -182,10 +191,27 @@ def _fenced(delivery: Delivery, claim: str) -> QuerySet[Delivery]:
     return Delivery.objects.filter(pk=delivery.pk, claim=claim, status=DeliveryStatus.SENDING)
 
 
+_MARK_SENT = (
+    "UPDATE {table} SET status = %s, sent_at = %s, attempts = attempts + 1, claim = '', last_error = '' "
+    "WHERE id = %s AND claim = %s AND status = %s"
+)
+
+
 def mark_sent(delivery: Delivery, claim: str, now: datetime) -> None:
-    _fenced(delivery, claim).update(
-        status=DeliveryStatus.SENT, sent_at=now, attempts=F("attempts") + 1, claim="", last_error=""
-    )
+    """The fenced update, as one statement written out: it runs once per email, and building it through
+    the ORM each time cost more than executing it."""
+    sql = _MARK_SENT.format(table=connection.ops.quote_name(Delivery._meta.db_table))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                DeliveryStatus.SENT.value,
+                connection.ops.adapt_datetimefield_value(now),
+                delivery.pk,
+                claim,
+                DeliveryStatus.SENDING.value,
+            ],
+        )
 
 
 def mark_failed(delivery: Delivery, claim: str, error: str) -> None:
@@ -209,6 +235,16 @@ def mark_retry(delivery: Delivery, claim: str, error: str, now: datetime, *, cou
     )
 
 
+def mark_deferred(delivery: Delivery, claim: str, transport: str, now: datetime) -> None:
+    """Back to pending until the destination's breaker lets a probe through; no attempt is counted."""
+    retry_at = CircuitBreaker.objects.filter(transport=transport).values_list("retry_at", flat=True).first()
+    _fenced(delivery, claim).update(
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=max(retry_at or now, now + timedelta(seconds=1)),
+        claim="",
+    )
+
+
 def classify_smtp_error(error: Exception) -> Exception:
     """Map what smtplib raised to a permanent or transient failure of this one message."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
@@ -227,27 +263,69 @@ def classify_smtp_error(error: Exception) -> Exception:
 CONNECTION_ERRORS = (smtplib.SMTPException, OSError)
 
 
+def renew(batch: Batch, deliveries: list[Delivery], now: datetime) -> list[Delivery]:
+    """Touch the claim on these rows and return those this batch still holds.
+
+    A row is no longer ours when a sweep handed it on (our worker stalled past the claim timeout) or
+    an unsubscribe stopped it. Called when a batch starts and again whenever a third of the claim
+    timeout has passed since the last renewal: the sweep only takes rows claimed longer ago than the
+    whole timeout, so between renewals no row can change hands, and checking each row before each
+    send would cost a query per email for nothing.
+    """
+    ids = [delivery.pk for delivery in deliveries]
+    Delivery.objects.filter(pk__in=ids, claim=batch.claim, status=DeliveryStatus.SENDING).update(claimed_at=now)
+    held = set(
+        Delivery.objects.filter(pk__in=ids, claim=batch.claim, status=DeliveryStatus.SENDING).values_list(
+            "pk", flat=True
+        )
+    )
+    batch.renewed_at = now
+    return [delivery for delivery in deliveries if delivery.pk in held]
+
+
+@contextmanager
+def relaxed_commits() -> Iterator[None]:
+    """On PostgreSQL, don't wait for the WAL flush when marking rows sent (synchronous_commit off).
+
+    A mark is one commit per email, and waiting for the disk on each one cost more than sending the
+    email. The trade is small and one-sided: a worker that dies loses nothing (the server has the
+    commit); only a crash of PostgreSQL itself can lose the last few hundred milliseconds of marks,
+    and those rows are then sent again, never lost, which is the guarantee anyway (at least once).
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+
+
 def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
     """Send a claimed batch over one SMTP connection; returns (sent, not sent)."""
-    from incidents.emails import build_email  # rendering imports templates; keep this module light
+    from incidents import emails  # rendering imports templates; keep this module light
 
     sent = failed = refused = 0
-    remaining = list(batch.deliveries)
+    composer = emails.Composer()
+    renew_every = timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS / 3)
+    remaining = renew(batch, batch.deliveries, timezone.now())
     try:
-        with mail.mailers.default as smtp:  # a new connection from MAILERS["default"], fail_silently off
+        # A new connection from MAILERS["default"], fail_silently off.
+        with relaxed_commits(), mail.mailers.default as smtp:
             while remaining:
                 delivery = remaining[0]
+                if timezone.now() - batch.renewed_at > renew_every:
+                    remaining = renew(batch, remaining, timezone.now())
+                    continue
                 if not delivery.subscriber.is_active and delivery.message.kind != MessageKind.CONFIRMATION:
                     mark_failed(delivery, batch.claim, "the subscriber left before it was sent")
                     remaining.pop(0)
                     continue
-                # Still ours? A stalled worker whose claim expired must not send a row that was handed
-                # on; touching claimed_at also keeps a long batch's claim alive.
-                if not _fenced(delivery, batch.claim).update(claimed_at=timezone.now()):
-                    remaining.pop(0)
-                    continue
                 try:
-                    email = build_email(delivery)
+                    email = composer.build(delivery)
                 except Exception as error:  # a template or data problem: this email only, never retried
                     log.exception("could not build the email for delivery %s", delivery.pk)
                     mark_failed(delivery, batch.claim, f"could not build the email: {type(error).__name__}: {error}")
@@ -290,17 +368,26 @@ def deliver_due(now: datetime | None = None, *, max_batches: int = 100) -> int:
     """Send what is due on every transport; returns how many were sent."""
     from incidents.webhooks import WEBHOOK, send_webhook_batch
 
-    return _deliver(EMAIL, send_email_batch, now, max_batches) + _deliver(WEBHOOK, send_webhook_batch, now, max_batches)
+    # Email has one breaker (the SMTP server) checked before each batch; webhooks have one per host,
+    # checked inside the batch as each row's host comes up.
+    return _deliver(EMAIL, send_email_batch, now, max_batches, gated=True) + _deliver(
+        WEBHOOK, send_webhook_batch, now, max_batches, gated=False
+    )
 
 
 def _deliver(
-    transport: str, send: Callable[[Batch, datetime], tuple[int, int]], now: datetime | None, max_batches: int
+    transport: str,
+    send: Callable[[Batch, datetime], tuple[int, int]],
+    now: datetime | None,
+    max_batches: int,
+    *,
+    gated: bool,
 ) -> int:
     """Batch after batch while the transport's breaker allows."""
     total = 0
     for _ in range(max_batches):
         now = now or timezone.now()
-        allowed = may_send(transport, now)
+        allowed = may_send(transport, now) if gated else BATCH_SIZE
         if not allowed:
             break
         batch = claim_batch(now, limit=allowed, transport=transport)

@@ -16,12 +16,13 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils import timezone
 
 from incidents import notifications, public, statuspage_format
-from incidents.models import Delivery, Incident, MessageKind
+from incidents.models import Delivery, Incident, MessageKind, Subscriber
 from incidents.tokens import make_token
 
 SIGNATURE_HEADER = "X-Signalpost-Signature"
@@ -109,24 +110,47 @@ def post(delivery: Delivery) -> None:
         raise notifications.TransientError(f"{type(error).__name__}: {error}") from error
 
 
+def destination(subscriber: Subscriber) -> str:
+    """The circuit breaker a webhook answers to: one per host, so a dead endpoint pauses only itself."""
+    host = (urlsplit(subscriber.webhook_url).hostname or "").lower()
+    port = urlsplit(subscriber.webhook_url).port
+    return f"{WEBHOOK} {host}:{port}" if port else f"{WEBHOOK} {host}"
+
+
 def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, int]:
+    """POST each claimed delivery, each host behind its own breaker; returns (sent, not sent).
+
+    A host whose breaker is open gets nothing: its rows go back to wait for the cool-down, without
+    counting an attempt. After a failure opens a host's breaker, the rest of the batch for that
+    host waits too, while other hosts carry on.
+    """
     sent = failed = 0
+    allowed: dict[str, int] = {}  # per host: how many this batch may still send (a batch, a probe or none)
     for delivery in batch.deliveries:
         if not delivery.subscriber.is_active:
             notifications.mark_failed(delivery, batch.claim, "the subscriber left before it was sent")
             failed += 1
             continue
+        host = destination(delivery.subscriber)
+        if host not in allowed:
+            allowed[host] = notifications.may_send(host, now)
+        if allowed[host] <= 0:
+            notifications.mark_deferred(delivery, batch.claim, host, now)
+            continue
+        allowed[host] -= 1
         try:
             post(delivery)
         except notifications.PermanentError as error:
             notifications.mark_failed(delivery, batch.claim, str(error))
+            notifications.record_success(host)  # the host answered: it is up, this request was wrong
             failed += 1
         except notifications.TransientError as error:
             notifications.mark_retry(delivery, batch.claim, str(error), now)
-            notifications.record_failure(WEBHOOK, str(error), now)
+            if notifications.record_failure(host, str(error), now):
+                allowed[host] = 0
             failed += 1
         else:
             notifications.mark_sent(delivery, batch.claim, timezone.now())
-            notifications.record_success(WEBHOOK)
+            notifications.record_success(host)
             sent += 1
     return sent, failed

@@ -17,6 +17,7 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from incidents import actions, emails, notifications, tasks
 from incidents.models import (
@@ -185,6 +186,31 @@ def test_updates_of_one_incident_are_threaded(
     assert unrelated["References"] is None
 
 
+def test_a_batch_renders_once_and_gives_each_subscriber_exactly_their_own_email(
+    smtp: SmtpServer, subscribe: Subscribe, staff: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Addresses that HTML-escaping changes, and an update whose text is full of markup.
+    people = [subscribe("o'brien@example.com"), subscribe("a&b@example.com"), subscribe("plain@example.com")]
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(
+            actor=staff, title='<Queries> & "exports" are slow', message="Use the <b>CSV</b> export & wait."
+        )
+    message = last_update_message()
+    notifications.fan_out(message.pk)
+    composer = emails.Composer()
+    for person in people:
+        delivery = Delivery.objects.select_related("message", "subscriber").get(message=message, subscriber=person)
+        composed = composer.build(delivery)
+        # What rendering the templates whole for this one subscriber gives.
+        whole = emails.render(message, emails.context_for(message, person, emails.links(person, confirm=False)))
+        assert composed.subject == whole.subject
+        assert composed.body == whole.text
+        assert composed.alternatives[0][0] == whole.html
+        assert composer.slots.email not in composed.body + whole.html
+        assert person.email in composed.body
+    assert len(composer._rendered) == 1  # rendered once for the three
+
+
 def test_unconfirmed_addresses_get_only_the_confirmation(
     smtp: SmtpServer,
     subscribe: Subscribe,
@@ -312,6 +338,30 @@ def test_a_batch_goes_over_one_connection(
     assert Delivery.objects.filter(message=last_update_message(), status=DeliveryStatus.SENT).count() == 30
 
 
+def test_claiming_reads_the_delivery_table_alone(
+    smtp: SmtpServer, subscribe: Subscribe, staff: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The claim filters on the row's own transport (copied at fan-out), never joining subscribers: a
+    join let PostgreSQL pick a plan that scanned every subscriber per due row after a bulk import."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    subscribers(subscribe, "ann", "bob")
+    actions.add_webhook(actor=staff, url="https://hooks.example.com/status")
+    with django_capture_on_commit_callbacks(execute=False):
+        factories.declare(actor=staff)
+    notifications.fan_out(last_update_message().pk)
+    rows = Delivery.objects.filter(message=last_update_message())
+    assert sorted(rows.values_list("transport", flat=True)) == ["email", "email", "webhook"]
+
+    with CaptureQueriesContext(connection) as queries:
+        batch = notifications.claim_batch(timezone.now())
+    assert batch is not None
+    assert {d.subscriber.email for d in batch.deliveries} == {"ann@example.com", "bob@example.com"}
+    [claim] = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "LIMIT" in q["sql"]]
+    assert "subscriber" not in claim.split("FROM", 1)[1]
+
+
 def test_each_batch_has_its_own_connection(
     smtp: SmtpServer,
     subscribe: Subscribe,
@@ -411,14 +461,14 @@ def test_an_email_that_cannot_be_built_fails_alone(
     with django_capture_on_commit_callbacks(execute=False):
         factories.declare(actor=staff)
     notifications.fan_out(last_update_message().pk)
-    build_email = emails.build_email
+    build = emails.Composer.build
 
-    def broken_for_bob(delivery: Delivery) -> Any:
+    def broken_for_bob(composer: emails.Composer, delivery: Delivery) -> Any:
         if delivery.subscriber_id == bob.pk:
             raise ValueError("no template for this")
-        return build_email(delivery)
+        return build(composer, delivery)
 
-    monkeypatch.setattr(emails, "build_email", broken_for_bob)
+    monkeypatch.setattr(emails.Composer, "build", broken_for_bob)
     with contextlib.suppress(ValueError):
         notifications.deliver_due()
 

@@ -144,22 +144,55 @@ def test_it_retries_only_what_may_succeed_later(
         assert delivery.next_attempt_at > delivery.created_at  # backed off
 
 
-def test_it_opens_the_webhook_breaker_without_touching_email(
-    staff: User, settings: Any, django_capture_on_commit_callbacks: Callable[..., Any]
+def test_a_dead_endpoint_opens_its_own_breaker_and_pauses_nobody_else(
+    staff: User, receiver: Receiver, settings: Any, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     settings.BREAKER_THRESHOLD = 2
-    hook, _ = actions.add_webhook(actor=staff, url="http://127.0.0.1:1/nobody-listens")
+    dead, _ = actions.add_webhook(actor=staff, url="http://127.0.0.1:1/nobody-listens")
+    live, _ = add_hook(staff, receiver)
+    dead_host = webhooks.destination(dead)
 
     deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))  # 1st failure
-    Delivery.objects.filter(subscriber=hook).update(next_attempt_at=timezone.now())  # skip the backoff
-    notifications.deliver_due()  # 2nd failure: the breaker opens
+    Delivery.objects.filter(subscriber=dead).update(next_attempt_at=timezone.now())  # skip the backoff
+    notifications.deliver_due()  # 2nd failure: the dead host's breaker opens
 
-    assert notifications.breaker(webhooks.WEBHOOK).state == "open"
+    assert dead_host == "webhook 127.0.0.1:1"
+    assert notifications.breaker(dead_host).state == "open"
+    assert notifications.breaker(webhooks.destination(live)).state == "closed"
     assert notifications.breaker(notifications.EMAIL).state == "closed"
-    Delivery.objects.filter(subscriber=hook).update(next_attempt_at=timezone.now())
-    attempts = Delivery.objects.get(subscriber=hook).attempts
-    notifications.deliver_due()  # open: nothing is tried
-    assert Delivery.objects.get(subscriber=hook).attempts == attempts
+    assert len(receiver.requests) == 1  # the live endpoint got its update
+
+    # While it is open, the dead host is not tried (no attempt counted) and waits for the cool-down,
+    # and the live one goes on receiving.
+    Delivery.objects.filter(subscriber=dead).update(next_attempt_at=timezone.now())
+    attempts = Delivery.objects.get(subscriber=dead).attempts
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff, title="Second"))
+    row = Delivery.objects.filter(subscriber=dead).order_by("id").first()
+    assert row is not None and row.attempts == attempts and row.status == "pending"
+    assert row.next_attempt_at == notifications.breaker(dead_host).retry_at
+    assert len(receiver.requests) == 2
+
+    # After the cool-down exactly one probe goes out; it fails, and the breaker stays open.
+    later = notifications.breaker(dead_host).retry_at
+    assert later is not None
+    Delivery.objects.filter(subscriber=dead).update(next_attempt_at=later)
+    before = sum(Delivery.objects.filter(subscriber=dead).values_list("attempts", flat=True))
+    notifications.deliver_due(later)
+    assert sum(Delivery.objects.filter(subscriber=dead).values_list("attempts", flat=True)) == before + 1
+    assert notifications.breaker(dead_host).state == "open"
+
+
+def test_the_dashboard_names_the_paused_webhook_host(
+    staff: User, client: Any, settings: Any, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    settings.BREAKER_THRESHOLD = 1
+    actions.add_webhook(actor=staff, url="http://127.0.0.1:1/nobody-listens")
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+
+    client.force_login(staff)
+    page = client.get("/manage/").content.decode()
+    assert "Webhooks to 127.0.0.1:1 are paused" in page
+    assert "Email notifications" not in page
 
 
 def test_it_refuses_bad_webhooks(staff: User, outsider: User) -> None:
