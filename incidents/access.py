@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, F, Prefetch, QuerySet
 from django.http import Http404
 
 from incidents.models import (
+    ActionItem,
+    ActionStatus,
     ApiToken,
     CircuitBreaker,
     Clock,
@@ -21,6 +24,9 @@ from incidents.models import (
     IncidentUpdate,
     Maintenance,
     MaintenanceUpdate,
+    Postmortem,
+    PostmortemEntry,
+    PostmortemState,
     Severity,
     TimelineEvent,
 )
@@ -179,3 +185,64 @@ def troubled_breakers_for(user: Any) -> list[CircuitBreaker]:
     """Transports whose circuit breaker is not closed: sending is paused or probing."""
     require_staff(user)
     return list(CircuitBreaker.objects.exclude(state="closed").order_by("transport"))
+
+
+def get_postmortem_for_user(user: Any, incident_id: int | str) -> Postmortem:
+    """An incident's post-mortem with its sections, timeline and action items (and their owners)."""
+    require_staff(user)
+    try:
+        pk = int(incident_id)
+    except (TypeError, ValueError):
+        raise Http404("No such post-mortem.") from None
+    postmortem = (
+        Postmortem.objects.select_related("incident__severity", "incident__commander", "owner")
+        .prefetch_related(
+            "sections", "entries", Prefetch("action_items", queryset=ActionItem.objects.select_related("owner"))
+        )
+        .filter(incident_id=pk)
+        .first()
+    )
+    if postmortem is None:
+        raise Http404("This incident has no post-mortem.")
+    return postmortem
+
+
+def get_action_item_for_user(user: Any, postmortem: Postmortem, item_id: int | str) -> ActionItem:
+    require_staff(user)
+    try:
+        return postmortem.action_items.get(pk=int(item_id))
+    except (TypeError, ValueError, ActionItem.DoesNotExist):
+        raise Http404("No such action item.") from None
+
+
+def get_postmortem_entry_for_user(user: Any, postmortem: Postmortem, entry_id: int | str) -> PostmortemEntry:
+    require_staff(user)
+    try:
+        return postmortem.entries.get(pk=int(entry_id))
+    except (TypeError, ValueError, PostmortemEntry.DoesNotExist):
+        raise Http404("No such timeline entry.") from None
+
+
+def overdue_action_items_for(user: Any, today: date) -> list[ActionItem]:
+    """Open action items past their due date, most overdue first, with their incident and owner."""
+    require_staff(user)
+    return list(
+        ActionItem.objects.filter(status__in=[ActionStatus.OPEN, ActionStatus.IN_PROGRESS], due_date__lt=today)
+        .select_related("owner", "postmortem__incident")
+        .order_by("due_date", "priority", "id")[:50]
+    )
+
+
+def unfinished_postmortems_for(user: Any) -> list[Postmortem]:
+    """Post-mortems not yet published, the soonest due first, for the dashboard."""
+    require_staff(user)
+    return list(
+        Postmortem.objects.exclude(state=PostmortemState.PUBLISHED)
+        .select_related("incident__severity", "owner")
+        .order_by(F("due_at").asc(nulls_last=True), "id")[:20]
+    )
+
+
+def postmortem_of(user: Any, incident: Incident) -> Postmortem | None:
+    require_staff(user)
+    return Postmortem.objects.select_related("owner").filter(incident=incident).first()

@@ -18,6 +18,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
+from incidents.markup import render_markdown
 from incidents.models import Delivery, Message, MessageKind, Subscriber
 from incidents.tokens import make_token
 
@@ -26,6 +27,7 @@ TEMPLATES = {
     MessageKind.INCIDENT_UPDATE: "incident-update",
     MessageKind.MAINTENANCE: "maintenance",
     MessageKind.MAINTENANCE_REMINDER: "maintenance-reminder",
+    MessageKind.POSTMORTEM: "postmortem",
 }
 
 
@@ -86,6 +88,12 @@ def context_for(message: Message, subscriber: Any, subscriber_links: dict[str, s
         context["incident"] = message.incident
         context["update"] = message.incident_update
         context["incident_url"] = f"{settings.SITE_URL}/incidents/{message.incident_id}"
+    if message.postmortem is not None:
+        sections = list(message.postmortem.sections.filter(is_public=True).exclude(body=""))
+        context["postmortem"] = message.postmortem
+        context["sections"] = [
+            {"title": s.get_key_display(), "body": s.body, "body_html": render_markdown(s.body)} for s in sections
+        ]
     if message.maintenance_id:
         context["maintenance"] = message.maintenance
         context["update"] = message.maintenance_update

@@ -122,6 +122,12 @@ class Severity(models.Model):
     first_update_target = models.PositiveIntegerField(null=True, blank=True)
     update_cadence_target = models.PositiveIntegerField(null=True, blank=True)
     resolve_target = models.PositiveIntegerField(null=True, blank=True)
+    postmortem_required = models.BooleanField(
+        default=False, help_text="Resolving an incident of this severity opens a post-mortem draft."
+    )
+    postmortem_target = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds from resolve to a published post-mortem."
+    )
 
     class Meta:
         ordering = ["rank"]
@@ -271,6 +277,10 @@ class EventKind(models.TextChoices):
     CLOCK_WARNING = "clock_warning", "Clock warning"
     CLOCK_BREACHED = "clock_breached", "Clock breached"
     CLOCK_MET = "clock_met", "Clock met"
+    POSTMORTEM_STARTED = "postmortem_started", "Post-mortem started"
+    POSTMORTEM_EDITED = "postmortem_edited", "Post-mortem edited"
+    POSTMORTEM_REVIEW = "postmortem_review", "Post-mortem sent for review"
+    POSTMORTEM_PUBLISHED = "postmortem_published", "Post-mortem published"
     MAINTENANCE_SCHEDULED = "maintenance_scheduled", "Maintenance scheduled"
     MAINTENANCE_RESCHEDULED = "maintenance_rescheduled", "Maintenance rescheduled"
     MAINTENANCE_UPDATE = "maintenance_update", "Maintenance update posted"
@@ -310,6 +320,7 @@ class Metric(models.TextChoices):
     FIRST_UPDATE = "first_update", "First public update"
     UPDATE_CADENCE = "update_cadence", "Update cadence"
     RESOLVE = "resolve", "Resolve"
+    POSTMORTEM = "postmortem", "Post-mortem"
 
 
 class ClockState(models.TextChoices):
@@ -591,6 +602,7 @@ class Message(models.Model):
     component_change = models.ForeignKey(
         ComponentStatusChange, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
+    postmortem = models.ForeignKey("Postmortem", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     impact = models.CharField(max_length=16, choices=Impact.choices, default=Impact.NONE)
     component_ids = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -676,3 +688,147 @@ class CircuitBreaker(models.Model):
         if kind == "webhook":
             return f"Webhooks to {host}" if host else "Webhooks"
         return f"{kind.capitalize()} notifications"
+
+
+# --- post-mortems -------------------------------------------------------------------------------
+
+
+class PostmortemState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    IN_REVIEW = "in_review", "In review"
+    PUBLISHED = "published", "Published"
+
+
+class Postmortem(models.Model):
+    """What happened, why, and what we change: one per incident, draft → in review → published."""
+
+    incident = models.OneToOneField(Incident, on_delete=models.CASCADE, related_name="postmortem")
+    state = models.CharField(max_length=16, choices=PostmortemState.choices, default=PostmortemState.DRAFT)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="postmortems"
+    )
+    due_at = models.DateTimeField(null=True, blank=True, help_text="From the severity's post-mortem target.")
+    created_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Post-mortem of {self.incident}"
+
+    @property
+    def is_published(self) -> bool:
+        return self.state == PostmortemState.PUBLISHED
+
+
+class SectionKey(models.TextChoices):
+    SUMMARY = "summary", "Summary"
+    CUSTOMER_IMPACT = "customer_impact", "Customer impact"
+    ROOT_CAUSE = "root_cause", "Root cause"
+    TRIGGER = "trigger", "Trigger"
+    CONTRIBUTING_FACTORS = "contributing_factors", "Contributing factors"
+    DETECTION = "detection", "Detection"
+    RESOLUTION = "resolution", "Resolution"
+    WENT_WELL = "went_well", "What went well"
+    WENT_WRONG = "went_wrong", "What went wrong"
+    LESSONS = "lessons", "Lessons"
+
+
+# Which sections customers see unless staff say otherwise.
+PUBLIC_BY_DEFAULT = frozenset(
+    {SectionKey.SUMMARY, SectionKey.CUSTOMER_IMPACT, SectionKey.ROOT_CAUSE, SectionKey.RESOLUTION, SectionKey.LESSONS}
+)
+
+
+class PostmortemSection(models.Model):
+    """One section, in Markdown (sanitised when shown), internal or public."""
+
+    postmortem = models.ForeignKey(Postmortem, on_delete=models.CASCADE, related_name="sections")
+    key = models.CharField(max_length=32, choices=SectionKey.choices)
+    position = models.PositiveSmallIntegerField()
+    body = models.TextField(blank=True)
+    is_public = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["postmortem", "key"], name="postmortem_section_once")]
+
+    def __str__(self) -> str:
+        return f"{self.get_key_display()} of {self.postmortem}"
+
+
+class PostmortemEntry(models.Model):
+    """A line of the post-mortem's timeline: copied from the incident's events and public updates, or
+    added by hand. Starred entries are the key moments; hidden ones are left out; public ones (those
+    from public updates, or marked so) appear on the public page."""
+
+    postmortem = models.ForeignKey(Postmortem, on_delete=models.CASCADE, related_name="entries")
+    at = models.DateTimeField()
+    text = models.CharField(max_length=500)
+    source = models.CharField(max_length=32, blank=True, help_text="event:<id>, update:<id> or empty (by hand).")
+    is_starred = models.BooleanField(default=False)
+    is_hidden = models.BooleanField(default=False)
+    is_public = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["postmortem", "source"], condition=~Q(source=""), name="postmortem_entry_once"
+            )
+        ]
+        verbose_name_plural = "post-mortem entries"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ActionKind(models.TextChoices):
+    DETECT = "detect", "Detect"
+    MITIGATE = "mitigate", "Mitigate"
+    PREVENT = "prevent", "Prevent"
+    PROCESS = "process", "Process"
+
+
+class ActionPriority(models.TextChoices):
+    P1 = "p1", "P1 (this week)"
+    P2 = "p2", "P2 (this month)"
+    P3 = "p3", "P3 (this quarter)"
+
+
+class ActionStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    IN_PROGRESS = "in_progress", "In progress"
+    DONE = "done", "Done"
+    WONT_DO = "wont_do", "Won't do"
+
+
+class ActionItem(models.Model):
+    postmortem = models.ForeignKey(Postmortem, on_delete=models.CASCADE, related_name="action_items")
+    title = models.CharField(max_length=200)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="action_items"
+    )
+    kind = models.CharField(max_length=16, choices=ActionKind.choices, default=ActionKind.PREVENT)
+    priority = models.CharField(max_length=4, choices=ActionPriority.choices, default=ActionPriority.P2)
+    due_date = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=ActionStatus.choices, default=ActionStatus.OPEN)
+    link = models.URLField(blank=True, help_text="The ticket or pull request that does it.")
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["priority", "due_date", "id"]
+        indexes = [
+            models.Index(fields=["due_date"], condition=Q(status__in=["open", "in_progress"]), name="action_open_idx")
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (ActionStatus.OPEN, ActionStatus.IN_PROGRESS)

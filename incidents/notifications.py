@@ -180,7 +180,7 @@ def claim_batch(now: datetime, limit: int = BATCH_SIZE, transport: str = EMAIL) 
     rows = list(
         Delivery.objects.filter(pk__in=ids, claim=token)
         .select_related("message", "subscriber", "message__incident", "message__incident_update")
-        .select_related("message__maintenance", "message__maintenance_update")
+        .select_related("message__maintenance", "message__maintenance_update", "message__postmortem")
         .order_by("id")
     )
     return Batch(token, rows, now)

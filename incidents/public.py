@@ -4,7 +4,10 @@ The document is the contract between publishing and the public site: the public 
 Statuspage v2 API, the feeds and the static export all render from it and never touch the database.
 Its objects are shaped like Statuspage's v2 payloads (ids as strings, timestamps with milliseconds
 in the page's zone) with a few extra keys of ours, which the v2 API leaves out:
-  incidents[*]: body_html on updates, impact_scope, next_update_at, duration_seconds
+  incidents[*]: body_html on updates, impact_scope, next_update_at, duration_seconds, postmortem (the
+    published post-mortem's public sections as HTML and its public timeline, or null). An incident
+    with a published post-mortem has status "postmortem" and Statuspage's postmortem_body (Markdown),
+    postmortem_body_last_updated_at and postmortem_published_at, which the v2 API keeps.
   components[*]: uptime (for showcased components)
   scheduled_maintenances[*]: body_html on updates, cancelled_at, sequence (cancelled windows stay in
     the document, so calendars can remove them; the v2 API leaves them out)
@@ -25,6 +28,7 @@ from django.conf import settings
 from django.db.models import Prefetch
 from django.utils import timezone
 
+from incidents.markup import render_markdown
 from incidents.models import (
     COMPONENT_STATUS_RANK,
     IMPACT_FOR_COMPONENT_STATUS,
@@ -38,6 +42,10 @@ from incidents.models import (
     Maintenance,
     MaintenanceUpdate,
     Metric,
+    Postmortem,
+    PostmortemEntry,
+    PostmortemSection,
+    PostmortemState,
 )
 
 SCHEMA = 1
@@ -250,7 +258,43 @@ def _update_row(update: IncidentUpdate | MaintenanceUpdate, incident_id: str) ->
     }
 
 
-def _incident_row(incident: Incident, component_rows: dict[int, dict[str, Any]], now: datetime) -> dict[str, Any]:
+def published_postmortems(incident_ids: Iterable[int]) -> dict[int, Postmortem]:
+    """The published post-mortems of these incidents, with only their public parts (three queries)."""
+    found = Postmortem.objects.filter(
+        incident__in=list(incident_ids), state=PostmortemState.PUBLISHED
+    ).prefetch_related(
+        Prefetch("sections", queryset=PostmortemSection.objects.filter(is_public=True).exclude(body="")),
+        Prefetch("entries", queryset=PostmortemEntry.objects.filter(is_public=True, is_hidden=False)),
+    )
+    return {postmortem.incident_id: postmortem for postmortem in found}
+
+
+def postmortem_markdown(postmortem: Postmortem) -> str:
+    """The public sections as one Markdown text (Statuspage's postmortem_body)."""
+    return "\n\n".join(f"## {s.get_key_display()}\n\n{s.body}" for s in postmortem.sections.all())
+
+
+def _postmortem_part(postmortem: Postmortem) -> dict[str, Any]:
+    return {
+        "published_at": stamp(postmortem.published_at),
+        "updated_at": stamp(postmortem.updated_at),
+        "sections": [
+            {"key": s.key, "title": s.get_key_display(), "body_html": render_markdown(s.body)}
+            for s in postmortem.sections.all()
+        ],
+        "timeline": [
+            {"at": stamp(entry.at), "text": entry.text, "starred": entry.is_starred}
+            for entry in postmortem.entries.all()
+        ],
+    }
+
+
+def _incident_row(
+    incident: Incident,
+    component_rows: dict[int, dict[str, Any]],
+    now: datetime,
+    postmortem: Postmortem | None = None,
+) -> dict[str, Any]:
     incident_id = str(incident.pk)
     updates = [u for u in incident.updates.all() if u.is_public]  # prefetched, newest first
     cadence = next((c for c in incident.clocks.all() if c.metric == Metric.UPDATE_CADENCE), None)
@@ -260,10 +304,10 @@ def _incident_row(incident: Incident, component_rows: dict[int, dict[str, Any]],
         else None
     )
     monitoring = next((u.created_at for u in reversed(updates) if u.status == "monitoring"), None)
-    return {
+    row = {
         "id": incident_id,
         "name": incident.title,
-        "status": incident.public_status,
+        "status": "postmortem" if postmortem is not None else incident.public_status,
         "created_at": stamp(incident.published_at or incident.declared_at),
         "updated_at": stamp(updates[0].created_at if updates else incident.updated_at),
         "monitoring_at": stamp(monitoring),
@@ -286,7 +330,13 @@ def _incident_row(incident: Incident, component_rows: dict[int, dict[str, Any]],
         "next_update_at": stamp(next_update) if not incident.is_resolved else None,
         # Only once resolved: a running duration would make every build differ.
         "duration_seconds": round(incident.duration().total_seconds()) if incident.is_resolved else None,
+        "postmortem": _postmortem_part(postmortem) if postmortem is not None else None,
     }
+    if postmortem is not None:
+        row["postmortem_body"] = postmortem_markdown(postmortem)
+        row["postmortem_body_last_updated_at"] = stamp(postmortem.updated_at)
+        row["postmortem_published_at"] = stamp(postmortem.published_at)
+    return row
 
 
 def _without_uptime(row: dict[str, Any]) -> dict[str, Any]:
@@ -342,7 +392,7 @@ def incident_row(incident: Incident, now: datetime | None = None) -> dict[str, A
         Prefetch("clocks", queryset=Clock.objects.filter(metric=Metric.UPDATE_CADENCE)),
         "components",
     ).get(pk=incident.pk)
-    return _incident_row(fresh, rows, now or timezone.now())
+    return _incident_row(fresh, rows, now or timezone.now(), published_postmortems([incident.pk]).get(incident.pk))
 
 
 def maintenance_rows(ids: list[int]) -> list[dict[str, Any]]:
@@ -385,7 +435,8 @@ def build_document(now: datetime | None = None) -> dict[str, Any]:
             "components",
         )[:HISTORY_LIMIT]
     )
-    incident_rows = [_incident_row(incident, rows, now) for incident in incidents]
+    postmortems = published_postmortems(incident.pk for incident in incidents)
+    incident_rows = [_incident_row(incident, rows, now, postmortems.get(incident.pk)) for incident in incidents]
     maintenances = (
         Maintenance.objects.filter(scheduled_until__gte=now - timedelta(days=UPTIME_DAYS))
         .order_by("-scheduled_for", "-id")

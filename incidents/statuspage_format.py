@@ -69,8 +69,15 @@ def _with_updates(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
     return result
 
 
+# Statuspage's post-mortem fields, on incidents whose post-mortem is published.
+POSTMORTEM_FIELDS = ("postmortem_body", "postmortem_body_last_updated_at", "postmortem_published_at")
+
+
 def incident(row: dict[str, Any]) -> dict[str, Any]:
-    return _with_updates(row, INCIDENT_FIELDS)
+    result = _with_updates(row, INCIDENT_FIELDS)
+    if row.get("postmortem_body") is not None:
+        result.update(_pick(row, POSTMORTEM_FIELDS))
+    return result
 
 
 def maintenance(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from incidents import maintenance_views, views
+from incidents import maintenance_views, postmortem_views, views
 
 app_name = "incidents"
 urlpatterns = [
@@ -14,6 +14,32 @@ urlpatterns = [
     path("incidents/<int:incident_id>/commander", views.assign_commander, name="commander"),
     path("incidents/<int:incident_id>/resolve", views.resolve, name="resolve"),
     path("incidents/<int:incident_id>/reopen", views.reopen, name="reopen"),
+    path("incidents/<int:incident_id>/postmortem/", postmortem_views.postmortem_page, name="postmortem"),
+    path("incidents/<int:incident_id>/postmortem/start", postmortem_views.start, name="postmortem_start"),
+    path(
+        "incidents/<int:incident_id>/postmortem/sections/<slug:key>",
+        postmortem_views.save_section,
+        name="postmortem_section",
+    ),
+    path("incidents/<int:incident_id>/postmortem/details", postmortem_views.save_details, name="postmortem_details"),
+    path("incidents/<int:incident_id>/postmortem/entries", postmortem_views.add_entry, name="postmortem_entry"),
+    path(
+        "incidents/<int:incident_id>/postmortem/entries/<int:entry_id>",
+        postmortem_views.toggle_entry,
+        name="postmortem_entry_toggle",
+    ),
+    path(
+        "incidents/<int:incident_id>/postmortem/refresh", postmortem_views.refresh_timeline, name="postmortem_refresh"
+    ),
+    path("incidents/<int:incident_id>/postmortem/items", postmortem_views.add_item, name="postmortem_item"),
+    path(
+        "incidents/<int:incident_id>/postmortem/items/<int:item_id>",
+        postmortem_views.item_status,
+        name="postmortem_item_status",
+    ),
+    path("incidents/<int:incident_id>/postmortem/submit", postmortem_views.submit, name="postmortem_submit"),
+    path("incidents/<int:incident_id>/postmortem/return", postmortem_views.return_to_draft, name="postmortem_return"),
+    path("incidents/<int:incident_id>/postmortem/publish", postmortem_views.publish, name="postmortem_publish"),
     path("maintenance/", maintenance_views.maintenance_list, name="maintenance_list"),
     path("maintenance/panel", maintenance_views.maintenance_panel, name="maintenance_panel"),
     path("maintenance/new", maintenance_views.schedule, name="maintenance_schedule"),

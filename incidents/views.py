@@ -109,6 +109,8 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         "open_limit": OPEN_LIMIT,
         "resolved_incidents": list(incidents.resolved().order_by("-resolved_at", "-id")[:RECENTLY_RESOLVED]),
         "breakers": access.troubled_breakers_for(request.user),
+        "postmortems": access.unfinished_postmortems_for(request.user),
+        "overdue_items": access.overdue_action_items_for(request.user, timezone.now().date()),
     }
     template = f"{DASHBOARD}#open-incidents" if _is_fragment_request(request) else DASHBOARD
     return render(request, template, context)
@@ -201,6 +203,7 @@ def _incident_context(
     return {
         "incident": incident,
         "events": list(access.timeline_for(user, incident)),
+        "postmortem": access.postmortem_of(user, incident) if incident.is_resolved else None,
         "now": timezone.now(),
         "header_error": header_error,
         **page_forms,

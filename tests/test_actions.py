@@ -144,7 +144,7 @@ def test_it_resolves_filling_milestones_and_restoring_components(staff: User, us
     assert incident.updates.first().component_changes == [  # type: ignore[union-attr]
         {"component_id": us.pk, "name": "Query API - US", "old_status": "major_outage", "new_status": "operational"}
     ]
-    assert kinds(incident)[-1] == "resolved"
+    assert kinds(incident)[-2:] == ["resolved", "postmortem_started"]  # SEV1 requires a post-mortem
 
 
 @pytest.mark.parametrize(
@@ -369,6 +369,7 @@ def test_it_words_timeline_events_as_people_read_them(staff: User) -> None:
         "alice posted an internal update",
         "alice acknowledged after 2 h 30 min",
         "alice resolved the incident after 3 d 4 h",
+        "Post-mortem draft opened, owned by alice, due 2026-03-10 13:05 UTC",
     ]
 
 

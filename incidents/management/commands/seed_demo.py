@@ -30,6 +30,7 @@ from incidents.models import (
     Incident,
     IncidentTemplate,
     Metric,
+    Postmortem,
     PublicStatus,
     Severity,
 )
@@ -38,6 +39,56 @@ LOGIN_USERNAME = "oncall"
 LOGIN_PASSWORD = "signalpost"  # noqa: S105 - the published demo login
 SECOND_USERNAME = "dana"
 STORY_TITLE = "Query API degraded for US customers"
+# The story's post-mortem: public sections first (customers read them), then the internal ones.
+STORY_POSTMORTEM = {
+    "summary": (
+        "For about five hours, queries from customers in our US region were slow or failing. A faulty network "
+        "switch caused timeouts; our own retries then overloaded a database shard, and the slowdown spread "
+        "across the region. We were also slow to respond: the first alert went unacknowledged for two and a "
+        "half hours, and customers heard nothing from us during that time.",
+        True,
+    ),
+    "root_cause": (
+        "A failing top-of-rack switch dropped a share of packets between the query tier and database shard 3. "
+        "Queries timed out, and the query client retried each one immediately, up to five times, with no "
+        "backoff and no limit across clients. The retries multiplied the load on the shard until it could no "
+        "longer keep up with normal traffic either, and queries routed to it from the whole region queued "
+        "behind them.",
+        True,
+    ),
+    "trigger": ("Packet loss on one switch in us-east-2.", False),
+    "contributing_factors": (
+        "- Retries with no backoff, jitter or circuit breaker turned a partial network fault into an overload.\n"
+        "- Every dashboard and export read through the same query path: there was no other way to the data.\n"
+        "- The page went to one person, whose phone was on silent; nobody else was paged.",
+        False,
+    ),
+    "detection": (
+        "An automated latency alert fired 10 minutes after the switch began failing. It was acknowledged 2 h 30 min "
+        "later, against a 15-minute target for this severity.",
+        True,
+    ),
+    "resolution": (
+        "We took the faulty switch out of service, rerouted traffic, and capped retries in the query client. The "
+        "backlog on the shard cleared within 40 minutes.",
+        True,
+    ),
+    "went_well": ("Rerouting around the switch took minutes once someone was looking.", False),
+    "went_wrong": (
+        "Two and a half hours passed before anyone acknowledged the page, and our first public update came "
+        "after that. Customers worked around us with exports and cached dashboards.",
+        False,
+    ),
+    "lessons": (
+        "- **Back off.** Retries now back off exponentially with jitter, and a circuit breaker stops them when "
+        "a shard is struggling, so a small fault stays small.\n"
+        "- **More than one path to the data.** Dashboards and exports will fall back to cached results when "
+        "the query path is down.\n"
+        "- **Acknowledge fast.** A SEV1 or SEV2 that is not acknowledged in 15 minutes now pages a second "
+        "person, and we post a first public update within 30 minutes whatever we know by then.",
+        True,
+    ),
+}
 OPEN_TITLE = "Delayed CSV exports in EU"
 
 OPERATIONAL = ComponentStatus.OPERATIONAL
@@ -380,6 +431,45 @@ class Demo:
             at=end,
         )
         self.summary.incidents.append(incident)
+        self.story_postmortem(incident, end)
+
+    def story_postmortem(self, incident: Incident, resolved: datetime) -> None:
+        """The story's post-mortem, reviewed and published four days after the incident."""
+        postmortem = Postmortem.objects.get(incident=incident)
+
+        def day(days: float) -> datetime:
+            return resolved + timedelta(days=days)
+
+        actions.edit_postmortem(postmortem, actor=self.oncall, at=day(1), sections=STORY_POSTMORTEM)
+        for at, text in (
+            (incident.declared_at - timedelta(minutes=12), "A top-of-rack switch in us-east-2 starts dropping packets"),
+            (incident.declared_at + timedelta(minutes=35), "Retry traffic reaches 4x normal; shard 3 CPU at 100%"),
+            (incident.declared_at + timedelta(minutes=190), "Switch taken out of service; traffic rerouted"),
+        ):
+            actions.add_postmortem_entry(postmortem, actor=self.oncall, at=at, text=text, is_public=False)
+        for title, kind, priority, owner, days, status in (
+            ("Exponential backoff with full jitter in the query client", "prevent", "p1", self.dana, 7, "done"),
+            ("Circuit breaker in front of each database shard", "mitigate", "p1", self.oncall, 14, "in_progress"),
+            ("Page a second person when a SEV1 or SEV2 is not acknowledged in 15 minutes", "process", "p1",
+             self.oncall, 5, "done"),
+            ("Alert on switch packet loss, not only on query latency", "detect", "p2", self.dana, 21, "open"),
+            ("Serve dashboards from the cache and exports when the query path is down", "mitigate", "p2",
+             self.dana, 30, "open"),
+        ):  # fmt: skip
+            item = actions.add_action_item(
+                postmortem,
+                actor=self.oncall,
+                title=title,
+                kind=kind,
+                priority=priority,
+                owner=owner,
+                due_date=(resolved + timedelta(days=days)).date(),
+                at=day(1),
+            )
+            if status != "open":
+                actions.set_action_item_status(item, actor=owner, status=status, at=day(min(days, 3)))
+        actions.submit_postmortem(postmortem, actor=self.oncall, at=day(2))
+        actions.publish_postmortem(postmortem, actor=self.dana, at=day(4))
 
     # --- the open incident -----------------------------------------------------------------------
 

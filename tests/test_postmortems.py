@@ -1,0 +1,380 @@
+"""Post-mortems: opened on resolve, written in sections, reviewed, published to the status page, the v2
+API and subscribers; internal sections and hidden lines never leave the staff side."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.test import Client
+
+from incidents import actions, clocks, publishing
+from incidents.actions import ActionRefused
+from incidents.models import (
+    ActionStatus,
+    Clock,
+    ClockState,
+    Component,
+    EventKind,
+    Incident,
+    Message,
+    MessageKind,
+    Metric,
+    Postmortem,
+    PostmortemState,
+    SectionKey,
+    TimelineEvent,
+)
+from statuspage.snapshot import reader
+from tests import factories
+from tests.smtp import SmtpServer
+from tests.test_delivery import Subscribe, smtp, subscribe, text_and_html  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+INTERNAL = "INTERNAL-ONLY: the db01 switch firmware was never patched"
+
+
+@pytest.fixture
+def api(staff: User) -> Component:
+    return factories.make_component(name="Query API", actor=staff)
+
+
+def resolved_sev1(staff: User, api: Component, **kwargs: Any) -> Incident:
+    incident = factories.declare(
+        actor=staff,
+        title="Query API degraded for US customers",
+        components={api: "major_outage"},
+        customer_impact_percent=Decimal("45"),
+        regions=["us-east", "us-west"],
+        at=T0,
+        **kwargs,
+    )
+    if incident.commander is None:
+        actions.assign_commander(incident, actor=staff, commander=staff, at=T0 + timedelta(minutes=5))
+    actions.post_update(
+        incident, actor=staff, body="A faulty switch; we are failing over.", public_status="identified",
+        at=T0 + timedelta(minutes=40),
+    )  # fmt: skip
+    return actions.resolve_incident(incident, actor=staff, message="Recovered.", at=T0 + timedelta(hours=3))
+
+
+def write(postmortem: Postmortem, staff: User, **sections: tuple[str, bool]) -> Postmortem:
+    return actions.edit_postmortem(postmortem, actor=staff, sections=sections)
+
+
+def ready_for_review(postmortem: Postmortem, staff: User) -> Postmortem:
+    write(
+        postmortem,
+        staff,
+        summary=("A faulty switch slowed queries; retries overloaded the database.", True),
+        root_cause=("Retries without backoff amplified a **network** fault.", True),
+        went_wrong=(INTERNAL, False),
+    )
+    return actions.submit_postmortem(postmortem, actor=staff)
+
+
+def published(staff: User, api: Component) -> Postmortem:
+    postmortem = resolved_sev1(staff, api).postmortem
+    ready_for_review(postmortem, staff)
+    return actions.publish_postmortem(postmortem, actor=staff, at=T0 + timedelta(days=2))
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+
+def test_resolving_a_sev1_opens_a_draft_filled_in_from_the_incident(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)
+
+    postmortem = incident.postmortem
+    assert postmortem.state == PostmortemState.DRAFT
+    assert postmortem.owner == staff  # the commander
+    assert postmortem.due_at == T0 + timedelta(hours=3) + timedelta(days=5)  # SEV1's target from resolve
+    assert [s.key for s in postmortem.sections.all()] == SectionKey.values
+    impact = postmortem.sections.get(key=SectionKey.CUSTOMER_IMPACT).body
+    assert "About 45% of customers in us-east, us-west were affected for 3 h" in impact
+    assert "Query API" in impact
+    assert "2026-03-02 09:00 to 2026-03-02 12:00 UTC" in impact
+    entries = list(postmortem.entries.all())
+    texts = [e.text for e in entries]
+    assert any("declared" in t for t in texts) and any("resolved" in t for t in texts)
+    assert [e.text for e in entries if e.is_public] == [
+        "Public update (Investigating): We are investigating elevated latency.",
+        "Public update (Identified): A faulty switch; we are failing over.",
+        "Public update (Resolved): Recovered.",
+    ]
+    assert {e.text.split(" ")[1] for e in entries if e.is_starred} >= {"declared", "resolved"}
+    clock = Clock.objects.get(incident=incident, metric=Metric.POSTMORTEM)
+    assert (clock.state, clock.target_seconds, clock.started_at) == (
+        ClockState.RUNNING, 5 * 86400, T0 + timedelta(hours=3)
+    )  # fmt: skip
+    assert TimelineEvent.objects.filter(incident=incident, kind=EventKind.POSTMORTEM_STARTED).count() == 1
+
+
+def test_a_severity_without_the_requirement_opens_none_but_one_can_be_started(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3")
+    with pytest.raises(ActionRefused, match="Resolve the incident"):
+        actions.start_postmortem(incident, actor=staff)
+    actions.resolve_incident(incident, actor=staff)
+    assert not Postmortem.objects.filter(incident=incident).exists()
+
+    postmortem = actions.start_postmortem(incident, actor=staff)
+    assert postmortem.due_at is not None  # SEV3 has a target, just no requirement
+    with pytest.raises(ActionRefused, match="already has a post-mortem"):
+        actions.start_postmortem(incident, actor=staff)
+
+
+def test_reopening_and_resolving_again_keeps_the_one_draft(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)
+    actions.reopen_incident(incident, actor=staff, reason="It came back")
+    actions.resolve_incident(incident, actor=staff)
+    assert Postmortem.objects.filter(incident=incident).count() == 1
+    assert actions.refresh_postmortem_timeline(incident.postmortem, actor=staff) == 2  # reopened, resolved again
+
+
+def test_only_staff_write_post_mortems(staff: User, outsider: User, api: Component) -> None:
+    postmortem = resolved_sev1(staff, api).postmortem
+    with pytest.raises(ActionRefused, match="Only staff"):
+        write(postmortem, outsider, summary=("mine", True))
+
+
+# --- the flow ------------------------------------------------------------------------------------
+
+
+def test_draft_review_published_each_step_refusing_what_does_not_fit(staff: User, api: Component) -> None:
+    postmortem = resolved_sev1(staff, api).postmortem
+
+    with pytest.raises(ActionRefused, match="Write the summary and the root cause"):
+        actions.submit_postmortem(postmortem, actor=staff)
+    with pytest.raises(ActionRefused, match="Send the post-mortem for review"):
+        actions.publish_postmortem(postmortem, actor=staff)
+    ready_for_review(postmortem, staff)
+    with pytest.raises(ActionRefused, match="Only a draft"):
+        actions.submit_postmortem(postmortem, actor=staff)
+    with pytest.raises(ActionRefused, match="Say what should change") as refused:
+        actions.return_postmortem_to_draft(postmortem, actor=staff, reason=" ")
+    assert refused.value.field == "reason"
+    actions.return_postmortem_to_draft(postmortem, actor=staff, reason="Name the switch vendor")
+    actions.submit_postmortem(postmortem, actor=staff)
+
+    done = actions.publish_postmortem(postmortem, actor=staff, at=T0 + timedelta(days=1))
+
+    assert done.state == PostmortemState.PUBLISHED
+    assert done.published_at == T0 + timedelta(days=1)
+    clock = Clock.objects.get(incident=postmortem.incident, metric=Metric.POSTMORTEM)
+    assert clock.state == ClockState.MET
+    assert Message.objects.filter(kind=MessageKind.POSTMORTEM, postmortem=postmortem).count() == 1
+    with pytest.raises(ActionRefused, match="already published"):
+        actions.publish_postmortem(postmortem, actor=staff)
+
+
+def test_it_cannot_publish_nothing_or_for_an_incident_that_was_never_public(staff: User, api: Component) -> None:
+    private = factories.declare(actor=staff, is_public=False)
+    actions.resolve_incident(private, actor=staff)
+    postmortem = private.postmortem
+    ready_for_review(postmortem, staff)
+    with pytest.raises(ActionRefused, match="never public"):
+        actions.publish_postmortem(postmortem, actor=staff)
+
+    other = resolved_sev1(staff, api).postmortem
+    for key in SectionKey.values:
+        write(other, staff, **{key: ("text", False)})
+    actions.submit_postmortem(other, actor=staff)
+    with pytest.raises(ActionRefused, match="at least one written section public"):
+        actions.publish_postmortem(other, actor=staff)
+
+
+def test_a_late_post_mortem_breaches_its_clock_once(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)
+    due = incident.postmortem.due_at
+    assert due is not None
+    with time_machine.travel(due + timedelta(minutes=1), tick=False):
+        clocks.sweep_due(due + timedelta(minutes=1))
+        clocks.sweep_due(due + timedelta(minutes=2))
+    clock = Clock.objects.get(incident=incident, metric=Metric.POSTMORTEM)
+    assert clock.state == ClockState.BREACHED
+    breaches = TimelineEvent.objects.filter(incident=incident, kind=EventKind.CLOCK_BREACHED, data__metric="postmortem")
+    assert breaches.count() == 1
+
+
+# --- what the public sees ----------------------------------------------------------------------
+
+
+def test_publishing_puts_public_sections_on_the_page_and_in_the_v2_api_and_nothing_internal(
+    staff: User, api: Component, client: Client
+) -> None:
+    postmortem = published(staff, api)
+    entry = postmortem.entries.filter(is_public=True).first()
+    assert entry is not None
+    actions.mark_postmortem_entry(entry, actor=staff, is_hidden=True)
+    actions.add_postmortem_entry(
+        postmortem, actor=staff, at=T0 + timedelta(minutes=1), text="INTERNAL-ONLY: paged the network team"
+    )
+    publishing.publish()
+    reader.reset()
+
+    current = reader.current()
+    assert current is not None
+    assert "INTERNAL-ONLY" not in json.dumps(current.document)
+    page = client.get(f"/incidents/{postmortem.incident_id}").content.decode()
+    assert "Post-mortem" in page
+    assert "<strong>network</strong>" in page  # Markdown rendered
+    assert "Retries without backoff" in page
+    assert "INTERNAL-ONLY" not in page
+    assert entry.text not in page  # hidden
+
+    incidents = client.get("/api/v2/incidents.json").json()["incidents"]
+    row = next(i for i in incidents if i["id"] == str(postmortem.incident_id))
+    assert row["status"] == "postmortem"
+    assert row["postmortem_body"].startswith("## Summary\n\nA faulty switch")
+    assert "## Root cause" in row["postmortem_body"]
+    assert "INTERNAL-ONLY" not in row["postmortem_body"]
+    assert row["postmortem_published_at"].startswith("2026-03-04T09:00:00.000")
+    unresolved = client.get("/api/v2/incidents/unresolved.json").json()["incidents"]
+    assert str(postmortem.incident_id) not in [i["id"] for i in unresolved]
+
+
+def test_markdown_is_sanitised_on_the_page_and_in_email(staff: User, api: Component, client: Client) -> None:
+    postmortem = resolved_sev1(staff, api).postmortem
+    ready_for_review(postmortem, staff)
+    write(postmortem, staff, lessons=('<script>alert("x")</script> [link](javascript:alert(1)) **ok**', True))
+    actions.publish_postmortem(postmortem, actor=staff)
+    publishing.publish()
+    reader.reset()
+    page = client.get(f"/incidents/{postmortem.incident_id}").content.decode()
+    assert "<script>alert" not in page
+    assert 'href="javascript' not in page
+    assert "<strong>ok</strong>" in page
+
+
+def test_an_edit_after_publishing_reaches_the_page(staff: User, api: Component, client: Client) -> None:
+    postmortem = published(staff, api)
+    write(postmortem, staff, summary=("Corrected: two switches.", True))
+    publishing.publish()
+    reader.reset()
+    assert "Corrected: two switches." in client.get(f"/incidents/{postmortem.incident_id}").content.decode()
+
+
+# --- subscribers -------------------------------------------------------------------------------
+
+
+def test_subscribers_who_chose_post_mortems_get_one_email_with_the_public_sections(
+    smtp: SmtpServer,  # noqa: F811
+    subscribe: Subscribe,  # noqa: F811
+    staff: User,
+    api: Component,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    subscribe("ann@example.com")
+    subscribe("bob@example.com", notify_postmortems=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        incident = resolved_sev1(staff, api)
+    smtp.reset()
+    postmortem = incident.postmortem
+    ready_for_review(postmortem, staff)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.publish_postmortem(postmortem, actor=staff)
+
+    assert smtp.copies() == {"ann@example.com": 1}
+    [email] = smtp.inbox("ann@example.com")
+    assert email["Subject"] == "[Post-mortem] Query API degraded for US customers"
+    text, html = text_and_html(email)
+    assert "A faulty switch slowed queries" in text and "Retries without backoff" in text
+    assert "<strong>network</strong>" in html
+    assert "INTERNAL-ONLY" not in text + html
+    ann = subscriber_id("ann@example.com")
+    assert email["In-Reply-To"] == f"<incident.{incident.pk}.{ann}@status.example.com>"  # in the incident's thread
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def subscriber_id(address: str) -> int:
+    from incidents.models import Subscriber
+
+    return Subscriber.objects.get(email=address).pk
+
+
+# --- action items -------------------------------------------------------------------------------
+
+
+def test_action_items_are_added_checked_and_closed(staff: User, other_staff: User, api: Component) -> None:
+    postmortem = resolved_sev1(staff, api).postmortem
+    with pytest.raises(ActionRefused) as refused:
+        actions.add_action_item(postmortem, actor=staff, title="Backoff", link="ftp://tickets/1")
+    assert refused.value.field == "link"
+    with pytest.raises(ActionRefused) as refused:
+        actions.add_action_item(postmortem, actor=staff, title=" ")
+    assert refused.value.field == "title"
+
+    item = actions.add_action_item(
+        postmortem,
+        actor=staff,
+        title="Exponential backoff with jitter in the query client",
+        kind="prevent",
+        priority="p1",
+        owner=other_staff,
+        due_date=date(2026, 3, 9),
+        link="https://tickets.example.com/OPS-12",
+    )
+    assert item.is_open
+    done = actions.set_action_item_status(item, actor=staff, status=ActionStatus.DONE, at=T0 + timedelta(days=4))
+    assert done.closed_at == T0 + timedelta(days=4)
+    assert not done.is_open
+    reopened = actions.set_action_item_status(item, actor=staff, status=ActionStatus.IN_PROGRESS)
+    assert reopened.closed_at is None
+
+
+# --- the staff pages ------------------------------------------------------------------------------
+
+
+def test_the_page_writes_sections_with_htmx_and_shows_refusals(
+    staff: User, api: Component, staff_client: Client, outsider_client: Client
+) -> None:
+    incident = resolved_sev1(staff, api)
+    url = f"/manage/incidents/{incident.pk}/postmortem/"
+    assert outsider_client.get(url).status_code == 403
+    page = staff_client.get(url)
+    assert page.status_code == 200
+    assert "Customer impact" in page.content.decode()
+
+    saved = staff_client.post(
+        f"{url}sections/summary", {"body": "Switch fault.", "is_public": "on"}, headers={"HX-Request": "true"}
+    )
+    assert saved.status_code == 200
+    assert 'id="section-summary"' in saved.content.decode()
+    assert incident.postmortem.sections.get(key="summary").body == "Switch fault."
+
+    refused = staff_client.post(f"{url}submit", headers={"HX-Request": "true"})
+    assert refused.status_code == 422
+    assert "Write the root cause before sending it for review." in refused.content.decode()
+
+    invalid = staff_client.post(f"{url}items", {"title": "", "kind": "prevent", "priority": "p1"})
+    assert invalid.status_code == 422
+    assert "This field is required." in invalid.content.decode()
+
+    added = staff_client.post(f"{url}items", {"title": "Alert on retry rate", "kind": "detect", "priority": "p1"})
+    assert added.status_code == 303
+    assert incident.postmortem.action_items.get().title == "Alert on retry rate"
+
+    incident_page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+    assert f'href="{url}"' in incident_page
+
+
+def test_the_dashboard_lists_unpublished_post_mortems_and_overdue_items(
+    staff: User, api: Component, staff_client: Client
+) -> None:
+    postmortem = resolved_sev1(staff, api).postmortem
+    actions.add_action_item(postmortem, actor=staff, title="Replace the switch", due_date=date(2020, 1, 1))
+    actions.add_action_item(postmortem, actor=staff, title="Not due yet", due_date=date(2999, 1, 1))
+
+    page = staff_client.get("/manage/").content.decode()
+
+    assert "Post-mortem: Query API degraded for US customers" in page
+    assert "Replace the switch" in page
+    assert "Not due yet" not in page
