@@ -17,7 +17,8 @@ from incidents.models import ApiToken, Component, Incident, IncidentTemplate, Se
 @admin.register(Severity)
 class SeverityAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "key", "rank", "acknowledge_target", "first_update_target", "update_cadence_target", "resolve_target"
+        "name", "key", "rank", "acknowledge_target", "first_update_target", "update_cadence_target", "resolve_target",
+        "postmortem_required", "postmortem_target",
     ]  # fmt: skip
 
 

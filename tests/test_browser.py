@@ -118,3 +118,57 @@ def test_it_runs_an_incident_from_declaration_to_resolution(
     expect(page.locator("#open-incidents")).to_contain_text("No open incidents.")
     expect(page.locator("#open-incidents")).to_contain_text("Checkout requests time out")
     assert problems == []
+
+
+def test_it_resolves_a_sev1_and_publishes_its_post_mortem(
+    requires_chromium: None, live_server: Any, page: Page, staff: User
+) -> None:
+    factories.ensure_severities()
+    api = factories.make_component(name="Query API", actor=staff)
+    incident = factories.declare(
+        actor=staff, title="Query API degraded for US customers", components={api: "major_outage"}
+    )
+    problems = watch_console(page)
+    page.goto(f"{live_server.url}/manage/incidents/{incident.pk}")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(factories.PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+    # Resolving a SEV1 opens the draft; the incident page links to it.
+    page.locator("#resolve-form").get_by_role("button", name="Resolve incident").click()
+    page.get_by_role("link", name="Post-mortem (draft)").click()
+    expect(page.get_by_role("heading", name="Post-mortem: Query API degraded for US customers")).to_be_visible()
+    expect(page.get_by_label("Customer impact")).to_have_value(re.compile(r"Affected components: Query API"))
+    page.evaluate("window.stillTheSamePage = true")
+
+    # Sending it for review too early is refused, and says why.
+    page.get_by_role("button", name="Send for review").click()
+    expect(page.get_by_role("alert")).to_contain_text("Write the summary and the root cause")
+
+    summary = page.locator("#section-summary")
+    summary.get_by_label("Summary").fill("A faulty switch slowed queries; our retries overloaded a database.")
+    summary.get_by_role("button", name="Save summary").click()
+    expect(summary.get_by_role("status")).to_have_text("Saved.")
+    cause = page.locator("#section-root_cause")
+    cause.get_by_label("Root cause").fill("Retries **without backoff** turned packet loss into an overload.")
+    cause.get_by_role("button", name="Save root cause").click()
+    expect(cause.get_by_role("status")).to_have_text("Saved.")
+    wrong = page.locator("#section-went_wrong")
+    wrong.get_by_label("What went wrong").fill("INTERNAL: the pager was on silent.")
+    wrong.get_by_role("button", name="Save what went wrong").click()
+    expect(wrong.get_by_role("status")).to_have_text("Saved.")
+
+    page.get_by_role("button", name="Send for review").click()
+    expect(page.locator(".pill--in_review")).to_be_visible()
+    page.get_by_role("button", name="Publish").click()
+    expect(page.locator("#messages")).to_contain_text("Published")
+    assert page.evaluate("window.stillTheSamePage") is True
+
+    # Customers see the public sections, and never the internal one.
+    page.goto(f"{live_server.url}/incidents/{incident.pk}")
+    postmortem = page.get_by_role("region", name="Post-mortem")
+    expect(postmortem).to_contain_text("A faulty switch slowed queries", timeout=10_000)
+    expect(postmortem.locator("strong")).to_have_text("without backoff")
+    expect(page.locator("body")).not_to_contain_text("INTERNAL: the pager was on silent.")
+    expect(page.locator(".state")).to_have_text("Postmortem")
+    assert problems == []
