@@ -15,7 +15,7 @@ from django.utils import timezone
 from ninja import Query, Router, Status
 from ninja.params import HeaderEx, P
 
-from incidents import access, actions
+from incidents import access, actions, analytics
 from incidents.actions import ActionRefused
 from incidents.api.schemas import (
     READ_ERRORS,
@@ -29,6 +29,8 @@ from incidents.api.schemas import (
     IncidentListQuery,
     IncidentOut,
     IncidentPatchIn,
+    MetricsOut,
+    MetricsQuery,
     ReopenIn,
     ResolveIn,
     SeverityOut,
@@ -298,3 +300,24 @@ def patch_component(request: HttpRequest, component_id: int, payload: ComponentP
 def list_severities(request: HttpRequest) -> list[dict[str, Any]]:
     """The severity keys to declare with, and their response targets in seconds."""
     return [severity_out(severity) for severity in access.severities_for(request.auth)]  # type: ignore[attr-defined]
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/metrics",
+    response={200: MetricsOut, **READ_ERRORS},
+    tags=["metrics"],
+    summary="Response metrics: time to acknowledge, to first public update, to resolve",
+    description="Incidents declared in [since, until), of one severity or all: count, and per metric the "
+    "median and p90 (PostgreSQL's percentile_cont), mean, attainment against each incident's target, how many "
+    "were measured and how many breached (incidents still waiting past their target included).",
+)
+def metrics(request: HttpRequest, filters: Query[MetricsQuery]) -> dict[str, Any]:
+    user = request.auth  # type: ignore[attr-defined]
+    access.require_staff(user)
+    severity = _severity(user, filters.severity) if filters.severity else None
+    if filters.since and filters.until and filters.until <= filters.since:
+        raise ActionRefused("until must be after since.", field="until", code="invalid")
+    return analytics.compute(filters.since, filters.until, severity).as_dict()

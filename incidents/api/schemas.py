@@ -142,6 +142,14 @@ class IncidentListQuery(Schema):
     offset: int = Field(0, ge=0, le=1_000_000_000)
 
 
+class MetricsQuery(Schema):
+    since: AwareDatetime | None = Field(
+        None, description="Incidents declared at or after this (ISO 8601 with an offset)."
+    )
+    until: AwareDatetime | None = Field(None, description="Incidents declared before this.")
+    severity: str | None = Field(None, description="A severity key (sev1…); all severities when left out.")
+
+
 # --- output -------------------------------------------------------------------------------------
 
 
@@ -435,3 +443,19 @@ def maintenance_out(maintenance: Maintenance) -> dict[str, Any]:
         ],
         "updates": [maintenance_update_out(update) for update in maintenance.updates.all()],
     }
+
+
+class FigureOut(Schema):
+    median_seconds: float | None
+    p90_seconds: float | None
+    mean_seconds: float | None
+    attainment_percent: float | None = Field(description="Met / (met + breached), of incidents with a target.")
+    measured: int = Field(description="Incidents with a value.")
+    breached: int = Field(description="Past the target: measured over it, or still waiting past it.")
+
+
+class MetricsOut(Schema):
+    count: int
+    acknowledge: FigureOut
+    first_update: FigureOut
+    resolve: FigureOut
