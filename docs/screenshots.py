@@ -1,7 +1,8 @@
 """Take the README screenshots: `make screenshots` (needs Chromium; Debian: apt-get install chromium).
 
 Seeds a throwaway SQLite database with the demo, serves it on a free local port, captures the public
-status page, then logs in as the demo user and captures the dashboard and the story incident into docs/.
+status page, then logs in as the demo user and captures the dashboard, the story incident, the response
+report and the story's published post-mortem into docs/.
 """
 
 from __future__ import annotations
@@ -78,11 +79,21 @@ def main() -> None:
                 page.wait_for_load_state("networkidle")
                 # The top of the incident page: header, milestones, clocks and the first forms.
                 page.screenshot(path=ROOT / "docs" / "incident.png")
+                # The last 90 days of SEV1s (the story became one): its 2.5 h acknowledgment against the target
+                # and the reported industry average.
+                page.goto(f"{base}/manage/reports/?severity=sev1&unit=week")
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=ROOT / "docs" / "report.png", full_page=True)
+                # The story's post-mortem as customers read it.
+                page.goto(f"{base}/history")
+                page.get_by_role("link", name=STORY).first.click()
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=ROOT / "docs" / "postmortem.png", full_page=True)
                 browser.close()
         finally:
             server.terminate()
             server.wait(15)
-    print("wrote docs/status-page.png, docs/dashboard.png and docs/incident.png")
+    print("wrote docs/status-page.png, dashboard.png, incident.png, report.png and postmortem.png")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ being acknowledged has its acknowledgment filled in at the resolve (the lifecycl
 measured, usually as a breach. An incident resolved without a public update has no first-update
 value; it is a breach if the target passed before it was resolved.
 
-On PostgreSQL everything is one SQL statement (percentile_cont, FILTER). Elsewhere (SQLite) the
-database returns each incident's values and targets and this module computes the same figures.
+On PostgreSQL everything is one SQL statement over one scan of the incidents (percentile_cont,
+FILTER). Elsewhere (SQLite) the database returns each incident's values and targets and this module
+computes the same figures.
 """
 
 from __future__ import annotations
@@ -118,46 +119,55 @@ def _filters(since: datetime | None, until: datetime | None, severity: Severity 
 
 
 def _in_postgresql(since: datetime | None, until: datetime | None, severity: Severity | None, now: datetime) -> Metrics:
+    """One scan of the incidents (their three targets pivoted from the clocks in one scan of those), and
+    every figure of every metric from it."""
     where, params = _filters(since, until, severity)
     incident, clock = Incident._meta.db_table, Clock._meta.db_table
-    parts = []
-    for name, (column, metric) in METRICS.items():
-        # How long the incident has waited without a value: until now, or until its resolve.
-        waited = "EXTRACT(EPOCH FROM COALESCE(i.resolved_at, %s) - i.declared_at)"
-        parts.append(
-            # Names from the models and METRICS only; every value is a parameter.
-            f"SELECT '{name}' AS metric, EXTRACT(EPOCH FROM i.{column} - i.declared_at) AS value, "  # noqa: S608
-            f"c.target_seconds AS target, {waited} AS waited "
-            f"FROM {incident} i LEFT JOIN {clock} c ON c.incident_id = i.id AND c.metric = '{metric.value}' "
-            f"WHERE {where}"
-        )
+    values = ", ".join(
+        f"EXTRACT(EPOCH FROM i.{column} - i.declared_at)::float8 AS {name}" for name, (column, _) in METRICS.items()
+    )
+    targets = ", ".join(
+        f"max(target_seconds) FILTER (WHERE metric = '{metric.value}') AS {name}_target"
+        for name, (_, metric) in METRICS.items()
+    )
+    figures_sql = ", ".join(
+        f"count({name}), "
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {name}), "  # ordered-set aggregates skip NULLs
+        f"percentile_cont(0.9) WITHIN GROUP (ORDER BY {name}), "
+        f"avg({name}), "
+        f"count(*) FILTER (WHERE {name}_target IS NOT NULL AND {name} <= {name}_target), "
+        f"count(*) FILTER (WHERE {name}_target IS NOT NULL "
+        f"AND ({name} > {name}_target OR ({name} IS NULL AND waited > {name}_target)))"
+        for name in METRICS
+    )
+    # Names from the models and METRICS only; every value is a parameter.
     sql = f"""
-        WITH m AS ({" UNION ALL ".join(parts)})
-        SELECT metric,
-               count(value),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY value) FILTER (WHERE value IS NOT NULL),
-               percentile_cont(0.9) WITHIN GROUP (ORDER BY value) FILTER (WHERE value IS NOT NULL),
-               avg(value),
-               count(*) FILTER (WHERE target IS NOT NULL AND value IS NOT NULL AND value <= target),
-               count(*) FILTER (WHERE target IS NOT NULL AND (value > target OR (value IS NULL AND waited > target))),
-               count(*)
-        FROM m GROUP BY metric
-    """  # noqa: S608 - built above from trusted names
-    figures = {name: Figure() for name in METRICS}
-    count = 0
+        WITH targets AS (SELECT incident_id, {targets} FROM {clock} GROUP BY incident_id),
+        m AS (
+            SELECT {values},
+                   EXTRACT(EPOCH FROM COALESCE(i.resolved_at, %s) - i.declared_at)::float8 AS waited,
+                   t.*
+            FROM {incident} i LEFT JOIN targets t ON t.incident_id = i.id
+            WHERE {where}
+        )
+        SELECT count(*), {figures_sql} FROM m
+    """  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(sql, [value for _ in METRICS for value in (now, *params)])
-        for name, measured, median, p90, mean, met, breached, total in cursor.fetchall():
-            figures[name] = Figure(
-                measured=measured,
-                breached=breached,
-                met=met,
-                median_seconds=None if median is None else float(median),
-                p90_seconds=None if p90 is None else float(p90),
-                mean_seconds=None if mean is None else float(mean),
-            )
-            count = total
-    return Metrics(count, figures)
+        cursor.execute(sql, [now, *params])
+        row = cursor.fetchone()
+    assert row is not None
+    figures = {}
+    for index, name in enumerate(METRICS):
+        measured, median, p90, mean, met, breached = row[1 + 6 * index : 7 + 6 * index]
+        figures[name] = Figure(
+            measured=measured,
+            breached=breached,
+            met=met,
+            median_seconds=None if median is None else float(median),
+            p90_seconds=None if p90 is None else float(p90),
+            mean_seconds=None if mean is None else float(mean),
+        )
+    return Metrics(row[0], figures)
 
 
 def _in_python(since: datetime | None, until: datetime | None, severity: Severity | None, now: datetime) -> Metrics:

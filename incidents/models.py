@@ -832,3 +832,37 @@ class ActionItem(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in (ActionStatus.OPEN, ActionStatus.IN_PROGRESS)
+
+
+# --- response benchmarks ------------------------------------------------------------------------
+
+
+class Benchmark(models.Model):
+    """A published figure to read our own against, with where it comes from and what it measures.
+
+    A benchmark is compared only with the same metric and statistic of ours (a mean with a mean); a
+    band (DORA's "less than one day") says where our median falls. `definition` says what the
+    source measured, which is rarely exactly what we do: the report shows it next to the comparison.
+    """
+
+    class Statistic(models.TextChoices):
+        MEAN = "mean", "Mean"
+        MEDIAN = "median", "Median"
+        BAND = "band", "Band"
+
+    metric = models.CharField(max_length=16, choices=[(m, m) for m in ("acknowledge", "first_update", "resolve")])
+    statistic = models.CharField(max_length=8, choices=Statistic.choices)
+    label = models.CharField(max_length=100, help_text='"Industry average", "DORA elite".')
+    value_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="The figure, or a band's lower end.")
+    upper_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="A band's upper end (exclusive).")
+    source = models.CharField(max_length=300)
+    url = models.URLField(blank=True)
+    definition = models.TextField(help_text="What the source measured, in its words.")
+    verified = models.BooleanField(default=False, help_text="Checked against the primary source.")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["metric", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.metric}, {self.statistic})"

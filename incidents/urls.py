@@ -1,6 +1,6 @@
 from django.urls import path
 
-from incidents import maintenance_views, postmortem_views, views
+from incidents import maintenance_views, postmortem_views, report_views, views
 
 app_name = "incidents"
 urlpatterns = [
@@ -40,6 +40,9 @@ urlpatterns = [
     path("incidents/<int:incident_id>/postmortem/submit", postmortem_views.submit, name="postmortem_submit"),
     path("incidents/<int:incident_id>/postmortem/return", postmortem_views.return_to_draft, name="postmortem_return"),
     path("incidents/<int:incident_id>/postmortem/publish", postmortem_views.publish, name="postmortem_publish"),
+    path("reports/", report_views.report, name="reports"),
+    path("reports/export.csv", report_views.export_csv, name="reports_csv"),
+    path("reports/export.json", report_views.export_json, name="reports_json"),
     path("maintenance/", maintenance_views.maintenance_list, name="maintenance_list"),
     path("maintenance/panel", maintenance_views.maintenance_panel, name="maintenance_panel"),
     path("maintenance/new", maintenance_views.schedule, name="maintenance_schedule"),

@@ -28,6 +28,7 @@ def ensure_severities() -> None:
         seed = importlib.import_module("incidents.migrations.0002_seed_severities")
         seed.seed(apps, None)
         importlib.import_module("incidents.migrations.0008_postmortems").seed_policy(apps, None)
+        importlib.import_module("incidents.migrations.0009_benchmarks").seed(apps, None)
 
 
 def severity(key: str = "sev1") -> Severity:

@@ -161,3 +161,69 @@ def test_the_api_answers_the_metrics(incidents: dict[str, Any], client: Client, 
     assert "sev9" in bad.json()["detail"]
     assert backwards.status_code == 422
     assert client.get("/api/v1/metrics").status_code == 401
+
+
+# --- the report page and its exports ----------------------------------------------------------------
+
+
+def test_the_report_shows_the_figures_the_benchmarks_and_the_trends(
+    incidents: dict[str, Any], staff_client: Client, outsider_client: Client
+) -> None:
+    import time_machine
+
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("incidents.migrations.0009_benchmarks").seed(apps, None)  # gone if a flush ran
+    with time_machine.travel(NOW, tick=False):
+        page = staff_client.get("/manage/reports/?since=2026-02-01&until=2026-02-12&severity=sev2&unit=week")
+        assert outsider_client.get("/manage/reports/").status_code == 403
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "6 incidents" in html
+    assert "20 min" in html  # the median time to acknowledge (1,200 s)
+    assert "40.0%" in html and "60.0%" in html and "75.0%" in html
+    assert "Industry average (reported)" in html and "Unverified." in html
+    assert "DORA" in html
+    assert html.count('<svg class="chart"') == 3
+    assert "target 15 min" in html  # SEV2's acknowledge target drawn on the chart
+
+
+def test_the_report_refuses_backwards_periods_next_to_the_field(staff_client: Client, db: None) -> None:
+    page = staff_client.get("/manage/reports/?since=2026-03-01&until=2026-02-01")
+    assert page.status_code == 422
+    assert "The end comes before the start." in page.content.decode()
+    export = staff_client.get("/manage/reports/export.csv?since=2026-03-01&until=2026-02-01")
+    assert export.status_code == 422
+    assert export.json()["errors"]["until"] == ["The end comes before the start."]
+
+
+def test_it_exports_the_incidents_behind_the_figures(incidents: dict[str, Any], staff_client: Client) -> None:
+    import csv
+    import io
+
+    actions.update_impact_scope(incidents["a"], actor=incidents["a"].declared_by, customer_impact_percent=45)
+    query = "?since=2026-02-01&until=2026-02-10&severity=sev2"  # E and F come later
+    response = staff_client.get(f"/manage/reports/export.csv{query}")
+    assert response["Content-Type"].startswith("text/csv")
+    assert 'filename="incidents-20260201-20260210.csv"' in response["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [row["title"] for row in rows] == ["A", "B", "C", "D"]
+    d = rows[3]
+    assert (d["acknowledge_seconds"], d["resolve_seconds"], d["reopened"]) == ("600", "18000", "1")
+    assert (d["acknowledge_target_seconds"], d["resolve_target_seconds"]) == ("900", "28800")
+    assert rows[1]["first_update_seconds"] == "2400"
+    assert rows[2]["first_update_seconds"] == ""  # C was never public
+    assert rows[0]["customer_impact_percent"] == "45.0"
+
+    exported = staff_client.get(f"/manage/reports/export.json{query}").json()
+    assert exported["severity"] == "sev2"
+    assert [row["title"] for row in exported["incidents"]] == ["A", "B", "C", "D"]
+    assert exported["metrics"]["count"] == 4
+
+
+def test_csv_cells_never_start_a_formula(staff: User, staff_client: Client) -> None:
+    factories.declare(actor=staff, title="=HYPERLINK(\"http://evil\")", severity_key="sev3")
+    body = staff_client.get("/manage/reports/export.csv").content.decode()
+    assert "'=HYPERLINK" in body

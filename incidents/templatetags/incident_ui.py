@@ -94,6 +94,19 @@ def duration(value: timedelta | float | int | Decimal | None) -> str:
 
 
 @register.filter
+def seconds_text(value: float | None) -> str:
+    """A duration for a report cell; an en dash when there is no value."""
+    return "–" if value is None else duration(value)
+
+
+@register.filter
+def metric_label(value: str) -> str:
+    from incidents.reports import METRIC_LABELS
+
+    return METRIC_LABELS.get(value, value)
+
+
+@register.filter
 def since(start: datetime | None, end: datetime | None = None) -> str:
     """The time from `start` to `end` (default: now) as a duration: `declared_at|since:resolved_at`."""
     if start is None:
