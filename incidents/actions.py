@@ -1605,7 +1605,7 @@ def customer_impact_text(incident: Incident) -> str:
         else "Customers"
     )
     where = f" in {', '.join(incident.regions)}" if incident.regions else ""
-    components = ", ".join(c.name for c in incident.components.all().order_by("name"))
+    components = ", ".join(sorted(c.display_name for c in incident.components.select_related("group")))
     lines = [
         f"{who}{where} were affected for {_duration((ended - started).total_seconds())}, "
         f"from {started:%Y-%m-%d %H:%M} to {ended:%Y-%m-%d %H:%M} UTC.",
@@ -1641,7 +1641,6 @@ def _collect_timeline(postmortem: Postmortem) -> int:
             at=update.created_at,
             text=f"Public update ({update.get_status_display()}): {update.body}"[:500],
             source=f"update:{update.pk}",
-            is_public=True,
         )
         for update in incident.updates.filter(is_public=True)
     ]

@@ -356,7 +356,9 @@ class Clock(models.Model):
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["incident", "metric"], name="clock_unique_per_metric")]
         indexes = [
-            models.Index(fields=["next_check_at"], condition=Q(next_check_at__isnull=False), name="clock_due_idx")
+            models.Index(fields=["next_check_at"], condition=Q(next_check_at__isnull=False), name="clock_due_idx"),
+            # The report joins each incident to its clock per metric for the target: an index-only scan.
+            models.Index(fields=["metric", "incident"], include=["target_seconds"], name="clock_metric_target_idx"),
         ]
 
     def __str__(self) -> str:

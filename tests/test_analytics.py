@@ -169,10 +169,9 @@ def test_the_api_answers_the_metrics(incidents: dict[str, Any], client: Client, 
 def test_the_report_shows_the_figures_the_benchmarks_and_the_trends(
     incidents: dict[str, Any], staff_client: Client, outsider_client: Client
 ) -> None:
-    import time_machine
-
     import importlib
 
+    import time_machine
     from django.apps import apps
 
     importlib.import_module("incidents.migrations.0009_benchmarks").seed(apps, None)  # gone if a flush ran
@@ -224,6 +223,6 @@ def test_it_exports_the_incidents_behind_the_figures(incidents: dict[str, Any], 
 
 
 def test_csv_cells_never_start_a_formula(staff: User, staff_client: Client) -> None:
-    factories.declare(actor=staff, title="=HYPERLINK(\"http://evil\")", severity_key="sev3")
+    factories.declare(actor=staff, title='=HYPERLINK("http://evil")', severity_key="sev3")
     body = staff_client.get("/manage/reports/export.csv").content.decode()
     assert "'=HYPERLINK" in body

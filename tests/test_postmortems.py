@@ -104,11 +104,13 @@ def test_resolving_a_sev1_opens_a_draft_filled_in_from_the_incident(staff: User,
     entries = list(postmortem.entries.all())
     texts = [e.text for e in entries]
     assert any("declared" in t for t in texts) and any("resolved" in t for t in texts)
-    assert [e.text for e in entries if e.is_public] == [
+    # The public updates are in it, internal like every line to begin with (the page shows them already).
+    assert [e.text for e in entries if e.source.startswith("update:")] == [
         "Public update (Investigating): We are investigating elevated latency.",
         "Public update (Identified): A faulty switch; we are failing over.",
         "Public update (Resolved): Recovered.",
     ]
+    assert not any(e.is_public for e in entries)
     assert {e.text.split(" ")[1] for e in entries if e.is_starred} >= {"declared", "resolved"}
     clock = Clock.objects.get(incident=incident, metric=Metric.POSTMORTEM)
     assert (clock.state, clock.target_seconds, clock.started_at) == (
@@ -210,9 +212,11 @@ def test_publishing_puts_public_sections_on_the_page_and_in_the_v2_api_and_nothi
     staff: User, api: Component, client: Client
 ) -> None:
     postmortem = published(staff, api)
-    entry = postmortem.entries.filter(is_public=True).first()
+    shown = actions.add_postmortem_entry(postmortem, actor=staff, at=T0, text="Switch taken out", is_public=True)
+    entry = postmortem.entries.exclude(pk=shown.pk).first()
     assert entry is not None
-    actions.mark_postmortem_entry(entry, actor=staff, is_hidden=True)
+    actions.mark_postmortem_entry(entry, actor=staff, is_public=True)
+    actions.mark_postmortem_entry(entry, actor=staff, is_hidden=True)  # public, but hidden: not shown
     actions.add_postmortem_entry(
         postmortem, actor=staff, at=T0 + timedelta(minutes=1), text="INTERNAL-ONLY: paged the network team"
     )
@@ -228,6 +232,7 @@ def test_publishing_puts_public_sections_on_the_page_and_in_the_v2_api_and_nothi
     assert "Retries without backoff" in page
     assert "INTERNAL-ONLY" not in page
     assert entry.text not in page  # hidden
+    assert "Switch taken out" in page  # a public line of the timeline
 
     incidents = client.get("/api/v2/incidents.json").json()["incidents"]
     row = next(i for i in incidents if i["id"] == str(postmortem.incident_id))

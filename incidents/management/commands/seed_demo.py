@@ -446,7 +446,7 @@ class Demo:
             (incident.declared_at + timedelta(minutes=35), "Retry traffic reaches 4x normal; shard 3 CPU at 100%"),
             (incident.declared_at + timedelta(minutes=190), "Switch taken out of service; traffic rerouted"),
         ):
-            actions.add_postmortem_entry(postmortem, actor=self.oncall, at=at, text=text, is_public=False)
+            actions.add_postmortem_entry(postmortem, actor=self.oncall, at=at, text=text, is_public=True)
         for title, kind, priority, owner, days, status in (
             ("Exponential backoff with full jitter in the query client", "prevent", "p1", self.dana, 7, "done"),
             ("Circuit breaker in front of each database shard", "mitigate", "p1", self.oncall, 14, "in_progress"),
