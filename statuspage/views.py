@@ -284,3 +284,10 @@ def uptime(request: HttpRequest) -> HttpResponse:
     return snapshot_response(
         request, "uptime", lambda s: _render("public/uptime.html", s, uptime_context(s.document)), HTML
     )
+
+
+@require_safe
+def without_trailing_slash(request: HttpRequest, path: str) -> HttpResponse:
+    """/history/ and the like: the page lives without the slash, so send the reader there (301)."""
+    query = request.META.get("QUERY_STRING", "")
+    return HttpResponsePermanentRedirect(f"/{path}" + (f"?{query}" if query else ""))

@@ -527,3 +527,17 @@ def test_it_republishes_the_next_update_time_when_severity_changes() -> None:
 
     after = publishing.Snapshot.objects.latest().document["incidents"][0]["next_update_at"]
     assert after != before
+
+
+@pytest.mark.parametrize(
+    ("typed", "page"),
+    [
+        ("/history/", "/history"),
+        ("/history/2/", "/history/2"),
+        ("/uptime/?x=1", "/uptime?x=1"),
+        ("/incidents/7/", "/incidents/7"),
+    ],
+)
+def test_a_trailing_slash_finds_the_page(client: Client, typed: str, page: str) -> None:
+    response = client.get(typed)
+    assert (response.status_code, response["Location"]) == (301, page)
