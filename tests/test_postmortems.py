@@ -383,3 +383,55 @@ def test_the_dashboard_lists_unpublished_post_mortems_and_overdue_items(
     assert "Post-mortem: Query API degraded for US customers" in page
     assert "Replace the switch" in page
     assert "Not due yet" not in page
+
+
+# --- the staff API ------------------------------------------------------------------------------
+
+
+def test_the_api_runs_a_post_mortem_from_draft_to_published(staff: User, api: Component, client: Client) -> None:
+    from tests.test_analytics import _token
+
+    incident = resolved_sev1(staff, api)
+    auth = {"Authorization": f"Bearer {_token(staff)}"}
+    url = f"/api/v1/incidents/{incident.pk}/postmortem"
+
+    read = client.get(url, headers=auth).json()
+    assert read["state"] == "draft" and read["owner"] == "alice"
+    assert [s["key"] for s in read["sections"]][:2] == ["summary", "customer_impact"]
+
+    early = client.post(f"{url}/submit", headers=auth)
+    assert early.status_code == 409
+    assert "Write the summary and the root cause" in early.json()["detail"]
+
+    patched = client.patch(
+        url,
+        {
+            "sections": {
+                "summary": {"body": "A switch.", "is_public": True},
+                "root_cause": {"body": "Retries.", "is_public": True},
+            }
+        },
+        content_type="application/json",
+        headers=auth,
+    )
+    assert patched.status_code == 200
+    bad_owner = client.patch(url, {"owner": "nobody"}, content_type="application/json", headers=auth)
+    assert bad_owner.status_code == 422 and bad_owner.json()["field"] == "owner"
+    item = client.post(
+        f"{url}/action-items",
+        {"title": "Backoff with jitter", "kind": "prevent", "priority": "p1", "owner": "alice"},
+        content_type="application/json",
+        headers=auth,
+    )
+    assert item.status_code == 201
+    item_id = item.json()["action_items"][0]["id"]
+    done = client.patch(
+        f"{url}/action-items/{item_id}", {"status": "done"}, content_type="application/json", headers=auth
+    )
+    assert done.json()["action_items"][0]["status"] == "done"
+
+    assert client.post(f"{url}/submit", headers=auth).json()["state"] == "in_review"
+    published = client.post(f"{url}/publish", headers=auth).json()
+    assert published["state"] == "published" and published["published_at"] is not None
+    assert client.post(f"{url}/publish", headers=auth).status_code == 409
+    assert client.get("/api/v1/incidents/999999/postmortem", headers=auth).status_code == 404

@@ -33,6 +33,7 @@ api = StaffAPI(
 install_error_handlers(api)
 api.add_router("", router)
 api.add_router("", "incidents.api.maintenance.router")
+api.add_router("", "incidents.api.postmortems.router")
 
 # Added last, so it matches only what no operation above does.
 fallback = Router()
