@@ -26,12 +26,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt package-lock.json
 
 install: $(VENV)/.installed
 
+# Links in pages, feeds and emails follow PORT unless SITE_URL is set (in the environment or in .env).
+SITE_URL_DEFAULT = site="$${SITE_URL:-$$(sed -n 's/^SITE_URL=//p' .env 2>/dev/null | tail -n 1)}"; \
+	export SITE_URL="$${site:-http://127.0.0.1:$(PORT)}"
+
 run: install
 	$(PY) manage.py migrate --noinput
-	SITE_URL="$${SITE_URL:-http://127.0.0.1:$(PORT)}" $(PY) manage.py seed_demo
-	@echo "Serving on http://127.0.0.1:$(PORT)/ (clock sweep every $${TIMER_SWEEP_SECONDS:-15} s in the background)"
-	@# Links in pages, feeds and emails follow PORT unless SITE_URL says otherwise.
-	@export SITE_URL="$${SITE_URL:-http://127.0.0.1:$(PORT)}"; \
+	@$(SITE_URL_DEFAULT); $(PY) manage.py seed_demo
+	@echo "Serving on http://127.0.0.1:$(PORT)/ (timers and notifications every $${TIMER_SWEEP_SECONDS:-15} s in the background)"
+	@$(SITE_URL_DEFAULT); \
 		$(PY) manage.py run_timers --loop & timers=$$!; \
 		trap 'kill $$timers 2>/dev/null' EXIT INT TERM; \
 		$(PY) manage.py runserver 127.0.0.1:$(PORT)

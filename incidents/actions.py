@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from html import unescape
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +24,7 @@ from django.core.validators import URLValidator, validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
+from django.utils.html import strip_tags
 
 from incidents import clocks
 from incidents.markup import render_markdown
@@ -1339,6 +1341,11 @@ def _notify(message: Message) -> None:
     def enqueue() -> None:
         from incidents.tasks import notify
 
+        if notify.app.conf.task_always_eager and not settings.DELIVER_EAGERLY:
+            # No broker: the timer loop's delivery sweep sends it within TIMER_SWEEP_SECONDS. Sending here
+            # would hold the web request for as long as the mail server takes, and how long a sign-up
+            # takes would tell whether the address was new.
+            return
         try:
             notify.delay(message.pk)
         except Exception:  # a broker outage must not undo the change: the sweep sends it later
@@ -1618,6 +1625,10 @@ def customer_impact_text(incident: Incident) -> str:
     return "\n\n".join(lines)
 
 
+def _plain(html: str) -> str:
+    return " ".join(unescape(strip_tags(html)).split())
+
+
 def _plain_percent(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
@@ -1639,7 +1650,8 @@ def _collect_timeline(postmortem: Postmortem) -> int:
         PostmortemEntry(
             postmortem=postmortem,
             at=update.created_at,
-            text=f"Public update ({update.get_status_display()}): {update.body}"[:500],
+            # As customers read it (the Markdown rendered, then as plain text), not its source.
+            text=f"Public update ({update.get_status_display()}): {_plain(update.body_html)}"[:500],
             source=f"update:{update.pk}",
         )
         for update in incident.updates.filter(is_public=True)
@@ -1954,7 +1966,8 @@ def return_postmortem_to_draft(
 
 def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | None = None) -> Postmortem:
     """In review → published: its public sections go on the incident's public page and into the v2
-    API (status "postmortem"), and subscribers who chose post-mortems are emailed, once."""
+    API (status "postmortem"), and subscribers who chose post-mortems are emailed, once. For an
+    incident that was never public it is completed for staff only: nothing is shown or sent."""
     at = at or timezone.now()
     _require_staff(actor, "publish a post-mortem")
     with transaction.atomic():
@@ -1964,18 +1977,25 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
             raise ActionRefused("This post-mortem is already published.", code="already_published")
         if postmortem.state != PostmortemState.IN_REVIEW:
             raise ActionRefused("Send the post-mortem for review before publishing it.", code="not_in_review")
-        if incident.published_at is None:
-            raise ActionRefused(
-                "This incident was never public: there is no public page to put its post-mortem on.",
-                code="not_public",
-            )
-        if not postmortem.sections.filter(is_public=True).exclude(body="").exists():
+        internal = incident.published_at is None
+        if not internal and not postmortem.sections.filter(is_public=True).exclude(body="").exists():
             raise ActionRefused("Mark at least one written section public before publishing.", code="nothing_public")
         postmortem.state = PostmortemState.PUBLISHED
         postmortem.published_at = at
         postmortem.updated_at = at
         postmortem.save(update_fields=["state", "published_at", "updated_at"])
         _stop_clock(_clock(incident, Metric.POSTMORTEM), at)
+        if internal:
+            # Never public: nothing to show customers or send them. It is finished, for staff only.
+            _event(
+                incident,
+                EventKind.POSTMORTEM_PUBLISHED,
+                f"{_actor_name(actor)} completed the post-mortem (staff only: the incident was never public)",
+                actor=actor,
+                at=at,
+                postmortem_id=postmortem.pk,
+            )
+            return postmortem
         request_publish()
         message = Message.objects.create(
             kind=MessageKind.POSTMORTEM,

@@ -9,9 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from incidents.models import ApiToken, Component, Incident, IncidentTemplate, Severity, TimelineEvent
+from incidents import actions
+from incidents.models import (
+    ApiToken,
+    Benchmark,
+    Component,
+    Incident,
+    IncidentTemplate,
+    Severity,
+    Subscriber,
+    TimelineEvent,
+)
 
 
 @admin.register(Severity)
@@ -64,3 +75,32 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tokens are made with `manage.py create_api_token`, which prints the token once
+
+
+@admin.register(Subscriber)
+class SubscriberAdmin(admin.ModelAdmin):
+    """Email subscribers and webhooks: find them, see their state, unsubscribe them (through the action)."""
+
+    list_display = ["__str__", "kind", "confirmed_at", "unsubscribed_at", "created_at"]
+    list_filter = ["kind", ("unsubscribed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["email", "webhook_url"]
+    exclude = ["secret", "webhook_secret"]
+    actions = ["unsubscribe"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # people subscribe at /subscribe; webhooks come from manage.py add_webhook
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Choices change on the subscriber's own manage page; here only the unsubscribe action writes.
+        return [f.name for f in Subscriber._meta.get_fields() if f.concrete and f.name not in self.exclude]
+
+    @admin.action(description="Unsubscribe (stops pending deliveries; webhooks too)")
+    def unsubscribe(self, request: HttpRequest, queryset: QuerySet[Subscriber]) -> None:
+        for subscriber in queryset.filter(unsubscribed_at__isnull=True):
+            actions.unsubscribe(subscriber)
+        self.message_user(request, "Unsubscribed.")
+
+
+@admin.register(Benchmark)
+class BenchmarkAdmin(admin.ModelAdmin):
+    list_display = ["label", "metric", "statistic", "value_seconds", "upper_seconds", "verified"]

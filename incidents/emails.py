@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from email.policy import Policy
+from email.policy import default as default_policy
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,6 +103,18 @@ def context_for(message: Message, subscriber: Any, subscriber_links: dict[str, s
     return context
 
 
+class StatusEmail(EmailMultiAlternatives):
+    """Headers written as they are, up to RFC 5322's 998 characters a line.
+
+    With the usual 78, Python folds a long unbroken header into RFC 2047 encoded words, and the
+    List-Unsubscribe URL (longer than 78 with its token) would reach mail providers as
+    `=?utf-8?q?=3Chttps=3A//…?=` instead of `<https://…>`, so they would not offer one-click unsubscribe.
+    """
+
+    def message(self, *, policy: Policy[Any] | None = default_policy) -> Any:
+        return super().message(policy=(policy or default_policy).clone(max_line_length=998))
+
+
 @dataclass
 class Rendered:
     subject: str
@@ -173,7 +187,7 @@ class Composer:
                 text=_fill(shared.text, values),
                 html=_fill(shared.html, {slot: escape(value) for slot, value in values.items()}),
             )
-        email = EmailMultiAlternatives(
+        email = StatusEmail(
             subject=rendered.subject,
             body=rendered.text,
             from_email=settings.DEFAULT_FROM_EMAIL,

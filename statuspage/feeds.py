@@ -26,7 +26,7 @@ STATUS_LABELS = {
     "identified": "Identified",
     "monitoring": "Monitoring",
     "resolved": "Resolved",
-    "postmortem": "Postmortem",
+    "postmortem": "Post-mortem",
 }
 # XML 1.0 allows no C0 control character but tab, newline and carriage return; Django's feed writer
 # raises on them, so a stray one pasted into an update must not take the feed down.

@@ -166,6 +166,9 @@ else:
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+# Without a broker, notifications are sent by the timer loop (run_timers --loop), never inside the web
+# request that caused them. True sends them in the request instead (tests; a one-off script).
+DELIVER_EAGERLY = envbool("DELIVER_EAGERLY", "false")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "signalpost")
 CELERY_TASK_ACKS_LATE = True
@@ -182,9 +185,12 @@ DELIVERY_CLAIM_TIMEOUT_SECONDS = envint("DELIVERY_CLAIM_TIMEOUT_SECONDS", "300",
 BREAKER_THRESHOLD = envint("BREAKER_THRESHOLD", "5", minimum=1)
 BREAKER_COOLDOWN_SECONDS = envint("BREAKER_COOLDOWN_SECONDS", "60", minimum=1)
 
-# Email: EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS); unset: console.
+# Email: EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS or EMAIL_USE_SSL,
+# EMAIL_TIMEOUT); unset: console.
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Signalpost <status@localhost>")
 _email_host = env("EMAIL_HOST")
+if _email_host and envbool("EMAIL_USE_TLS", "true") and envbool("EMAIL_USE_SSL", "false"):
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL: choose one (SSL for port 465, TLS for 587).")
 if _email_host:
     MAILERS = {
         "default": {
@@ -195,7 +201,8 @@ if _email_host:
                 "username": env("EMAIL_HOST_USER"),
                 "password": env("EMAIL_HOST_PASSWORD"),
                 "use_tls": envbool("EMAIL_USE_TLS", "true"),
-                "timeout": 10,
+                "use_ssl": envbool("EMAIL_USE_SSL", "false"),
+                "timeout": envint("EMAIL_TIMEOUT", "10", minimum=1),
             },
         }
     }

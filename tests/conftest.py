@@ -21,7 +21,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 
 from statuspage.celery import app as celery_app
 from tests import factories
@@ -76,7 +76,8 @@ def _eager_celery() -> Iterator[None]:
     """Wiring tests run tasks in-process; worker tests (tests/test_worker.py) start a real worker."""
     saved = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
     celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    yield
+    with override_settings(DELIVER_EAGERLY=True):  # send in the test's own request (tests/test_subscriptions.py
+        yield  # checks that without it nothing is sent until the timer loop runs)
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
 
 

@@ -44,6 +44,7 @@ class Received:
     message: EmailMessage
     size: int
     connection: int
+    raw: bytes = b""  # as it came over the wire
 
 
 class Handler:
@@ -90,7 +91,7 @@ class Handler:
         with self.lock:
             for recipient in envelope.rcpt_tos:
                 number = self.connection_of.get(id(session), 0)
-                self.received.append(Received(recipient.lower(), parsed, len(content), number))
+                self.received.append(Received(recipient.lower(), parsed, len(content), number, content))
         if self.delay:
             # Accepted (as a real server has queued it) but not yet answered: a client killed now
             # never hears the 250, which is where an at-least-once outbox sends a second copy.
@@ -178,6 +179,9 @@ class SmtpServer:
 
     def inbox(self, address: str) -> list[EmailMessage]:
         return [r.message for r in self.received if r.recipient == address.lower()]
+
+    def raw(self, address: str) -> list[bytes]:
+        return [r.raw for r in self.received if r.recipient == address.lower()]
 
     def copies(self) -> Counter[str]:
         """How many emails each address received."""

@@ -836,6 +836,14 @@ def test_it_serves_openapi_listing_every_path(db: None) -> None:
         "/api/v1/maintenances/{maintenance_id}/start",
         "/api/v1/maintenances/{maintenance_id}/complete",
         "/api/v1/maintenances/{maintenance_id}/cancel",
+        "/api/v1/metrics",
+        "/api/v1/incidents/{incident_id}/postmortem",
+        "/api/v1/incidents/{incident_id}/postmortem/submit",
+        "/api/v1/incidents/{incident_id}/postmortem/return",
+        "/api/v1/incidents/{incident_id}/postmortem/publish",
+        "/api/v1/incidents/{incident_id}/postmortem/timeline",
+        "/api/v1/incidents/{incident_id}/postmortem/action-items",
+        "/api/v1/incidents/{incident_id}/postmortem/action-items/{item_id}",
     }
     declare_op = schema["paths"]["/api/v1/incidents"]["post"]
     assert declare_op["operationId"] == "declare_incident"

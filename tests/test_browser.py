@@ -170,5 +170,5 @@ def test_it_resolves_a_sev1_and_publishes_its_post_mortem(
     expect(postmortem).to_contain_text("A faulty switch slowed queries", timeout=10_000)
     expect(postmortem.locator("strong")).to_have_text("without backoff")
     expect(page.locator("body")).not_to_contain_text("INTERNAL: the pager was on silent.")
-    expect(page.locator(".state")).to_have_text("Postmortem")
+    expect(page.locator(".state")).to_have_text("Post-mortem")
     assert problems == []

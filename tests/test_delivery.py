@@ -151,6 +151,9 @@ def test_it_sends_an_update_with_text_html_absolute_links_and_one_click_unsubscr
 
     # RFC 8058: a one-click unsubscribe URL, absolute, carrying a token for this subscriber.
     unsubscribe_url = email["List-Unsubscribe"].removeprefix("<").removesuffix(">")
+    # On the wire as RFC 2369 has it, one line, not folded into RFC 2047 encoded words.
+    [raw] = smtp.raw("ann@example.com")
+    assert f"\r\nList-Unsubscribe: <{unsubscribe_url}>\r\n".encode() in raw
     assert read_token(token_in(unsubscribe_url, "unsubscribe"), "unsubscribe") == ann
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert unsubscribe_url in text

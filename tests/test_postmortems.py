@@ -176,13 +176,22 @@ def test_draft_review_published_each_step_refusing_what_does_not_fit(staff: User
         actions.publish_postmortem(postmortem, actor=staff)
 
 
-def test_it_cannot_publish_nothing_or_for_an_incident_that_was_never_public(staff: User, api: Component) -> None:
+def test_a_never_public_incident_s_post_mortem_completes_for_staff_only(staff: User, api: Component) -> None:
     private = factories.declare(actor=staff, is_public=False)
     actions.resolve_incident(private, actor=staff)
     postmortem = private.postmortem
     ready_for_review(postmortem, staff)
-    with pytest.raises(ActionRefused, match="never public"):
-        actions.publish_postmortem(postmortem, actor=staff)
+
+    done = actions.publish_postmortem(postmortem, actor=staff)
+
+    assert done.state == PostmortemState.PUBLISHED
+    assert Clock.objects.get(incident=private, metric=Metric.POSTMORTEM).state == ClockState.MET
+    assert not Message.objects.filter(kind=MessageKind.POSTMORTEM).exists()  # nobody is told
+    event = TimelineEvent.objects.filter(incident=private, kind=EventKind.POSTMORTEM_PUBLISHED).get()
+    assert "staff only" in event.message
+
+
+def test_it_cannot_publish_nothing(staff: User, api: Component) -> None:
 
     other = resolved_sev1(staff, api).postmortem
     for key in SectionKey.values:

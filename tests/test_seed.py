@@ -29,10 +29,16 @@ from incidents.models import (
     PublicStatus,
     TimelineEvent,
 )
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 STORY = "Query API degraded for US customers"
+
+
+@pytest.fixture(autouse=True)
+def _severities(db: None) -> None:
+    factories.ensure_severities()  # a transactional test's flush removes what the migrations seeded
 
 
 @pytest.fixture(autouse=True)

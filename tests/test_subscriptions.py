@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from typing import Any
 
 import pytest
@@ -154,6 +155,22 @@ def test_it_sends_one_confirmation_with_a_confirm_link(
         False,
     )
     assert subscriber.minimum_impact == "major"
+
+
+def test_without_a_broker_the_request_sends_nothing_and_the_timer_loop_sends_it(
+    client: Client, mailoutbox: list[EmailMessage], django_capture_on_commit_callbacks: Capture, settings: Any
+) -> None:
+    """No SMTP in the web request: a slow mail server cannot hold it, and its timing tells nothing."""
+    from django.core.management import call_command
+
+    settings.DELIVER_EAGERLY = False
+    response = sign_up(client, django_capture_on_commit_callbacks, "ada@example.com")
+    assert response.status_code == 200
+    assert mailoutbox == []
+
+    call_command("run_timers", stdout=StringIO())  # one pass, as the loop does
+
+    assert [message.to for message in mailoutbox] == [["ada@example.com"]]
 
 
 def test_it_gives_the_same_answer_whatever_the_address_has_done(

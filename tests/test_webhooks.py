@@ -214,3 +214,16 @@ def test_it_adds_a_webhook_from_the_command_line(staff: User, api: Component) ->
     assert list(subscriber.components.all()) == [api]
     with pytest.raises(CommandError, match="Unknown component"):
         call_command("add_webhook", "https://example.com/hook", "--by", "alice", "--component", "999")
+
+
+def test_staff_find_and_unsubscribe_a_webhook_in_the_admin(staff: User, client: Any) -> None:
+    staff.is_superuser = True
+    staff.save()
+    hook, _ = actions.add_webhook(actor=staff, url="https://hooks.example.com/status")
+    client.force_login(staff)
+
+    listed = client.get("/admin/incidents/subscriber/?q=hooks.example.com")
+    assert "https://hooks.example.com/status" in listed.content.decode()
+    client.post("/admin/incidents/subscriber/", {"action": "unsubscribe", "_selected_action": [hook.pk]}, follow=True)
+    hook.refresh_from_db()
+    assert hook.unsubscribed_at is not None

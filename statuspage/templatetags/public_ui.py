@@ -36,7 +36,7 @@ UPDATE_STATUS_LABELS = {
     "identified": "Identified",
     "monitoring": "Monitoring",
     "resolved": "Resolved",
-    "postmortem": "Postmortem",
+    "postmortem": "Post-mortem",
     "scheduled": "Scheduled",
     "in_progress": "In progress",
     "verifying": "Verifying",
