@@ -69,6 +69,9 @@ def load(count: int) -> None:
             ack = resolved
         batch.append(
             Incident(
+                acknowledge_target=severity.acknowledge_target,
+                first_update_target=severity.first_update_target,
+                resolve_target=severity.resolve_target,
                 title=f"Incident {number}",
                 severity=severity,
                 declared_at=declared,

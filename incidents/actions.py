@@ -228,6 +228,20 @@ def _start_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
     # The cadence clock starts with the first public update.
 
 
+REPORTED_METRICS = (Metric.ACKNOWLEDGE, Metric.FIRST_UPDATE, Metric.RESOLVE)
+
+
+def _copy_targets(incident: Incident) -> None:
+    """Copy the clocks' targets onto the incident row, where the response report reads them."""
+    targets = dict(
+        Clock.objects.filter(incident=incident, metric__in=REPORTED_METRICS).values_list("metric", "target_seconds")
+    )
+    values = {f"{metric}_target": targets.get(metric) for metric in REPORTED_METRICS}
+    Incident.objects.filter(pk=incident.pk).update(**values)
+    for name, value in values.items():
+        setattr(incident, name, value)
+
+
 def _clock(incident: Incident, metric: str) -> Clock | None:
     return Clock.objects.select_for_update().filter(incident=incident, metric=metric).first()
 
@@ -495,6 +509,7 @@ def declare_incident(
                 return winner
 
         _start_clocks(incident, severity, at)
+        _copy_targets(incident)
         changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
         for change in changes:
             _check_status(change.status, field="components")
@@ -664,6 +679,7 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
         incident.updated_at = at
         incident.save(update_fields=["severity", "updated_at"])
         _retarget_clocks(incident, severity, at)
+        _copy_targets(incident)
         if incident.published_at is not None:
             request_publish()  # the public "next update by" follows the new cadence target
         _event(

@@ -9,11 +9,12 @@ For a period (incidents declared in [since, until)) and optionally one severity,
                       incident never acknowledged, never told, or not yet resolved is never dropped)
   attainment_percent  met / (met + breached), over incidents that had a target for the metric
 Values and targets are the incident's own: acknowledged_at, published_at (first public update) and
-resolved_at minus declared_at, against the targets copied onto its clocks when it was declared (or
-retargeted). A reopened incident counts until its final resolve. An incident resolved without ever
-being acknowledged has its acknowledgment filled in at the resolve (the lifecycle's rule), so it is
-measured, usually as a breach. An incident resolved without a public update has no first-update
-value; it is a breach if the target passed before it was resolved.
+resolved_at minus declared_at, against the targets its clocks were given when it was declared (or
+retargeted), which the actions copy onto the incident row for this. A reopened incident counts
+until its final resolve. An incident resolved without ever being acknowledged has its acknowledgment
+filled in at the resolve (the lifecycle's rule), so it is measured, usually as a breach. An incident
+resolved without a public update has no first-update value; it is a breach if the target passed
+before it was resolved.
 
 On PostgreSQL everything is one SQL statement over one scan of the incidents (percentile_cont,
 FILTER; bench/analytics.py times it on 100,000 incidents). Elsewhere (SQLite) the database returns
@@ -31,7 +32,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from incidents.models import Clock, Incident, Metric, Severity
+from incidents.models import Incident, Metric, Severity
 
 METRICS = {
     # name in the API → (the incident's timestamp, the clock that holds the target)
@@ -119,18 +120,14 @@ def _filters(since: datetime | None, until: datetime | None, severity: Severity 
 
 
 def _in_postgresql(since: datetime | None, until: datetime | None, severity: Severity | None, now: datetime) -> Metrics:
-    """One scan of the incidents, each joined to its three clocks by their unique key, and every figure
-    of every metric from it: one sort per metric gives both percentiles."""
+    """One scan of the incidents (their targets are on their rows) and every figure of every metric from
+    it: one sort per metric gives both percentiles."""
     where, params = _filters(since, until, severity)
-    incident, clock = Incident._meta.db_table, Clock._meta.db_table
+    incident = Incident._meta.db_table
     # date_part gives double precision directly (EXTRACT gives numeric, slower to compute and to sort).
     columns = ", ".join(
-        f"date_part('epoch', i.{column} - i.declared_at) AS {name}, c_{name}.target_seconds AS {name}_target"
+        f"date_part('epoch', i.{column} - i.declared_at) AS {name}, i.{name}_target"
         for name, (column, _) in METRICS.items()
-    )
-    joins = " ".join(
-        f"LEFT JOIN {clock} c_{name} ON c_{name}.incident_id = i.id AND c_{name}.metric = '{metric.value}'"
-        for name, (_, metric) in METRICS.items()
     )
     figures_sql = ", ".join(
         f"count({name}), "
@@ -144,7 +141,7 @@ def _in_postgresql(since: datetime | None, until: datetime | None, severity: Sev
     sql = f"""
         WITH m AS (
             SELECT {columns}, date_part('epoch', COALESCE(i.resolved_at, %s) - i.declared_at) AS waited
-            FROM {incident} i {joins}
+            FROM {incident} i
             WHERE {where}
         )
         SELECT count(*), {figures_sql} FROM m
@@ -177,20 +174,19 @@ def _in_python(since: datetime | None, until: datetime | None, severity: Severit
     if severity is not None:
         incidents = incidents.filter(severity=severity)
     rows = list(incidents.values_list("id", "declared_at", "acknowledged_at", "published_at", "resolved_at"))
-    targets: dict[tuple[int, str], int] = {
-        (incident_id, metric): target
-        for incident_id, metric, target in Clock.objects.filter(incident__in=incidents).values_list(
-            "incident_id", "metric", "target_seconds"
-        )
-    }
+    targets: dict[tuple[int, str], int] = {}
+    for incident_id, *row_targets in incidents.values_list("id", *(f"{name}_target" for name in METRICS)):
+        for name, value in zip(METRICS, row_targets, strict=True):
+            if value is not None:
+                targets[(incident_id, name)] = value
     figures = {}
-    for name, (column, metric) in METRICS.items():
+    for name, (column, _) in METRICS.items():
         values: list[float] = []
         figure = Figure()
         for incident_id, declared, acknowledged, published, resolved in rows:
             moment = {"acknowledged_at": acknowledged, "published_at": published, "resolved_at": resolved}[column]
             value = (moment - declared).total_seconds() if moment is not None else None
-            target = targets.get((incident_id, metric.value))
+            target = targets.get((incident_id, name))
             if value is not None:
                 values.append(value)
             if target is None:

@@ -197,6 +197,11 @@ class Incident(models.Model):
     published_at = models.DateTimeField(null=True, blank=True, help_text="First public update.")
     reopened_count = models.PositiveSmallIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
+    # The targets its acknowledge, first-update and resolve clocks run against (seconds; null: none),
+    # copied here whenever a clock is created or retargeted, so reports read one table.
+    acknowledge_target = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    first_update_target = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    resolve_target = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     objects = IncidentQuerySet.as_manager()
 

@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from incidents import analytics
-from incidents.models import Benchmark, Clock, Incident, Metric, Severity
+from incidents.models import Benchmark, Incident, Severity
 from incidents.templatetags.incident_ui import duration as format_duration
 
 METRIC_LABELS = {
@@ -194,7 +194,7 @@ EXPORT_FIELDS = [
 
 
 def export_rows(since: datetime | None, until: datetime | None, severity: Severity | None) -> list[dict[str, Any]]:
-    """One row per incident declared in the period: milestones, durations and targets (two queries)."""
+    """One row per incident declared in the period: milestones, durations and targets (one query)."""
     incidents = Incident.objects.select_related("severity").order_by("declared_at", "id")
     if since is not None:
         incidents = incidents.filter(declared_at__gte=since)
@@ -202,12 +202,6 @@ def export_rows(since: datetime | None, until: datetime | None, severity: Severi
         incidents = incidents.filter(declared_at__lt=until)
     if severity is not None:
         incidents = incidents.filter(severity=severity)
-    targets = {
-        (incident_id, metric): target
-        for incident_id, metric, target in Clock.objects.filter(
-            incident__in=incidents, metric__in=[Metric.ACKNOWLEDGE, Metric.FIRST_UPDATE, Metric.RESOLVE]
-        ).values_list("incident_id", "metric", "target_seconds")
-    }
     rows = []
     for incident in incidents:
         row: dict[str, Any] = {
@@ -225,10 +219,10 @@ def export_rows(since: datetime | None, until: datetime | None, severity: Severi
             "regions": incident.regions,
             "impact": incident.impact,
         }
-        for name, (column, metric) in analytics.METRICS.items():
+        for name, (column, _) in analytics.METRICS.items():
             moment = getattr(incident, column)
             row[f"{name}_seconds"] = round((moment - incident.declared_at).total_seconds()) if moment else None
-            row[f"{name}_target_seconds"] = targets.get((incident.pk, metric.value))
+            row[f"{name}_target_seconds"] = getattr(incident, f"{name}_target")
         rows.append(row)
     return rows
 

@@ -116,6 +116,19 @@ def test_no_incidents_give_empty_figures(db: None) -> None:
     }  # fmt: skip
 
 
+def test_the_incident_row_carries_its_clocks_targets(staff: User) -> None:
+    incident = sev2(staff, "retargeted", T0)
+    assert (incident.acknowledge_target, incident.first_update_target, incident.resolve_target) == (900, 1800, 28800)
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(minutes=1))
+    incident.refresh_from_db()
+    targets = dict(incident.clocks.values_list("metric", "target_seconds"))
+    assert (
+        (incident.acknowledge_target, incident.first_update_target, incident.resolve_target)
+        == (targets["acknowledge"], targets["first_update"], targets["resolve"])
+        == (300, 1800, 14400)
+    )  # first update was already met: its clock keeps the target it ran against
+
+
 def test_percentile_cont_is_postgresqls() -> None:
     assert analytics.percentile_cont([1.0], 0.9) == 1.0
     assert analytics.percentile_cont([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
