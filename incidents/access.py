@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, Prefetch, QuerySet
+from django.db.models import Case, Count, F, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 
 from incidents.models import (
@@ -28,6 +28,7 @@ from incidents.models import (
     PostmortemEntry,
     PostmortemState,
     Severity,
+    Subscriber,
     TimelineEvent,
 )
 
@@ -166,25 +167,41 @@ def maintenance_timeline_for(user: Any, maintenance: Maintenance) -> QuerySet[Ti
     return TimelineEvent.objects.filter(maintenance=maintenance).select_related("actor").order_by("created_at", "id")
 
 
+# Not failures: the subscriber left before the message went out (an unsubscribe stops what is pending).
+STOPPED_REASONS = ["unsubscribed before it was sent", "the subscriber left before it was sent"]
+
+
 def delivery_counts_for(user: Any, incident: Incident) -> dict[int, dict[str, int]]:
     """Per public update of the incident: how many of its emails and webhooks are sent, pending, failed."""
     require_staff(user)
     counts: dict[int, dict[str, int]] = {}
+    stopped = Q(status="failed", last_error__in=STOPPED_REASONS)
     rows = (
         Delivery.objects.filter(message__incident=incident, message__incident_update__isnull=False)
-        .values_list("message__incident_update_id", "status")
+        .annotate(stopped=Case(When(stopped, then=Value(True)), default=Value(False)))
+        .values_list("message__incident_update_id", "status", "stopped")
         .annotate(n=Count("id"))
     )
-    for update_id, status, n in rows:
-        bucket = counts.setdefault(update_id, {"sent": 0, "pending": 0, "failed": 0})
-        bucket["pending" if status in ("pending", "sending") else status] += n
+    for update_id, status, was_stopped, n in rows:
+        bucket = counts.setdefault(update_id, {"sent": 0, "pending": 0, "failed": 0, "stopped": 0})
+        if was_stopped:
+            bucket["stopped"] += n
+        else:
+            bucket["pending" if status in ("pending", "sending") else status] += n
     return counts
 
 
 def troubled_breakers_for(user: Any) -> list[CircuitBreaker]:
     """Transports whose circuit breaker is not closed: sending is paused or probing."""
     require_staff(user)
-    return list(CircuitBreaker.objects.exclude(state="closed").order_by("transport"))
+    troubled = list(CircuitBreaker.objects.exclude(state="closed").order_by("transport"))
+    if any(breaker.transport.startswith("webhook ") for breaker in troubled):
+        from incidents.webhooks import destination
+
+        hosts = {destination(s) for s in Subscriber.objects.filter(kind="webhook", unsubscribed_at__isnull=True)}
+        # A host whose webhooks have all been removed has nothing waiting: no notice.
+        troubled = [b for b in troubled if not b.transport.startswith("webhook ") or b.transport in hosts]
+    return troubled
 
 
 def get_postmortem_for_user(user: Any, incident_id: int | str) -> Postmortem:

@@ -90,11 +90,14 @@ class SubscriberAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # people subscribe at /subscribe; webhooks come from manage.py add_webhook
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        # Choices change on the subscriber's own manage page; here only the unsubscribe action writes.
-        return [f.name for f in Subscriber._meta.get_fields() if f.concrete and f.name not in self.exclude]
+    # Choices change on the subscriber's own manage page; here only the Unsubscribe action writes.
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
-    @admin.action(description="Unsubscribe (stops pending deliveries; webhooks too)")
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Unsubscribe (stops pending deliveries; webhooks too)", permissions=["view"])
     def unsubscribe(self, request: HttpRequest, queryset: QuerySet[Subscriber]) -> None:
         for subscriber in queryset.filter(unsubscribed_at__isnull=True):
             actions.unsubscribe(subscriber)

@@ -149,6 +149,11 @@ def record_failure(transport: str, error: str, now: datetime) -> bool:
         opened_at=now if opens and state.state != BreakerState.OPEN else F("opened_at"),
         retry_at=now + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS) if opens else state.retry_at,
     )
+    if opens and state.state != BreakerState.OPEN:
+        log.warning(
+            "%s: sending paused after %d failures in a row (%s); next try in %d s",
+            transport, failures, error[:200], settings.BREAKER_COOLDOWN_SECONDS,
+        )  # fmt: skip
     return opens or state.state == BreakerState.OPEN
 
 

@@ -67,7 +67,7 @@ def _context(request: HtmxHttpRequest, postmortem: Postmortem, bound: dict[str, 
         "items": items,
         "details_form": bound.get("details")
         or DetailsForm(people=people, initial={"owner": postmortem.owner_id, "due_at": postmortem.due_at}),
-        "entry_form": bound.get("entry") or EntryForm(initial={"at": incident.declared_at}),
+        "entry_form": bound.get("entry") or EntryForm(initial={"at": timezone.now().replace(second=0, microsecond=0)}),
         "item_form": bound.get("item") or ActionItemForm(people=people),
         "return_form": bound.get("return") or ReturnForm(),
         "header_error": bound.get("error", ""),

@@ -53,7 +53,12 @@ def _period(form: ReportForm, today: date) -> tuple[datetime, datetime, Severity
 
 
 def _form(request: HtmxHttpRequest) -> ReportForm:
-    return ReportForm(request.GET or None, severities=access.severities_for(request.user))
+    severities = access.severities_for(request.user)
+    if request.GET:
+        return ReportForm(request.GET, severities=severities)
+    today = timezone.now().date()
+    initial = {"since": today - timedelta(days=DEFAULT_DAYS - 1), "until": today, "unit": "week"}
+    return ReportForm(initial=initial, severities=severities)
 
 
 @staff_login_required
@@ -138,5 +143,7 @@ def export_json(request: HtmxHttpRequest) -> HttpResponse:
         "incidents": reports.export_rows(since, until, severity),
     }
     response = HttpResponse(json.dumps(payload, indent=1), content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="report-{since:%Y%m%d}.json"'
+    response["Content-Disposition"] = (
+        f'attachment; filename="report-{since:%Y%m%d}-{until - timedelta(days=1):%Y%m%d}.json"'
+    )
     return response

@@ -44,3 +44,26 @@ def test_it_warns_on_the_dashboard_when_a_transport_is_paused(staff_client: Clie
 
     assert "Email notifications are paused</strong> after 5 failures in a row" in html
     assert "Connection refused" in html
+
+
+def test_mail_stopped_by_an_unsubscribe_is_not_counted_as_a_failure(staff: User, staff_client: Client) -> None:
+    subscribers = [actions.confirm_subscription(actions.subscribe(email=f"{n}@example.com")) for n in "ab"]
+    incident = factories.declare(actor=staff)
+    notifications.fan_out(Message.objects.get(kind="incident_update").pk)
+    actions.unsubscribe(subscribers[0])
+
+    html = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+
+    assert "Notifications: 0 sent · 1 pending · 0 failed · 1 stopped (unsubscribed)" in html
+
+
+def test_no_paused_notice_for_a_webhook_host_nobody_uses_any_more(staff: User, staff_client: Client) -> None:
+    hook, _ = actions.add_webhook(actor=staff, url="https://hooks.example.com/status")
+    CircuitBreaker.objects.create(
+        transport="webhook hooks.example.com", state=BreakerState.OPEN, consecutive_failures=5, last_error="HTTP 500"
+    )
+    assert "Webhooks to hooks.example.com are paused" in staff_client.get("/manage/").content.decode()
+
+    actions.unsubscribe(hook)
+
+    assert "Webhooks to hooks.example.com" not in staff_client.get("/manage/").content.decode()

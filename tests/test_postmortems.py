@@ -189,6 +189,11 @@ def test_a_never_public_incident_s_post_mortem_completes_for_staff_only(staff: U
     assert not Message.objects.filter(kind=MessageKind.POSTMORTEM).exists()  # nobody is told
     event = TimelineEvent.objects.filter(incident=private, kind=EventKind.POSTMORTEM_PUBLISHED).get()
     assert "staff only" in event.message
+    client = Client()
+    client.force_login(staff)
+    page = client.get(f"/manage/incidents/{private.pk}/postmortem/").content.decode()
+    assert "Completed (staff only)" in page
+    assert "public page" not in page and "Public: shown on the status page" not in page
 
 
 def test_it_cannot_publish_nothing(staff: User, api: Component) -> None:

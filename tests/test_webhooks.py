@@ -227,3 +227,6 @@ def test_staff_find_and_unsubscribe_a_webhook_in_the_admin(staff: User, client: 
     client.post("/admin/incidents/subscriber/", {"action": "unsubscribe", "_selected_action": [hook.pk]}, follow=True)
     hook.refresh_from_db()
     assert hook.unsubscribed_at is not None
+    # Read-only otherwise: choices change on the subscriber's own page, never here.
+    assert client.post(f"/admin/incidents/subscriber/{hook.pk}/change/", {}).status_code == 403
+    assert client.post(f"/admin/incidents/subscriber/{hook.pk}/delete/", {"post": "yes"}).status_code == 403

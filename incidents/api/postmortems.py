@@ -55,6 +55,9 @@ class ActionItemOut(Schema):
 class PostmortemOut(Schema):
     incident_id: int
     state: PostmortemState
+    public: bool = Field(
+        description="False when the incident was never public: published means completed, for staff only."
+    )
     owner: str | None
     due_at: datetime | None
     created_at: datetime
@@ -106,6 +109,7 @@ def _out(postmortem: Postmortem) -> dict[str, Any]:
     return {
         "incident_id": postmortem.incident_id,
         "state": postmortem.state,
+        "public": postmortem.incident.published_at is not None,
         "owner": name(postmortem.owner),
         "due_at": postmortem.due_at,
         "created_at": postmortem.created_at,
