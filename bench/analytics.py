@@ -145,12 +145,9 @@ def main() -> None:
         drop_postgres_database(args.postgres, scratch)
     print(report)
     if not args.no_readme:
-        text = README.read_text()
-        before, found, rest = text.partition(MARK_START)
-        if not found:
-            raise SystemExit(f"{README} has no {MARK_START} marker")
-        _, _, after = rest.partition(MARK_END)
-        README.write_text(f"{before}{MARK_START}\n{report}\n{MARK_END}{after}")
+        from readme import rewrite_section  # bench/, which is sys.path[0] when a bench script runs
+
+        rewrite_section(README, MARK_START, MARK_END, report)
 
 
 def measure(args: argparse.Namespace, loaded: float) -> str:

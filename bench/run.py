@@ -203,10 +203,9 @@ def main() -> None:
     report = render_report(median, django_ratio, nginx_ratio, weight, env["BENCH_SHOWCASED"], args)
     print(report)
     if not args.no_readme:
-        text = README.read_text()
-        before, _, rest = text.partition(MARK_START)
-        _, _, after = rest.partition(MARK_END)
-        README.write_text(f"{before}{MARK_START}\n{report}\n{MARK_END}{after}")
+        from readme import rewrite_section  # bench/, which is sys.path[0] when a bench script runs
+
+        rewrite_section(README, MARK_START, MARK_END, report)
 
 
 def render_report(
