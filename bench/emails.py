@@ -237,7 +237,9 @@ def sample_email(message_id: int) -> Sample:
 def bare_loop(sample: Sample, addresses: list[str]) -> float:
     """Build one message per address and send them in batches of 100, one connection each; seconds taken."""
     from django.conf import settings
-    from django.core.mail import EmailMultiAlternatives, mailers
+    from django.core.mail import mailers
+
+    from incidents.emails import StatusEmail  # the engine's class: the same headers and line length
 
     started = time.perf_counter()
     for start in range(0, len(addresses), BATCH):
@@ -245,7 +247,7 @@ def bare_loop(sample: Sample, addresses: list[str]) -> float:
         for number, address in enumerate(addresses[start : start + BATCH], start):
             # The engine's headers (List-Unsubscribe, threading…) with a Message-ID of the same shape each.
             headers = {**sample.headers, "Message-ID": f"<incident-update.1.{number}@status.example.com>"}
-            email = EmailMultiAlternatives(
+            email = StatusEmail(
                 subject=sample.subject,
                 body=sample.text,
                 from_email=settings.DEFAULT_FROM_EMAIL,
