@@ -5,8 +5,8 @@
 
 An aiosmtpd sink in a process of its own accepts everything (and parses nothing). Then, in alternating
 rounds so that drift hits both alike:
-  1. the bare loop: one process builds an EmailMultiAlternatives per address, the same size as the
-     engine's (the text, HTML, subject and headers of a real rendered update), and sends them with
+  1. the bare loop: one process builds an email per address (the engine's email class), the same size
+     as the engine's (the text, HTML, subject and headers of a real rendered update), and sends them with
      send_messages in batches of 100, one SMTP connection per batch: the ceiling on this machine;
   2. the engine: one update fanned out to N confirmed subscribers (fan_out), then sent by deliver_due
      (claim a batch under a fence, render each email from templates with signed links, send over one
