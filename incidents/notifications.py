@@ -182,12 +182,13 @@ def claim_batch(now: datetime, limit: int = BATCH_SIZE, transport: str = EMAIL) 
         if not ids:
             return None
         Delivery.objects.filter(pk__in=ids).update(status=DeliveryStatus.SENDING, claim=token, claimed_at=now)
-    rows = list(
-        Delivery.objects.filter(pk__in=ids, claim=token)
-        .select_related("message", "subscriber", "message__incident", "message__incident_update")
-        .select_related("message__maintenance", "message__maintenance_update", "message__postmortem")
-        .order_by("id")
-    )
+    rows = list(Delivery.objects.filter(pk__in=ids, claim=token).select_related("subscriber").order_by("id"))
+    # A batch is mostly one message to many people: load each message (and what it is about) once.
+    messages = Message.objects.select_related(
+        "incident", "incident_update", "maintenance", "maintenance_update", "postmortem"
+    ).in_bulk({row.message_id for row in rows})
+    for row in rows:
+        row.message = messages[row.message_id]
     return Batch(token, rows, now)
 
 
