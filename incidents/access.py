@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -10,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Count, F, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 
+from incidents.escalation import Escalation, escalations
 from incidents.models import (
     ActionItem,
     ActionStatus,
@@ -24,10 +27,12 @@ from incidents.models import (
     IncidentUpdate,
     Maintenance,
     MaintenanceUpdate,
+    NoticeKind,
     Postmortem,
     PostmortemEntry,
     PostmortemState,
     Severity,
+    StaffNotice,
     Subscriber,
     TimelineEvent,
 )
@@ -263,3 +268,29 @@ def unfinished_postmortems_for(user: Any) -> list[Postmortem]:
 def postmortem_of(user: Any, incident: Incident) -> Postmortem | None:
     require_staff(user)
     return Postmortem.objects.select_related("owner").filter(incident=incident).first()
+
+
+def escalations_for(user: Any, incident_ids: Iterable[int]) -> dict[int, Escalation]:
+    """Each incident's paging (its page steps), one query."""
+    require_staff(user)
+    return escalations(incident_ids)
+
+
+def paging_for(user: Any, incident: Incident) -> Paging:
+    """An incident's paging with who was sent what: two queries."""
+    require_staff(user)
+    found = escalations([incident.pk]).get(incident.pk, Escalation())
+    notices = list(StaffNotice.objects.filter(incident=incident).order_by("created_at", "id"))
+    by_step: dict[int, list[StaffNotice]] = {}
+    for notice in notices:
+        if notice.step_id is not None:
+            by_step.setdefault(notice.step_id, []).append(notice)
+    for step in found.steps:
+        step.sent_notices = by_step.get(step.pk, [])  # type: ignore[attr-defined]
+    return Paging(found, [notice for notice in notices if notice.kind == NoticeKind.NUDGE])
+
+
+@dataclass
+class Paging:
+    escalation: Escalation
+    nudges: list[StaffNotice]

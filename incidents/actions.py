@@ -26,7 +26,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.html import strip_tags
 
-from incidents import clocks
+from incidents import clocks, escalation
 from incidents.markup import render_markdown
 from incidents.models import (
     COMPONENT_STATUS_RANK,
@@ -246,12 +246,14 @@ def _clock(incident: Incident, metric: str) -> Clock | None:
     return Clock.objects.select_for_update().filter(incident=incident, metric=metric).first()
 
 
-def _record_clock_event(clock: Clock, kind: str, due: datetime) -> bool:
+def _record_clock_event(clock: Clock, kind: str, due: datetime, *, nudge: bool = True) -> bool:
     try:
         with transaction.atomic():
-            ClockEvent.objects.create(clock=clock, kind=kind, cycle=clock.cycle, due_at=due)
+            recorded = ClockEvent.objects.create(clock=clock, kind=kind, cycle=clock.cycle, due_at=due)
     except IntegrityError:
         return False  # recorded already: exactly once, whoever got there first
+    if nudge:
+        escalation.nudge(clock, recorded)
     share = {ClockEventKind.WARNING_75.value: "75%", ClockEventKind.WARNING_90.value: "90%"}.get(kind)
     label = Metric(clock.metric).label
     if share:
@@ -266,13 +268,16 @@ def _record_clock_event(clock: Clock, kind: str, due: datetime) -> bool:
     return True
 
 
-def record_clock_thresholds(clock: Clock, *, now: datetime, not_before: datetime | None = None) -> int:
+def record_clock_thresholds(
+    clock: Clock, *, now: datetime, not_before: datetime | None = None, nudge: bool = True
+) -> int:
     """Record the warnings and breach of a locked clock that are due by `now`.
 
     Called by the sweep for claimed rows, and by the actions before they stop a clock, so a threshold
     crossed between two sweeps is never lost. With `not_before` (a retarget), thresholds the new target
     has already passed are recorded at that moment: the timeline never shows a miss dated before the
-    target that made it one.
+    target that made it one. `nudge=False` (an action stopping the clock) queues no nudge to the
+    commander: the update it would ask for is being posted.
     """
     recorded = 0
     while clock.running_since is not None and clock.thresholds_done < len(clocks.THRESHOLDS):
@@ -283,7 +288,7 @@ def record_clock_thresholds(clock: Clock, *, now: datetime, not_before: datetime
             break
         if not_before is not None:
             due = max(due, not_before)
-        if _record_clock_event(clock, kind, due):
+        if _record_clock_event(clock, kind, due, nudge=nudge):
             recorded += 1
         if kind == ClockEventKind.BREACH:
             clock.state = ClockState.BREACHED
@@ -298,7 +303,7 @@ def _stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) ->
     """Stop a running clock: met if it made its target, breached if not, stopped if not satisfied."""
     if clock is None or clock.running_since is None:
         return
-    record_clock_thresholds(clock, now=at)
+    record_clock_thresholds(clock, now=at, nudge=False)
     clock.elapsed_seconds = clocks.elapsed(clock, at)
     clock.running_since = None
     clock.stopped_at = at
@@ -414,6 +419,7 @@ def _stamp_acknowledged(incident: Incident, actor: Actor, at: datetime) -> bool:
     incident.acknowledged_at = at
     incident.acknowledged_by = _user(actor)
     _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+    escalation.stop_pending(incident, at, f"acknowledged by {_actor_name(actor)}")
     return True
 
 
@@ -510,6 +516,7 @@ def declare_incident(
 
         _start_clocks(incident, severity, at)
         _copy_targets(incident)
+        escalation.copy_policy(incident, severity, at)
         changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
         for change in changes:
             _check_status(change.status, field="components")
@@ -691,7 +698,50 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
             old=previous.key,
             new=severity.key,
         )
+        if incident.acknowledged_at is None and not incident.is_resolved:
+            # Still unacknowledged: the new severity's escalation takes over, timed from now.
+            stopped = escalation.stop_pending(incident, at, f"severity changed to {severity.name}")
+            steps = escalation.copy_policy(incident, severity, at)
+            if stopped or steps:
+                _event(
+                    incident,
+                    EventKind.PAGING_STOPPED if not steps else EventKind.PAGED,
+                    f"Paging follows {severity.name}'s escalation from now ({len(steps)} step(s))"
+                    if steps
+                    else f"{severity.name} has no escalation steps: paging stopped",
+                    actor=None,
+                    at=at,
+                    steps=len(steps),
+                )
         return incident
+
+
+def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime | None = None) -> int:
+    """Stop paging for an unacknowledged incident (someone is on it but cannot acknowledge yet, say).
+
+    Returns how many steps were stopped. Audited with the reason; the acknowledge clock keeps running.
+    """
+    at = at or timezone.now()
+    reason = reason.strip()
+    if _user(actor) is None:
+        raise ActionRefused("Only a person can stop paging.")
+    if not reason:
+        raise ActionRefused("Say why paging stops.", field="reason")
+    with transaction.atomic():
+        incident = _lock(incident)
+        stopped = escalation.stop_pending(incident, at, f"stopped by {_actor_name(actor)}: {reason}")
+        if not stopped:
+            raise ActionRefused("Nobody is waiting to be paged for this incident.", code="not_paging")
+        _event(
+            incident,
+            EventKind.PAGING_STOPPED,
+            f"{_actor_name(actor)} stopped paging ({stopped} step(s) left): {reason}",
+            actor=actor,
+            at=at,
+            reason=reason,
+            steps=stopped,
+        )
+        return stopped
 
 
 def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: datetime | None = None) -> Incident:
@@ -823,6 +873,7 @@ def resolve_incident(
         if incident.acknowledged_at is None:
             incident.acknowledged_at = at
             _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+        escalation.stop_pending(incident, at, "the incident was resolved")
         incident.identified_at = incident.identified_at or at
         incident.mitigated_at = incident.mitigated_at or at
         incident.resolved_at = at

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -17,20 +21,74 @@ from incidents.models import (
     ApiToken,
     Benchmark,
     Component,
+    EscalationStep,
     Incident,
     IncidentTemplate,
     Severity,
+    StaffNotice,
     Subscriber,
     TimelineEvent,
 )
+
+
+class EscalationStepForm(forms.ModelForm):
+    class Meta:
+        model = EscalationStep
+        fields = ["position", "after_minutes", "users", "addresses"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Pages go to people who can sign in and acknowledge: active staff.
+        people = self.fields["users"]
+        assert isinstance(people, forms.ModelMultipleChoiceField)
+        people.queryset = get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
+
+    def clean_addresses(self) -> str:
+        addresses = self.cleaned_data["addresses"]
+        for address in EscalationStep(addresses=addresses).address_list():
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError(f"{address!r} is not an email address.") from None
+        return str(addresses)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not cleaned.get("DELETE") and not cleaned.get("users") and not cleaned.get("addresses", "").strip():
+            raise ValidationError("Page someone: choose staff, or give an address.")
+        return cleaned
+
+
+class EscalationStepInline(admin.TabularInline):
+    model = EscalationStep
+    form = EscalationStepForm
+    extra = 0
+    ordering = ["position"]
 
 
 @admin.register(Severity)
 class SeverityAdmin(admin.ModelAdmin):
     list_display = [
         "name", "key", "rank", "acknowledge_target", "first_update_target", "update_cadence_target", "resolve_target",
-        "postmortem_required", "postmortem_target",
+        "postmortem_required", "postmortem_target", "escalation_repeats",
     ]  # fmt: skip
+    inlines = [EscalationStepInline]
+    fieldsets = [
+        (None, {"fields": ["key", "name", "description", "rank"]}),
+        (
+            "Response targets (seconds; empty means none)",
+            {"fields": ["acknowledge_target", "first_update_target", "update_cadence_target", "resolve_target"]},
+        ),
+        ("Post-mortem", {"fields": ["postmortem_required", "postmortem_target"]}),
+        (
+            "Escalation",
+            {
+                "fields": ["escalation_repeats", "escalation_repeat_minutes"],
+                "description": "Steps below page people while an incident of this severity is unacknowledged. "
+                "They are copied onto each incident when it is declared: changes apply to new incidents.",
+            },
+        ),
+    ]
 
 
 @admin.register(Component)
@@ -66,6 +124,15 @@ class IncidentAdmin(ReadOnlyAdmin):
 @admin.register(TimelineEvent)
 class TimelineEventAdmin(ReadOnlyAdmin):
     list_display = ["incident", "kind", "message", "actor", "created_at"]
+
+
+@admin.register(StaffNotice)
+class StaffNoticeAdmin(ReadOnlyAdmin):
+    """Pages and nudges sent to staff, for the record."""
+
+    list_display = ["incident", "kind", "email", "status", "attempts", "sent_at", "used_at", "last_error"]
+    list_filter = ["kind", "status"]
+    search_fields = ["email"]
 
 
 @admin.register(ApiToken)

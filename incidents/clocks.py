@@ -92,13 +92,13 @@ def due_maintenance(now: datetime) -> QuerySet[Maintenance]:
 
 
 def sweep_due(now: datetime | None = None) -> int:
-    """Record every clock warning and breach, and take every maintenance step, due by `now`.
+    """Record every clock warning and breach, take every maintenance step and fire every page step due by `now`.
 
     Returns how many were recorded or taken. Safe to run concurrently and repeatedly: rows are claimed
     under a lock, the unique key on ClockEvent (clock, kind, cycle) makes a second recording
     impossible, and a maintenance step checks the window's state before it acts.
     """
-    from incidents import actions  # the write path imports this module's arithmetic
+    from incidents import actions, escalation  # the write path imports this module's arithmetic
 
     now = now or timezone.now()
     done = 0
@@ -116,4 +116,5 @@ def sweep_due(now: datetime | None = None) -> int:
                 done += actions.run_due_maintenance(maintenance, now=now)
         if len(windows) < SWEEP_BATCH:
             break
-    return done + actions.remind_of_maintenance(now=now)
+    done += actions.remind_of_maintenance(now=now)
+    return done + escalation.fire_due(now)

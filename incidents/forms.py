@@ -300,3 +300,13 @@ class ReopenForm(StaffForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "reopen-%s")
         super().__init__(*args, **kwargs)
+
+
+class StopPagingForm(StaffForm):
+    reason = forms.CharField(
+        max_length=200, label="Why stop paging?", help_text="For the timeline. The acknowledge clock keeps running."
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "paging-%s")
+        super().__init__(*args, **kwargs)

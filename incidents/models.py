@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -127,6 +128,16 @@ class Severity(models.Model):
     )
     postmortem_target = models.PositiveIntegerField(
         null=True, blank=True, help_text="Seconds from resolve to a published post-mortem."
+    )
+    escalation_repeats = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10)],
+        help_text="How many times the escalation steps run again while nobody acknowledges (0: once only).",
+    )
+    escalation_repeat_minutes = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text="Minutes from the last step of a run to the first step of the next.",
     )
 
     class Meta:
@@ -282,6 +293,8 @@ class EventKind(models.TextChoices):
     CLOCK_WARNING = "clock_warning", "Clock warning"
     CLOCK_BREACHED = "clock_breached", "Clock breached"
     CLOCK_MET = "clock_met", "Clock met"
+    PAGED = "paged", "Paged"
+    PAGING_STOPPED = "paging_stopped", "Paging stopped"
     POSTMORTEM_STARTED = "postmortem_started", "Post-mortem started"
     POSTMORTEM_EDITED = "postmortem_edited", "Post-mortem edited"
     POSTMORTEM_REVIEW = "postmortem_review", "Post-mortem sent for review"
@@ -873,3 +886,155 @@ class Benchmark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.metric}, {self.statistic})"
+
+
+# --- escalation: paging staff until someone acknowledges --------------------------------------------
+
+
+class EscalationStep(models.Model):
+    """One step of a severity's escalation policy: once an incident of this severity has gone
+    `after_minutes` unacknowledged since it was declared, page these people.
+
+    The steps (and the severity's repeats) are copied onto each incident when it is declared, as
+    PageStep rows: editing the policy never changes an incident already running.
+    """
+
+    severity = models.ForeignKey(Severity, on_delete=models.CASCADE, related_name="escalation_steps")
+    position = models.PositiveSmallIntegerField(default=1)
+    after_minutes = models.PositiveIntegerField(
+        default=0, help_text="Minutes unacknowledged since declaration (0: at once)."
+    )
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+", help_text="Staff to page.")
+    addresses = models.TextField(blank=True, help_text="Other addresses to page, one per line or comma-separated.")
+
+    class Meta:
+        ordering = ["severity", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["severity", "position"], name="escalation_step_position")]
+
+    def __str__(self) -> str:
+        return f"{self.severity}: step {self.position} after {self.after_minutes} min"
+
+    def address_list(self) -> list[str]:
+        return [part.strip() for part in self.addresses.replace(",", "\n").splitlines() if part.strip()]
+
+
+class PageStep(models.Model):
+    """One step of one incident's escalation, copied from its severity's policy.
+
+    It fires once when `due_at` passes while the incident is unacknowledged (the sweep claims it; a
+    conditional update on `fired_at` decides who fires it), or is stopped by an acknowledgment,
+    a resolve, a severity change or a person who stops the paging.
+    """
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="page_steps")
+    number = models.PositiveSmallIntegerField(help_text="1, 2, … across every run of the policy.")
+    run = models.PositiveSmallIntegerField(default=1)
+    runs = models.PositiveSmallIntegerField(default=1)
+    position = models.PositiveSmallIntegerField()
+    positions = models.PositiveSmallIntegerField(help_text="Steps in one run.")
+    severity_key = models.SlugField(max_length=16)
+    due_at = models.DateTimeField()
+    recipients = models.JSONField(default=list, help_text='[{"user_id": 3, "name": "alice"}, {"email": "…"}]')
+    fired_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stop_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["incident", "due_at", "number"]
+        constraints = [models.UniqueConstraint(fields=["incident", "number"], name="page_step_once")]
+        indexes = [
+            models.Index(
+                fields=["due_at", "id"],
+                condition=Q(fired_at__isnull=True, stopped_at__isnull=True),
+                name="page_step_due_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"page step {self.number} of incident {self.incident_id}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.fired_at is None and self.stopped_at is None
+
+    @property
+    def names(self) -> list[str]:
+        return [r.get("name") or r.get("email", "") for r in self.recipients]
+
+    @property
+    def label(self) -> str:
+        text = f"step {self.position} of {self.positions}"
+        return f"{text}, run {self.run} of {self.runs}" if self.runs > 1 else text
+
+
+class NoticeKind(models.TextChoices):
+    PAGE = "page", "Page"
+    NUDGE = "nudge", "Nudge"
+
+
+class NudgeReason(models.TextChoices):
+    UPDATE_DUE = "update_due", "Next public update due soon"
+    UPDATE_OVERDUE = "update_overdue", "Public update overdue"
+    FIRST_UPDATE_LATE = "first_update_late", "First public update late"
+
+
+class NoticeStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Not needed any more"
+
+
+class StaffNotice(models.Model):
+    """An email to a member of staff (a page, or a nudge to the commander): the staff outbox.
+
+    Separate from subscriber deliveries so that a page never waits behind thousands of customer
+    emails. Unique per page step (or clock event) and address: a sweep run twice pages nobody twice.
+    """
+
+    kind = models.CharField(max_length=8, choices=NoticeKind.choices)
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="staff_notices")
+    step = models.ForeignKey(PageStep, null=True, blank=True, on_delete=models.CASCADE, related_name="notices")
+    clock_event = models.ForeignKey(ClockEvent, null=True, blank=True, on_delete=models.CASCADE, related_name="notices")
+    reason = models.CharField(max_length=24, choices=NudgeReason.choices, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    email = models.EmailField()
+    status = models.CharField(max_length=16, choices=NoticeStatus.choices, default=NoticeStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claim = models.CharField(max_length=32, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    used_at = models.DateTimeField(null=True, blank=True, help_text="When its acknowledgment link was used.")
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["step", "email"], condition=Q(step__isnull=False), name="staff_notice_once_per_step"
+            ),
+            models.UniqueConstraint(
+                fields=["clock_event", "email"],
+                condition=Q(clock_event__isnull=False),
+                name="staff_notice_once_per_clock_event",
+            ),
+            models.CheckConstraint(
+                condition=Q(step__isnull=False) | Q(clock_event__isnull=False), name="staff_notice_has_a_cause"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["next_attempt_at", "id"], condition=Q(status="pending"), name="staff_notice_due_idx"),
+            models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="staff_notice_claimed_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.email} about incident {self.incident_id}: {self.status}"

@@ -36,9 +36,21 @@ def sweep_deliveries() -> int:
     send whatever is due (retries after their backoff included)."""
     from django.utils import timezone
 
+    from incidents import escalation
     from incidents.notifications import deliver_due, fan_out, pending_messages, requeue_stale
 
+    now = timezone.now()
+    escalation.requeue_stale(now)
+    paged = escalation.send_due()  # pages and nudges first: they are few and they are urgent
     for message_id in list(pending_messages()):
         fan_out(message_id)
-    requeue_stale(timezone.now())
-    return deliver_due()
+    requeue_stale(now)
+    return paged + deliver_due()
+
+
+@shared_task(name="incidents.tasks.send_staff_notices", ignore_result=True)
+def send_staff_notices() -> int:
+    """Send the pages and nudges that are due (the delivery sweep also does, as a safety net)."""
+    from incidents import escalation
+
+    return escalation.send_due()

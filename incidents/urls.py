@@ -14,6 +14,8 @@ urlpatterns = [
     path("incidents/<int:incident_id>/commander", views.assign_commander, name="commander"),
     path("incidents/<int:incident_id>/resolve", views.resolve, name="resolve"),
     path("incidents/<int:incident_id>/reopen", views.reopen, name="reopen"),
+    path("incidents/<int:incident_id>/stop-paging", views.stop_paging, name="stop_paging"),
+    path("ack/<str:token>/", views.ack_link, name="ack_link"),
     path("incidents/<int:incident_id>/postmortem/", postmortem_views.postmortem_page, name="postmortem"),
     path("incidents/<int:incident_id>/postmortem/start", postmortem_views.start, name="postmortem_start"),
     path(

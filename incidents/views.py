@@ -30,7 +30,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from incidents import access, actions
+from incidents import access, actions, escalation
 from incidents.actions import ActionRefused
 from incidents.forms import (
     CommanderForm,
@@ -40,6 +40,7 @@ from incidents.forms import (
     ScopeForm,
     SeverityForm,
     StaffForm,
+    StopPagingForm,
     UpdateForm,
 )
 from incidents.models import Component, Incident, IncidentTemplate
@@ -102,9 +103,13 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     incidents = access.incidents_for(request.user)
     # incidents_for is typed as a plain QuerySet, so the filters are spelled out here.
     open_incidents = incidents.open().order_by("severity__rank", "declared_at", "id")
+    shown = list(open_incidents[:OPEN_LIMIT])
+    paging = access.escalations_for(request.user, [incident.pk for incident in shown])
+    for incident in shown:
+        incident.escalation = paging.get(incident.pk)  # type: ignore[attr-defined]
     context = {
         "now": timezone.now(),
-        "open_incidents": list(open_incidents[:OPEN_LIMIT]),
+        "open_incidents": shown,
         "open_count": open_incidents.count(),
         "open_limit": OPEN_LIMIT,
         "resolved_incidents": list(incidents.resolved().order_by("-resolved_at", "-id")[:RECENTLY_RESOLVED]),
@@ -195,6 +200,7 @@ def _incident_context(
         "commander_form": CommanderForm(incident=incident, people=access.staff_users_for(user)),
         "resolve_form": ResolveForm(),
         "reopen_form": ReopenForm(),
+        "stop_paging_form": StopPagingForm(),
     }
     page_forms.update(bound or {})
     counts = access.delivery_counts_for(user, incident)
@@ -204,6 +210,7 @@ def _incident_context(
         "incident": incident,
         "events": list(access.timeline_for(user, incident)),
         "postmortem": access.postmortem_of(user, incident) if incident.is_resolved else None,
+        "paging": access.paging_for(user, incident),
         "now": timezone.now(),
         "header_error": header_error,
         **page_forms,
@@ -212,7 +219,8 @@ def _incident_context(
 
 # Every part of the incident page that can be swapped on its own ({% partialdef %} in INCIDENT_PAGE).
 PAGE_PARTS = (
-    "header", "update-form", "updates", "timeline", "resolve-form", "severity-form", "commander-form", "scope-form"
+    "header", "update-form", "updates", "timeline", "resolve-form", "severity-form", "commander-form", "scope-form",
+    "paging",
 )  # fmt: skip
 
 
@@ -256,7 +264,7 @@ def incident_detail(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     context = _incident_context(request, incident)
     if _is_fragment_request(request):
         # The header polls: it comes back with the updates and timeline others may have added.
-        return _fragments(request, context, "header", ("updates", "timeline"))
+        return _fragments(request, context, "header", ("updates", "timeline", "paging"))
     return render(request, INCIDENT_PAGE, context)
 
 
@@ -334,7 +342,7 @@ def acknowledge(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
         actions.acknowledge_incident(incident, actor=request.user)
     except ActionRefused as refused:
         return _refused(request, incident.pk, refused, "header")
-    return _succeeded(request, incident.pk, "Acknowledged. You are on it.", "header", ("timeline",))
+    return _succeeded(request, incident.pk, "Acknowledged. You are on it.", "header", ("timeline", "paging"))
 
 
 @staff_login_required
@@ -374,7 +382,7 @@ def change_severity(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     except ActionRefused as refused:
         return _form_refused(request, incident, refused, "severity_form", form, "severity-form")
     return _succeeded(
-        request, incident.pk, f"Severity is now {severity.name}.", "severity-form", ("header", "timeline")
+        request, incident.pk, f"Severity is now {severity.name}.", "severity-form", ("header", "timeline", "paging")
     )
 
 
@@ -433,7 +441,7 @@ def resolve(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
         )
     except ActionRefused as refused:
         return _form_refused(request, incident, refused, "resolve_form", form, "resolve-form", ("update-form",))
-    oob = ("header", "updates", "timeline", "update-form")
+    oob = ("header", "updates", "timeline", "update-form", "paging")
     return _succeeded(request, incident.pk, "Resolved.", "resolve-form", oob)
 
 
@@ -452,3 +460,51 @@ def reopen(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
         return _form_refused(request, incident, refused, "reopen_form", form, "resolve-form", ("update-form",))
     oob = ("header", "timeline", "update-form", "updates")
     return _succeeded(request, incident.pk, "Reopened: the resolve clock runs again.", "resolve-form", oob)
+
+
+# --- paging -------------------------------------------------------------------------------------
+
+
+@staff_login_required
+@require_POST
+def stop_paging(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
+    incident = access.get_incident_for_user(request.user, incident_id)
+    form = StopPagingForm(request.POST)
+    if not form.is_valid():
+        return _invalid(request, incident, "stop_paging_form", form, "paging")
+    try:
+        stopped = actions.stop_paging(incident, actor=request.user, reason=form.cleaned_data["reason"])
+    except ActionRefused as refused:
+        return _form_refused(request, incident, refused, "stop_paging_form", form, "paging")
+    message = f"Paging stopped ({stopped} step{'s' if stopped != 1 else ''} will not fire)."
+    return _succeeded(request, incident.pk, message, "paging", ("timeline",))
+
+
+ACK_LINK_PAGE = "incidents/ack_link.html"
+
+
+@staff_login_required
+@require_http_methods(["GET", "POST"])
+def ack_link(request: HtmxHttpRequest, token: str) -> HttpResponse:
+    """The acknowledgment link in a page email: asks first (GET changes nothing, since mail scanners
+    open links), acknowledges on POST, and works once."""
+    access.require_staff(request.user)
+    notice = escalation.read_ack_token(token)
+    if notice is None:
+        problem = "This acknowledgment link is not valid or has expired (links work for 24 hours)."
+        return render(request, ACK_LINK_PAGE, {"problem": problem}, status=404)
+    incident = notice.incident
+    context: dict[str, Any] = {"notice": notice, "incident": incident, "now": timezone.now()}
+    if notice.used_at is not None:
+        who = notice.used_by.get_username() if notice.used_by else "someone"
+        context["problem"] = f"This link was already used, by {who}. Links work once."
+        return render(request, ACK_LINK_PAGE, context, status=410)
+    if request.method == "GET":
+        return render(request, ACK_LINK_PAGE, context)
+    try:
+        escalation.acknowledge_by_link(notice, actor=request.user)
+    except ActionRefused as refused:
+        context["problem"] = refused.message
+        return render(request, ACK_LINK_PAGE, context, status=409)
+    messages.success(request, "Acknowledged. You are on it: paging has stopped.")
+    return _see_other(_incident_url(incident.pk))

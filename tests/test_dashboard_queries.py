@@ -13,13 +13,13 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from incidents import actions
-from incidents.models import Component, Incident
+from incidents.models import Component, EscalationStep, Incident
 from tests import factories
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 # Session, user, open incidents + their clocks, the open count, resolved incidents + their clocks, paused
-# transports, unpublished post-mortems, overdue action items.
-MAX_QUERIES = 10
+# transports, unpublished post-mortems, overdue action items, the open incidents' page steps.
+MAX_QUERIES = 11
 pytestmark = pytest.mark.django_db
 
 
@@ -60,6 +60,13 @@ def dashboard_queries(client: Client) -> tuple[int, str]:
 def test_it_makes_the_same_queries_for_10_and_1000_incidents(
     staff_client: Client, staff: User, other_staff: User
 ) -> None:
+    # Every severity pages people while unacknowledged, so the dashboard shows who is paged and who is next.
+    for key in ("sev1", "sev2", "sev3", "sev4"):
+        step = EscalationStep.objects.create(severity=factories.severity(key), position=1, after_minutes=0)
+        step.users.set([staff])
+        EscalationStep.objects.create(
+            severity=factories.severity(key), position=2, after_minutes=10, addresses="oncall@example.com"
+        )
     group = factories.make_component(name="Platform", is_group=True)
     components = [factories.make_component(name=f"Service {n}", group=group) for n in range(5)]
     people = [staff, other_staff]
@@ -76,6 +83,7 @@ def test_it_makes_the_same_queries_for_10_and_1000_incidents(
 
     assert with_10 == with_1000
     assert with_1000 <= MAX_QUERIES
+    assert "Next: alice at" in html_10  # no sweep ran: the first step is due, nobody paged yet
     # Same page, more rows: 5 open and 5 resolved, then the capped lists (100 open, 20 resolved).
     assert html_10.count('class="incident-title"') == 10
     assert html_1000.count('class="incident-title"') == 120

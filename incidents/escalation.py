@@ -1,0 +1,532 @@
+"""Escalation and nudges: page staff until someone acknowledges, and remind the commander of updates.
+
+Policy. Each severity has escalation steps ("after N minutes unacknowledged, page these people") and
+may repeat them: the next run starts `escalation_repeat_minutes` after the last step of the one
+before, up to `escalation_repeats` more runs. At declaration the whole schedule is copied onto the
+incident as PageStep rows with their due times, so editing the policy never changes a running
+incident, and "who is paged next, and when" is a query.
+
+Firing. A deadline is a column, not a broker ETA: the clock sweep (every TIMER_SWEEP_SECONDS) fires
+the steps that are due. A step fires once: the incident row is locked first (the same order as the
+actions that stop paging, so the two never deadlock), then a conditional UPDATE of `fired_at` decides
+who fires it, and its notices are unique per step and address. Acknowledging, resolving, changing the
+severity or stopping the paging by hand stops every step not yet fired, and cancels pages not yet sent.
+
+Nudges. When the update-cadence clock reaches 75 % (the next public update is due soon) or breaches
+(it is overdue), and when the first-update clock breaches, the commander gets an email: one per
+clock event (unique key), cancelled at sending time if an update went out meanwhile.
+
+Sending. Pages and nudges are StaffNotice rows, an outbox of their own so a page never queues behind a
+subscriber backlog; they are claimed, sent over one SMTP connection, and retried with backoff and
+full jitter (capped at PAGE_BACKOFF_CAP, since a page an hour late is no page) up to
+DELIVERY_MAX_ATTEMPTS. A page carries an acknowledgment link that requires a login, asks before it
+acts (mail scanners open links), and works once.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import mail, signing
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.db.models import F
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from incidents.models import (
+    Clock,
+    ClockEvent,
+    ClockEventKind,
+    ClockState,
+    EscalationStep,
+    EventKind,
+    Incident,
+    Metric,
+    NoticeKind,
+    NoticeStatus,
+    NudgeReason,
+    PageStep,
+    Severity,
+    StaffNotice,
+    TimelineEvent,
+)
+from incidents.notifications import CONNECTION_ERRORS, PermanentError, TransientError, backoff, classify_smtp_error
+
+log = logging.getLogger(__name__)
+
+PAGE_BACKOFF_CAP = timedelta(minutes=2)
+ACK_LINK_MAX_AGE = timedelta(days=1)
+ACK_SALT = "signalpost.page.acknowledge"
+SEND_BATCH = 50
+
+
+# --- the schedule -------------------------------------------------------------------------------
+
+
+def copy_policy(incident: Incident, severity: Severity, start: datetime) -> list[PageStep]:
+    """Copy the severity's steps onto the incident, timed from `start`; returns the new rows."""
+    steps = list(EscalationStep.objects.filter(severity=severity).prefetch_related("users").order_by("position", "id"))
+    if not steps:
+        return []
+    runs = severity.escalation_repeats + 1
+    run_length = timedelta(minutes=max(step.after_minutes for step in steps) + severity.escalation_repeat_minutes)
+    first = (
+        PageStep.objects.filter(incident=incident).order_by("-number").values_list("number", flat=True).first()
+    ) or 0
+    rows: list[PageStep] = []
+    for run in range(runs):
+        for index, step in enumerate(steps, start=1):
+            recipients: list[dict[str, Any]] = [
+                {"user_id": user.pk, "name": user.get_username()} for user in step.users.all() if user.is_active
+            ]
+            recipients += [{"email": address} for address in step.address_list()]
+            rows.append(
+                PageStep(
+                    incident=incident,
+                    number=first + len(rows) + 1,
+                    run=run + 1,
+                    runs=runs,
+                    position=index,
+                    positions=len(steps),
+                    severity_key=severity.key,
+                    due_at=start + run * run_length + timedelta(minutes=step.after_minutes),
+                    recipients=recipients,
+                    created_at=start,
+                )
+            )
+    return PageStep.objects.bulk_create(rows)
+
+
+def stop_pending(incident: Incident, at: datetime, reason: str) -> int:
+    """Stop the steps not yet fired and cancel the pages not yet sent. The caller holds the incident lock."""
+    stopped = PageStep.objects.filter(incident=incident, fired_at__isnull=True, stopped_at__isnull=True).update(
+        stopped_at=at, stop_reason=reason[:200]
+    )
+    StaffNotice.objects.filter(incident=incident, kind=NoticeKind.PAGE, status__in=[NoticeStatus.PENDING]).update(
+        status=NoticeStatus.CANCELLED, last_error=reason[:500]
+    )
+    return stopped
+
+
+# --- firing -------------------------------------------------------------------------------------
+
+
+def due_steps(now: datetime) -> list[tuple[int, int]]:
+    """(step id, incident id) of steps due by `now`, oldest first (page_step_due_idx)."""
+    rows = PageStep.objects.filter(due_at__lte=now, fired_at__isnull=True, stopped_at__isnull=True)
+    return list(rows.order_by("due_at", "id").values_list("pk", "incident_id")[:100])
+
+
+def fire_due(now: datetime) -> int:
+    """Fire every page step due by `now`; returns how many fired. Safe to run concurrently."""
+    fired = 0
+    while True:
+        batch = due_steps(now)
+        for step_id, incident_id in batch:
+            with transaction.atomic():
+                fired += _fire(step_id, incident_id, now)
+        if len(batch) < 100:
+            return fired
+
+
+def _fire(step_id: int, incident_id: int, now: datetime) -> int:
+    # Lock order: the incident, then its steps, as acknowledge and resolve do.
+    incident = Incident.objects.select_for_update(of=("self",)).select_related("severity").get(pk=incident_id)
+    step = PageStep.objects.get(pk=step_id)
+    if not step.is_pending:
+        return 0  # another sweep fired it, or paging stopped while we waited for the lock
+    if incident.is_resolved or incident.acknowledged_at is not None:
+        # Stopped paging should have caught it; stop it here too rather than page for nothing.
+        PageStep.objects.filter(pk=step.pk, fired_at__isnull=True).update(
+            stopped_at=now, stop_reason="the incident was acknowledged"
+        )
+        return 0
+    if not PageStep.objects.filter(pk=step.pk, fired_at__isnull=True, stopped_at__isnull=True).update(fired_at=now):
+        return 0  # the conditional update is what decides, whatever the database's locking
+    step.fired_at = now
+    addresses = _addresses(step.recipients)
+    StaffNotice.objects.bulk_create(
+        [
+            StaffNotice(
+                kind=NoticeKind.PAGE,
+                incident=incident,
+                step=step,
+                user_id=user_id,
+                email=email,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for email, user_id in addresses
+        ],
+        ignore_conflicts=True,
+    )
+    names = ", ".join(step.names) or "nobody (the step has no one with an address)"
+    unacknowledged = _minutes(now - incident.declared_at)
+    TimelineEvent.objects.create(
+        incident=incident,
+        kind=EventKind.PAGED,
+        message=f"Paged {names} ({step.label}): unacknowledged for {unacknowledged}"[:500],
+        data={"step": step.number, "run": step.run, "position": step.position, "addresses": len(addresses)},
+        created_at=now,
+    )
+    if not addresses:
+        log.warning("incident %s: page step %s has nobody with an email address", incident.pk, step.number)
+    send_on_commit()
+    return 1
+
+
+def _addresses(recipients: Iterable[dict[str, Any]]) -> list[tuple[str, int | None]]:
+    """(address, user id) for each recipient, users' current addresses; no address twice."""
+    recipients = list(recipients)
+    users = get_user_model().objects.in_bulk([r["user_id"] for r in recipients if r.get("user_id")])
+    found: dict[str, int | None] = {}
+    for recipient in recipients:
+        if recipient.get("user_id"):
+            user = users.get(recipient["user_id"])
+            if user is not None and user.is_active and user.email:
+                found.setdefault(user.email.lower(), user.pk)
+        elif recipient.get("email"):
+            found.setdefault(recipient["email"].lower(), None)
+    return list(found.items())
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = max(0, round(delta.total_seconds() / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes % 60 else f"{minutes // 60} h"
+
+
+# --- nudges -------------------------------------------------------------------------------------
+
+NUDGES: dict[tuple[str, str], str] = {
+    (Metric.UPDATE_CADENCE, ClockEventKind.WARNING_75): NudgeReason.UPDATE_DUE,
+    (Metric.UPDATE_CADENCE, ClockEventKind.BREACH): NudgeReason.UPDATE_OVERDUE,
+    (Metric.FIRST_UPDATE, ClockEventKind.BREACH): NudgeReason.FIRST_UPDATE_LATE,
+}
+
+
+def nudge(clock: Clock, event: ClockEvent) -> bool:
+    """Queue the commander's nudge for this clock event, if it calls for one. Inside the caller's transaction."""
+    reason = NUDGES.get((clock.metric, event.kind))
+    if reason is None:
+        return False
+    incident = clock.incident
+    commander = incident.commander
+    if incident.is_resolved or commander is None or not commander.is_active or not commander.email:
+        return False
+    StaffNotice.objects.bulk_create(
+        [
+            StaffNotice(
+                kind=NoticeKind.NUDGE,
+                incident=incident,
+                clock_event=event,
+                reason=reason,
+                user=commander,
+                email=commander.email.lower(),
+                next_attempt_at=event.due_at,
+                created_at=event.due_at,
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    send_on_commit()
+    return True
+
+
+def _still_needed(notice: StaffNotice) -> str:
+    """Why the notice is no longer worth sending ('' when it is)."""
+    incident = notice.incident
+    if incident.is_resolved:
+        return "the incident was resolved before it was sent"
+    if notice.kind == NoticeKind.PAGE:
+        if incident.acknowledged_at is not None:
+            return "the incident was acknowledged before it was sent"
+        return ""
+    event = notice.clock_event
+    assert event is not None
+    clock = event.clock
+    if (
+        clock.cycle != event.cycle
+        or clock.running_since is None
+        or clock.state
+        not in (
+            ClockState.RUNNING,
+            ClockState.BREACHED,
+        )
+    ):
+        return "a public update was posted before it was sent"
+    return ""
+
+
+# --- sending ------------------------------------------------------------------------------------
+
+
+def send_on_commit() -> None:
+    """Send queued notices once the transaction commits: through the broker, or the timer loop sends them."""
+
+    def enqueue() -> None:
+        from incidents.tasks import send_staff_notices
+
+        if send_staff_notices.app.conf.task_always_eager and not settings.DELIVER_EAGERLY:
+            return  # no broker: the timer loop sends within TIMER_SWEEP_SECONDS (see actions._notify)
+        try:
+            send_staff_notices.delay()
+        except Exception:  # the sweep sends them later
+            log.warning("could not enqueue staff notices; the delivery sweep will send them", exc_info=True)
+
+    transaction.on_commit(enqueue, robust=True)
+
+
+def _claim(now: datetime) -> tuple[str, list[StaffNotice]]:
+    token = uuid.uuid4().hex
+    ids = list(
+        StaffNotice.objects.filter(status=NoticeStatus.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", flat=True)[:SEND_BATCH]
+    )
+    if ids:
+        # Conditional: a row another sender took between the two statements is not ours.
+        StaffNotice.objects.filter(pk__in=ids, status=NoticeStatus.PENDING).update(
+            status=NoticeStatus.SENDING, claim=token, claimed_at=now
+        )
+    notices = list(
+        StaffNotice.objects.filter(claim=token, status=NoticeStatus.SENDING)
+        .select_related(
+            "incident", "incident__severity", "incident__commander", "step", "clock_event", "clock_event__clock"
+        )
+        .order_by("id")
+    )
+    return token, notices
+
+
+def _fenced(notice: StaffNotice, claim: str) -> Any:
+    return StaffNotice.objects.filter(pk=notice.pk, claim=claim, status=NoticeStatus.SENDING)
+
+
+def _retry(notice: StaffNotice, claim: str, error: str, now: datetime, *, counts: bool = True) -> None:
+    attempts = notice.attempts + (1 if counts else 0)
+    if attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+        _fenced(notice, claim).update(
+            status=NoticeStatus.FAILED,
+            attempts=attempts,
+            claim="",
+            last_error=f"gave up after {attempts}: {error}"[:500],
+        )
+        log.error("gave up on %s after %d attempts: %s", notice, attempts, error)
+        return
+    wait = min(backoff(max(1, attempts)), PAGE_BACKOFF_CAP)
+    _fenced(notice, claim).update(
+        status=NoticeStatus.PENDING, attempts=attempts, next_attempt_at=now + wait, claim="", last_error=error[:500]
+    )
+
+
+def send_due(now: datetime | None = None) -> int:
+    """Send the staff notices that are due; returns how many were sent."""
+    total = 0
+    for _ in range(20):
+        sent, more = _send_batch(now or timezone.now())
+        total += sent
+        if not more:
+            break
+    return total
+
+
+def _send_batch(now: datetime) -> tuple[int, bool]:
+    claim, notices = _claim(now)
+    if not notices:
+        return 0, False
+    sent = 0
+    remaining = list(notices)
+    try:
+        with mail.mailers.default as smtp:
+            while remaining:
+                notice = remaining[0]
+                why_not = _still_needed(notice)
+                if why_not:
+                    _fenced(notice, claim).update(status=NoticeStatus.CANCELLED, claim="", last_error=why_not)
+                    remaining.pop(0)
+                    continue
+                try:
+                    email = build_email(notice)
+                except Exception as error:  # a template or data problem: this one only
+                    log.exception("could not build staff notice %s", notice.pk)
+                    _fenced(notice, claim).update(
+                        status=NoticeStatus.FAILED, claim="", last_error=f"could not build the email: {error}"[:500]
+                    )
+                    remaining.pop(0)
+                    continue
+                try:
+                    smtp.send_messages([email])
+                except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as error:
+                    raise TransientError(f"{type(error).__name__}: {error}") from error
+                except smtplib.SMTPException as error:
+                    problem = classify_smtp_error(error)
+                    if isinstance(problem, PermanentError):
+                        _fenced(notice, claim).update(
+                            status=NoticeStatus.FAILED,
+                            attempts=F("attempts") + 1,
+                            claim="",
+                            last_error=str(problem)[:500],
+                        )
+                    else:
+                        _retry(notice, claim, str(problem), now)
+                except OSError as error:
+                    raise TransientError(f"{type(error).__name__}: {error}") from error
+                else:
+                    _fenced(notice, claim).update(
+                        status=NoticeStatus.SENT,
+                        attempts=F("attempts") + 1,
+                        sent_at=timezone.now(),
+                        claim="",
+                        last_error="",
+                    )
+                    sent += 1
+                remaining.pop(0)
+    except (TransientError, *CONNECTION_ERRORS) as error:
+        reason = str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
+        log.warning("staff notices: the mail server failed (%s); retrying with backoff", reason)
+        for index, notice in enumerate(remaining):
+            _retry(notice, claim, reason, now, counts=index == 0 or notice.kind == NoticeKind.PAGE)
+        return sent, False
+    return sent, len(notices) == SEND_BATCH
+
+
+def requeue_stale(now: datetime) -> int:
+    """Notices held longer than the claim timeout belonged to a sender that died: put them back."""
+    return StaffNotice.objects.filter(
+        status=NoticeStatus.SENDING,
+        claimed_at__lt=now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS),
+    ).update(status=NoticeStatus.PENDING, claim="", attempts=F("attempts") + 1, next_attempt_at=now)
+
+
+# --- the emails ---------------------------------------------------------------------------------
+
+
+def ack_token(notice: StaffNotice) -> str:
+    return signing.TimestampSigner(salt=ACK_SALT).sign_object([notice.pk, notice.email])
+
+
+def read_ack_token(token: str) -> StaffNotice | None:
+    """The page a token belongs to, or None for a forged, mangled or expired token."""
+    try:
+        notice_id, email = signing.TimestampSigner(salt=ACK_SALT).unsign_object(
+            token, max_age=ACK_LINK_MAX_AGE.total_seconds()
+        )
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    return (
+        StaffNotice.objects.filter(pk=notice_id, email=email, kind=NoticeKind.PAGE)
+        .select_related("incident", "incident__severity", "used_by", "step")
+        .first()
+    )
+
+
+def build_email(notice: StaffNotice) -> EmailMessage:
+    from incidents.emails import site_domain
+
+    incident = notice.incident
+    base = settings.SITE_URL
+    context = {
+        "notice": notice,
+        "incident": incident,
+        "step": notice.step,
+        "incident_url": f"{base}/manage/incidents/{incident.pk}/",
+        "ack_url": f"{base}/manage/ack/{ack_token(notice)}/" if notice.kind == NoticeKind.PAGE else "",
+        "unacknowledged": _minutes(timezone.now() - incident.declared_at),
+        "clock_event": notice.clock_event,
+        "reason": notice.reason,
+        "due_at": _update_due_at(notice),
+    }
+    name = "page" if notice.kind == NoticeKind.PAGE else "nudge"
+    subject = " ".join(render_to_string(f"emails/staff-{name}-subject.txt", context).split())
+    body = render_to_string(f"emails/staff-{name}-body.txt", context)
+    domain = site_domain()
+    return EmailMessage(
+        subject=subject,
+        body=body,
+        to=[notice.email],
+        headers={
+            # The same Message-ID if a crash makes us send it again; staff mail threads per incident.
+            "Message-ID": f"<staff-notice.{notice.pk}@{domain}>",
+            "References": f"<staff-incident.{incident.pk}@{domain}>",
+            "Auto-Submitted": "auto-generated",
+            "X-Priority": "1" if notice.kind == NoticeKind.PAGE else "3",
+        },
+    )
+
+
+def _update_due_at(notice: StaffNotice) -> datetime | None:
+    if notice.clock_event is None:
+        return None
+    clock = notice.clock_event.clock
+    from incidents import clocks
+
+    return clocks.due_at(clock)
+
+
+# --- what staff see -----------------------------------------------------------------------------
+
+
+@dataclass
+class Escalation:
+    """One incident's paging, as the dashboard and the incident page show it."""
+
+    steps: list[PageStep] = field(default_factory=list)
+
+    @property
+    def last_fired(self) -> PageStep | None:
+        fired = [(step.fired_at, step.number, step) for step in self.steps if step.fired_at is not None]
+        return max(fired, key=lambda row: (row[0], row[1]))[2] if fired else None
+
+    @property
+    def next_step(self) -> PageStep | None:
+        pending = [step for step in self.steps if step.is_pending]
+        return min(pending, key=lambda step: (step.due_at, step.number)) if pending else None
+
+    @property
+    def stopped(self) -> PageStep | None:
+        if self.next_step is not None:
+            return None
+        stopped = [(step.stopped_at, step.number, step) for step in self.steps if step.stopped_at is not None]
+        return max(stopped, key=lambda row: (row[0], row[1]))[2] if stopped else None
+
+    @property
+    def is_paging(self) -> bool:
+        return self.next_step is not None
+
+
+def escalations(incident_ids: Iterable[int]) -> dict[int, Escalation]:
+    """The page steps of these incidents, one query."""
+    found: dict[int, Escalation] = {}
+    for step in PageStep.objects.filter(incident_id__in=list(incident_ids)).order_by("due_at", "number"):
+        found.setdefault(step.incident_id, Escalation()).steps.append(step)
+    return found
+
+
+def acknowledge_by_link(notice: StaffNotice, *, actor: Any, at: datetime | None = None) -> Incident:
+    """Use a page's acknowledgment link: once only, by a signed-in person allowed to acknowledge."""
+    from incidents.actions import ActionRefused, acknowledge_incident
+
+    at = at or timezone.now()
+    with transaction.atomic():
+        # The incident first, then the notice: the order every action that stops paging takes.
+        Incident.objects.select_for_update(of=("self",)).filter(pk=notice.incident_id).first()
+        locked = StaffNotice.objects.select_for_update(of=("self",)).select_related("used_by").get(pk=notice.pk)
+        if locked.used_at is not None:
+            who = locked.used_by.get_username() if locked.used_by else "someone"
+            raise ActionRefused(
+                f"This link was already used, by {who} at {locked.used_at:%Y-%m-%d %H:%M} UTC. Links work once.",
+                code="link_used",
+            )
+        StaffNotice.objects.filter(pk=locked.pk).update(used_at=at, used_by=actor)
+        return acknowledge_incident(notice.incident, actor=actor, at=at)

@@ -1,0 +1,472 @@
+"""Escalation and nudges: page staff until someone acknowledges; remind the commander of public updates.
+
+Time is moved with time-machine and the sweep is called as beat calls it; emails go to a real SMTP
+server (aiosmtpd). Concurrency runs on PostgreSQL with two sweeps in two connections.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.test import Client
+
+from incidents import actions, escalation
+from incidents.actions import ActionRefused
+from incidents.clocks import sweep_due
+from incidents.models import (
+    EscalationStep,
+    EventKind,
+    Incident,
+    NoticeKind,
+    NoticeStatus,
+    NudgeReason,
+    PageStep,
+    StaffNotice,
+    TimelineEvent,
+)
+from tests import factories
+from tests.smtp import SmtpServer
+from tests.test_actions import run_concurrently
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+SITE_URL = "https://status.example.com"
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def smtp(settings: Any) -> Iterator[SmtpServer]:
+    settings.SITE_URL = SITE_URL
+    with SmtpServer() as server:
+        settings.MAILERS = server.mailers()
+        yield server
+
+
+@pytest.fixture
+def carol(db: None) -> User:
+    return factories.make_user(username="carol")
+
+
+@pytest.fixture
+def policy(staff: User, other_staff: User) -> list[EscalationStep]:
+    """SEV1: alice at once, then bob and the on-call alias after 10 minutes; once more 20 minutes later."""
+    sev1 = factories.severity("sev1")
+    sev1.escalation_repeats = 1
+    sev1.escalation_repeat_minutes = 20
+    sev1.save()
+    first = EscalationStep.objects.create(severity=sev1, position=1, after_minutes=0)
+    first.users.set([staff])
+    second = EscalationStep.objects.create(
+        severity=sev1, position=2, after_minutes=10, addresses="oncall@example.com"
+    )
+    second.users.set([other_staff])
+    return [first, second]
+
+
+def sweep(at: datetime) -> int:
+    with time_machine.travel(at, tick=False):
+        return sweep_due(at)
+
+
+def send(at: datetime) -> int:
+    with time_machine.travel(at, tick=False):
+        return escalation.send_due(at)
+
+
+def paged_addresses(incident: Incident) -> list[tuple[int, str]]:
+    return sorted(
+        StaffNotice.objects.filter(incident=incident, kind=NoticeKind.PAGE).values_list("step__number", "email")
+    )
+
+
+def declare(actor: User, **kwargs: Any) -> Incident:
+    kwargs.setdefault("at", T0)
+    with time_machine.travel(kwargs["at"], tick=False):
+        return factories.declare(actor=actor, **kwargs)
+
+
+# --- the schedule -------------------------------------------------------------------------------
+
+
+def test_it_copies_the_policy_onto_the_incident_at_declaration(policy: list[EscalationStep], staff: User) -> None:
+    incident = declare(staff)
+
+    steps = list(PageStep.objects.filter(incident=incident).order_by("number"))
+    minutes = [(step.due_at - T0) / timedelta(minutes=1) for step in steps]
+    # Run 2 starts 20 minutes after run 1's last step (minute 10).
+    assert minutes == [0, 10, 30, 40]
+    assert [(step.run, step.position) for step in steps] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert steps[1].names == ["bob", "oncall@example.com"]
+    assert steps[3].label == "step 2 of 2, run 2 of 2"
+
+    # Editing the policy afterwards changes new incidents only.
+    policy[1].after_minutes = 3
+    policy[1].save()
+    assert PageStep.objects.get(incident=incident, number=2).due_at == T0 + timedelta(minutes=10)
+
+
+def test_a_severity_without_steps_pages_nobody(staff: User) -> None:
+    incident = declare(staff, severity_key="sev3")
+    assert sweep(T0 + timedelta(hours=5)) >= 0
+    assert not PageStep.objects.filter(incident=incident).exists()
+    assert not StaffNotice.objects.filter(kind=NoticeKind.PAGE).exists()
+
+
+# --- firing -------------------------------------------------------------------------------------
+
+
+def test_each_step_fires_once_when_due(policy: list[EscalationStep], staff: User) -> None:
+    incident = declare(staff)
+
+    sweep(T0 + timedelta(seconds=1))
+    assert paged_addresses(incident) == [(1, "alice@example.com")]
+    sweep(T0 + timedelta(seconds=2))  # again, nothing new
+    sweep(T0 + timedelta(minutes=9, seconds=59))  # not yet due
+    assert paged_addresses(incident) == [(1, "alice@example.com")]
+
+    sweep(T0 + timedelta(minutes=10))
+    sweep(T0 + timedelta(minutes=10))
+    assert paged_addresses(incident) == [(1, "alice@example.com"), (2, "bob@example.com"), (2, "oncall@example.com")]
+
+    # A sweep that missed a while catches up: both steps of run 2, once each.
+    sweep(T0 + timedelta(hours=2))
+    sweep(T0 + timedelta(hours=2))
+    assert [number for number, _ in paged_addresses(incident)] == [1, 2, 2, 3, 4, 4]
+    events = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).order_by("id")
+    assert [event.data["step"] for event in events] == [1, 2, 3, 4]
+    assert events[1].message == "Paged bob, oncall@example.com (step 2 of 2, run 1 of 2): unacknowledged for 10 min"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_sweeps_fire_each_step_exactly_once(requires_postgres: None) -> None:
+    factories.ensure_severities()
+    alice = factories.make_user(username="alice")
+    bob = factories.make_user(username="bob")
+    sev1 = factories.severity("sev1")
+    sev1.escalation_repeats = 2
+    sev1.escalation_repeat_minutes = 5
+    sev1.save()
+    for position, (minutes, person) in enumerate([(0, alice), (5, bob), (10, alice)], start=1):
+        EscalationStep.objects.create(severity=sev1, position=position, after_minutes=minutes).users.set([person])
+    incidents = [declare(alice, title=f"Incident {n}") for n in range(5)]
+    assert PageStep.objects.count() == 5 * 9
+
+    # Sweep twice at once at every minute of the escalation (and a catch-up far later).
+    for minute in [*range(0, 50, 1), 600]:
+        moment = T0 + timedelta(minutes=minute, seconds=1)
+        with time_machine.travel(moment, tick=False):
+            results = run_concurrently(lambda m=moment: sweep_due(m), lambda m=moment: sweep_due(m))
+        assert not [r for r in results if isinstance(r, Exception)], results
+
+    assert PageStep.objects.filter(fired_at__isnull=True).count() == 0
+    for incident in incidents:
+        # Nine steps, one address each: nine pages, nine timeline events, no more.
+        assert StaffNotice.objects.filter(incident=incident, kind=NoticeKind.PAGE).count() == 9
+        # And the commander's two nudges for the update cadence (75 % and overdue), once each.
+        assert StaffNotice.objects.filter(incident=incident, kind=NoticeKind.NUDGE).count() == 2
+        assert TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).count() == 9
+
+
+def test_acknowledging_stops_the_paging(policy: list[EscalationStep], staff: User, other_staff: User) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    with time_machine.travel(T0 + timedelta(minutes=4), tick=False):
+        actions.acknowledge_incident(incident, actor=other_staff)
+
+    sweep(T0 + timedelta(hours=3))
+    assert paged_addresses(incident) == [(1, "alice@example.com")]
+    stopped = PageStep.objects.filter(incident=incident, stopped_at__isnull=False)
+    assert stopped.count() == 3
+    assert set(stopped.values_list("stop_reason", flat=True)) == {"acknowledged by bob"}
+
+
+def test_an_acknowledgment_cancels_a_page_not_yet_sent(
+    policy: list[EscalationStep], staff: User, other_staff: User, smtp: SmtpServer
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))  # alice's page is queued
+    with time_machine.travel(T0 + timedelta(seconds=30), tick=False):
+        actions.acknowledge_incident(incident, actor=other_staff)
+    assert send(T0 + timedelta(minutes=1)) == 0
+    assert smtp.received == []
+    assert StaffNotice.objects.get(incident=incident).status == NoticeStatus.CANCELLED
+
+
+def test_resolving_stops_the_paging(policy: list[EscalationStep], staff: User) -> None:
+    incident = declare(staff)
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        actions.resolve_incident(incident, actor=None, message="It went away.")
+    sweep(T0 + timedelta(hours=3))
+    assert paged_addresses(incident) == []
+
+
+def test_a_person_can_stop_the_paging_with_a_reason(policy: list[EscalationStep], staff: User) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    with pytest.raises(ActionRefused, match="Say why"):
+        actions.stop_paging(incident, actor=staff, reason=" ")
+    with time_machine.travel(T0 + timedelta(minutes=2), tick=False):
+        assert actions.stop_paging(incident, actor=staff, reason="Alice is on the bridge") == 3
+    with pytest.raises(ActionRefused, match="Nobody is waiting to be paged"):
+        actions.stop_paging(incident, actor=staff, reason="again")
+
+    sweep(T0 + timedelta(hours=3))
+    assert paged_addresses(incident) == [(1, "alice@example.com")]
+    event = TimelineEvent.objects.get(incident=incident, kind=EventKind.PAGING_STOPPED)
+    assert event.message == "alice stopped paging (3 step(s) left): Alice is on the bridge"
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None  # stopping the pages is not an acknowledgment
+
+
+def test_raising_the_severity_pages_by_the_new_policy_from_then(policy: list[EscalationStep], staff: User) -> None:
+    incident = declare(staff, severity_key="sev3")
+    change = T0 + timedelta(minutes=30)
+    with time_machine.travel(change, tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"))
+
+    steps = PageStep.objects.filter(incident=incident).order_by("number")
+    assert [step.due_at - change for step in steps][:2] == [timedelta(0), timedelta(minutes=10)]
+    sweep(change + timedelta(seconds=1))
+    assert paged_addresses(incident) == [(1, "alice@example.com")]
+
+
+# --- the page email and its link ----------------------------------------------------------------
+
+
+def ack_link(message: Any) -> str:
+    body = message.get_content()
+    found = re.search(r"https://status\.example\.com(/manage/ack/[^/\s]+/)", body)
+    assert found, body
+    return found.group(1)
+
+
+def test_the_page_email_carries_a_link_that_needs_a_login_and_works_once(
+    policy: list[EscalationStep], staff: User, other_staff: User, smtp: SmtpServer
+) -> None:
+    incident = declare(staff, title="Query API down")
+    sweep(T0 + timedelta(minutes=10))
+    assert send(T0 + timedelta(minutes=10)) == 3
+
+    [email] = smtp.inbox("bob@example.com")
+    assert email["Subject"] == f"[Page] SEV1 #{incident.pk} unacknowledged for 10 min: Query API down"
+    assert email["Auto-Submitted"] == "auto-generated"
+    body = email.get_content()
+    assert f"{SITE_URL}/manage/incidents/{incident.pk}/" in body
+    assert "Escalation: step 2 of 2, run 1 of 2" in body
+    link = ack_link(email)
+    assert ack_link(smtp.inbox("oncall@example.com")[0]) != link  # one link per email
+
+    # The link is followed a minute later (the links last a day).
+    with time_machine.travel(T0 + timedelta(minutes=11), tick=False):
+        check_link(link, incident, staff, other_staff)
+
+
+def check_link(link: str, incident: Incident, staff: User, other_staff: User) -> None:
+    # Signed out: the login page, and nothing happens.
+    anonymous = Client()
+    response = anonymous.get(link)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    assert anonymous.post(link).status_code == 302
+
+    client = Client()
+    client.force_login(other_staff)
+    # A GET only asks (mail scanners open links); the POST acknowledges.
+    response = client.get(link)
+    assert response.status_code == 200
+    assert b"Acknowledge as bob" in response.content
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+
+    response = client.post(link)
+    assert response.status_code == 303
+    assert response["Location"] == f"/manage/incidents/{incident.pk}"
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == other_staff
+    notice = StaffNotice.objects.get(email="bob@example.com")
+    assert notice.used_by == other_staff and notice.used_at is not None
+
+    # Once only, whoever tries.
+    again = client.post(link)
+    assert again.status_code == 410
+    assert b"already used, by bob" in again.content
+    client.force_login(staff)
+    assert client.get(link).status_code == 410
+
+
+def test_an_ack_link_refuses_forgeries_outsiders_and_handled_incidents(
+    policy: list[EscalationStep], staff: User, other_staff: User, outsider_client: Client, smtp: SmtpServer
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(minutes=10))
+    send(T0 + timedelta(minutes=10))
+    link = ack_link(smtp.inbox("oncall@example.com")[0])
+
+    client = Client()
+    client.force_login(other_staff)
+    clock = time_machine.travel(T0 + timedelta(minutes=11), tick=False)
+    clock.start()
+    assert client.get("/manage/ack/forged-token/").status_code == 404
+    assert client.get(link[:-5] + "xxxx/").status_code == 404
+    assert outsider_client.get(link).status_code == 403
+
+    actions.acknowledge_incident(incident, actor=staff)
+    response = client.post(link)
+    assert response.status_code == 409
+    assert b"Already acknowledged by alice" in response.content
+    clock.stop()
+    # A link a day old has expired.
+    with time_machine.travel(T0 + timedelta(days=1, minutes=11), tick=False):
+        assert client.get(link).status_code == 404
+
+
+def test_a_page_is_retried_with_backoff_while_the_mail_server_is_down(
+    policy: list[EscalationStep], staff: User, smtp: SmtpServer
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    smtp.stop()
+    assert send(T0 + timedelta(seconds=1)) == 0
+    notice = StaffNotice.objects.get(incident=incident)
+    assert notice.status == NoticeStatus.PENDING and notice.attempts == 1
+    # Full jitter, capped at two minutes for pages: an hour-late page is no page.
+    assert T0 + timedelta(seconds=1) <= notice.next_attempt_at <= T0 + timedelta(minutes=2, seconds=1)
+
+    smtp.start()
+    assert send(T0 + timedelta(minutes=3)) == 1
+    assert send(T0 + timedelta(minutes=4)) == 0
+    assert smtp.copies()["alice@example.com"] == 1
+
+
+# --- nudges -------------------------------------------------------------------------------------
+
+
+def test_the_commander_is_nudged_when_the_next_update_is_due_and_overdue(
+    staff: User, other_staff: User, smtp: SmtpServer
+) -> None:
+    incident = declare(staff)  # SEV1: a public update every 30 minutes; alice commands
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        actions.assign_commander(incident, actor=staff, commander=other_staff)
+
+    sweep(T0 + timedelta(minutes=22, seconds=29))
+    assert not StaffNotice.objects.filter(kind=NoticeKind.NUDGE).exists()
+    sweep(T0 + timedelta(minutes=22, seconds=31))  # 75% of 30 minutes
+    send(T0 + timedelta(minutes=22, seconds=31))
+    [due] = smtp.inbox("bob@example.com")
+    assert due["Subject"] == f"[SEV1 #{incident.pk}] Next public update due by 09:30 UTC: Queries are slow"
+
+    sweep(T0 + timedelta(minutes=31))
+    sweep(T0 + timedelta(minutes=31))
+    send(T0 + timedelta(minutes=31))
+    reasons = list(StaffNotice.objects.filter(kind=NoticeKind.NUDGE).values_list("reason", "email", "status"))
+    assert reasons == [
+        (NudgeReason.UPDATE_DUE, "bob@example.com", NoticeStatus.SENT),
+        (NudgeReason.UPDATE_OVERDUE, "bob@example.com", NoticeStatus.SENT),
+    ]
+    overdue = smtp.inbox("bob@example.com")[1]
+    assert overdue["Subject"].startswith(f"[SEV1 #{incident.pk}] Public update overdue")
+    assert "was due by 2 Mar 2026, 09:30 UTC" in overdue.get_content()
+
+    # The next cycle nudges again, once.
+    with time_machine.travel(T0 + timedelta(minutes=35), tick=False):
+        actions.post_update(incident, actor=other_staff, body="Still on it.")
+    sweep(T0 + timedelta(minutes=35 + 23))
+    assert StaffNotice.objects.filter(kind=NoticeKind.NUDGE).count() == 3
+
+
+def test_a_nudge_is_not_sent_once_the_update_it_asks_for_is_posted(staff: User, smtp: SmtpServer) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(minutes=23))  # the 75% nudge is queued...
+    with time_machine.travel(T0 + timedelta(minutes=23, seconds=10), tick=False):
+        actions.post_update(incident, actor=staff, body="Found it.")  # ...and the update goes out first
+    send(T0 + timedelta(minutes=23, seconds=20))
+    assert smtp.received == []
+    notice = StaffNotice.objects.get(kind=NoticeKind.NUDGE)
+    assert notice.status == NoticeStatus.CANCELLED
+    assert notice.last_error == "a public update was posted before it was sent"
+
+
+def test_the_commander_is_nudged_when_the_first_public_update_is_late(staff: User, smtp: SmtpServer) -> None:
+    incident = declare(staff, message="")  # SEV1: the first public update is due in 15 minutes
+    sweep(T0 + timedelta(minutes=14))
+    assert not StaffNotice.objects.filter(kind=NoticeKind.NUDGE).exists()  # no 75% nudge for the first update
+    sweep(T0 + timedelta(minutes=15, seconds=1))
+    send(T0 + timedelta(minutes=15, seconds=1))
+    [email] = smtp.inbox("alice@example.com")
+    assert email["Subject"] == f"[SEV1 #{incident.pk}] First public update is late: Queries are slow"
+    assert "Customers hear silence until one is posted." in email.get_content()
+
+
+def test_an_update_posted_late_records_the_breach_but_nudges_nobody(staff: User) -> None:
+    incident = declare(staff, message="")
+    # No sweep ran; the action records the missed breach as it stops the clock.
+    with time_machine.travel(T0 + timedelta(minutes=20), tick=False):
+        actions.post_update(incident, actor=staff, body="Investigating.")
+    assert TimelineEvent.objects.filter(incident=incident, kind=EventKind.CLOCK_BREACHED).exists()
+    assert not StaffNotice.objects.filter(kind=NoticeKind.NUDGE).exists()
+
+
+# --- what staff see -----------------------------------------------------------------------------
+
+
+def test_the_incident_page_and_dashboard_show_who_is_paged_and_who_is_next(
+    policy: list[EscalationStep], staff: User, staff_client: Client
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    with time_machine.travel(T0 + timedelta(minutes=2), tick=False):
+        page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+        dashboard = staff_client.get("/manage/").content.decode()
+    assert "Paged <strong>alice</strong> (step 1 of 2, run 1 of 2)" in page
+    assert "Next: <strong>bob, oncall@example.com</strong> (step 2 of 2, run 1 of 2) at" in page
+    assert "09:10 UTC" in page
+    assert "Paged alice (step 1 of 2, run 1 of 2)" in dashboard
+    assert "Next: bob, oncall@example.com at" in dashboard
+
+
+def test_stop_paging_from_the_incident_page(policy: list[EscalationStep], staff: User, staff_client: Client) -> None:
+    incident = declare(staff)
+    url = f"/manage/incidents/{incident.pk}/stop-paging"
+
+    response = staff_client.post(url, {"reason": ""}, headers={"HX-Request": "true"})
+    assert response.status_code == 422
+    assert "This field is required." in response.content.decode()
+
+    response = staff_client.post(url, {"reason": "Bob is on it"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "Paging stopped" in response.content.decode()
+    assert not PageStep.objects.filter(incident=incident, stopped_at__isnull=True, fired_at__isnull=True).exists()
+
+    response = staff_client.post(url, {"reason": "again"})
+    assert response.status_code == 422  # refused, shown next to the form without JavaScript
+    assert "Nobody is waiting to be paged" in response.content.decode()
+
+
+def test_the_admin_edits_a_severity_s_steps_and_checks_addresses(staff: User) -> None:
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    sev2 = factories.severity("sev2")
+    url = f"/admin/incidents/severity/{sev2.pk}/change/"
+    assert client.get(url).status_code == 200
+    form = {
+        "key": "sev2", "name": "SEV2", "description": sev2.description, "rank": 2,
+        "acknowledge_target": 900, "first_update_target": 1800, "update_cadence_target": 3600,
+        "resolve_target": 28800, "escalation_repeats": 0, "escalation_repeat_minutes": 30,
+        "escalation_steps-TOTAL_FORMS": 1, "escalation_steps-INITIAL_FORMS": 0,
+        "escalation_steps-0-position": 1, "escalation_steps-0-after_minutes": 5,
+        "escalation_steps-0-addresses": "oncall@example.com, not an address",
+    }  # fmt: skip
+    response = client.post(url, form)
+    assert response.status_code == 200
+    assert "&#x27;not an address&#x27; is not an email address." in response.content.decode()
+
+    form["escalation_steps-0-addresses"] = "oncall@example.com"
+    form["escalation_steps-0-users"] = [staff.pk]
+    assert client.post(url, form).status_code == 302
+    [step] = EscalationStep.objects.filter(severity=sev2)
+    assert step.address_list() == ["oncall@example.com"] and list(step.users.all()) == [staff]
