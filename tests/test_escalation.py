@@ -61,9 +61,7 @@ def policy(staff: User, other_staff: User) -> list[EscalationStep]:
     sev1.save()
     first = EscalationStep.objects.create(severity=sev1, position=1, after_minutes=0)
     first.users.set([staff])
-    second = EscalationStep.objects.create(
-        severity=sev1, position=2, after_minutes=10, addresses="oncall@example.com"
-    )
+    second = EscalationStep.objects.create(severity=sev1, position=2, after_minutes=10, addresses="oncall@example.com")
     second.users.set([other_staff])
     return [first, second]
 

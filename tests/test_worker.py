@@ -29,14 +29,19 @@ from incidents.models import (
     ClockEvent,
     ClockEventKind,
     ClockState,
+    EscalationStep,
     EventKind,
     Incident,
     Metric,
+    NoticeStatus,
+    PageStep,
     Snapshot,
+    StaffNotice,
     TimelineEvent,
 )
 from statuspage.celery import app as celery_app
 from tests import factories
+from tests.smtp import SmtpServer
 
 pytestmark = [
     pytest.mark.worker,
@@ -277,3 +282,28 @@ def test_a_burst_of_changes_is_published_in_one_or_two_builds(celery_processes: 
     latest = Snapshot.objects.latest()
     row = next(c for c in latest.document["components"] if c["name"] == "Query API")
     assert row["status"] == statuses[49 % 4], "the last build saw the last change"
+
+
+def test_beat_and_worker_page_once_and_stop_on_acknowledgment(celery_processes: Celery) -> None:
+    alice = factories.make_user(username="alice")
+    bob = factories.make_user(username="bob")
+    sev1 = factories.severity("sev1")
+    EscalationStep.objects.create(severity=sev1, position=1, after_minutes=0).users.set([alice])
+    EscalationStep.objects.create(severity=sev1, position=2, after_minutes=2).users.set([bob])
+    # Declared a minute ago: alice's step is due, bob's is a minute away.
+    incident = factories.declare(actor=alice, at=timezone.now() - timedelta(minutes=1))
+
+    with SmtpServer() as smtp:
+        celery_processes.env.update(smtp.env())
+        celery_processes.start_worker()
+        celery_processes.start_beat()
+        celery_processes.wait_for(lambda: len(smtp.inbox("alice@example.com")) > 0, "alice's page")
+        actions.acknowledge_incident(incident, actor=alice)
+        sweeps = len(celery_processes.sweep_results())
+        celery_processes.wait_for(lambda: len(celery_processes.sweep_results()) >= sweeps + 3, "three more sweeps")
+
+        logs = celery_processes.logs()
+        assert smtp.copies() == {"alice@example.com": 1}, logs
+        assert "[Page] SEV1" in smtp.inbox("alice@example.com")[0]["Subject"]
+    assert StaffNotice.objects.get().status == NoticeStatus.SENT
+    assert PageStep.objects.get(position=2).stop_reason == "acknowledged by alice"

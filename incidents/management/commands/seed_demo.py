@@ -27,6 +27,7 @@ from incidents.models import (
     ClockState,
     Component,
     ComponentStatus,
+    EscalationStep,
     Incident,
     IncidentTemplate,
     Metric,
@@ -200,6 +201,7 @@ class Summary:
     users: list[str] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
     templates: int = 0
+    escalation: list[str] = field(default_factory=list)
     swept: int = 0
 
 
@@ -252,6 +254,8 @@ class Demo:
         self.open_exports_eu()
         # Resolved incidents recorded their thresholds as their clocks stopped; this catches the open one.
         self.summary.swept = sweep_due(self.now)
+        # After the history, which predates paging: incidents declared from now on page people.
+        self.create_escalation()
 
     # --- configuration ---------------------------------------------------------------------------
 
@@ -282,6 +286,28 @@ class Demo:
             if created:
                 template.components.set([self.components[c] for c in components])
                 self.summary.templates += 1
+
+    def create_escalation(self) -> None:
+        """SEV1 pages the on-call at once, then Dana and the managers' alias, and goes round once more;
+        SEV2 pages the on-call, then Dana. The lesson of the story: nobody acknowledged for 2.5 h."""
+        policies = {
+            "sev1": (1, 15, [(0, [self.oncall], ""), (5, [self.dana], "incident-managers@example.com")]),
+            "sev2": (0, 30, [(0, [self.oncall], ""), (15, [self.dana], "")]),
+        }
+        for key, (repeats, repeat_minutes, steps) in policies.items():
+            severity = self.severities[key]
+            if severity.escalation_steps.exists():
+                continue  # someone set their own
+            severity.escalation_repeats, severity.escalation_repeat_minutes = repeats, repeat_minutes
+            severity.save(update_fields=["escalation_repeats", "escalation_repeat_minutes"])
+            for position, (after, people, addresses) in enumerate(steps, start=1):
+                step = EscalationStep.objects.create(
+                    severity=severity, position=position, after_minutes=after, addresses=addresses
+                )
+                step.users.set(people)
+            self.summary.escalation.append(
+                f"{severity.name} {len(steps)} steps" + (f" ×{repeats + 1}" if repeats else "")
+            )
 
     # --- the story -------------------------------------------------------------------------------
 
@@ -869,6 +895,8 @@ class Command(BaseCommand):
             f"  components: {leaves.count()} ({leaves.count() - top_level} in {groups} groups, {top_level} top-level)"
         )
         write(f"  templates:  {summary.templates}")
+        if summary.escalation:
+            write(f"  paging:     {', '.join(summary.escalation)} (Severity in /admin/)")
         write(f"  incidents:  {len(summary.incidents)}")
         for incident in sorted(summary.incidents, key=lambda i: i.declared_at):
             write(f"    {self._line(incident)}")
