@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -158,7 +159,7 @@ def test_two_concurrent_sweeps_fire_each_step_exactly_once(requires_postgres: No
     for minute in [*range(0, 50, 1), 600]:
         moment = T0 + timedelta(minutes=minute, seconds=1)
         with time_machine.travel(moment, tick=False):
-            results = run_concurrently(lambda m=moment: sweep_due(m), lambda m=moment: sweep_due(m))
+            results = run_concurrently(partial(sweep_due, moment), partial(sweep_due, moment))
         assert not [r for r in results if isinstance(r, Exception)], results
 
     assert PageStep.objects.filter(fired_at__isnull=True).count() == 0
