@@ -1653,7 +1653,7 @@ def remind_of_maintenance(*, now: datetime) -> int:
 _POSTMORTEM_EVENT_KINDS = {
     EventKind.DECLARED, EventKind.ACKNOWLEDGED, EventKind.SEVERITY_CHANGED, EventKind.COMMANDER_CHANGED,
     EventKind.COMPONENT_CHANGED, EventKind.SCOPE_CHANGED, EventKind.CLOCK_BREACHED, EventKind.RESOLVED,
-    EventKind.REOPENED,
+    EventKind.REOPENED, EventKind.PAGED, EventKind.PAGING_STOPPED,
 }  # fmt: skip
 _STARRED_EVENT_KINDS = {EventKind.DECLARED, EventKind.ACKNOWLEDGED, EventKind.RESOLVED, EventKind.REOPENED}
 

@@ -145,10 +145,9 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
     if not step.is_pending:
         return 0  # another sweep fired it, or paging stopped while we waited for the lock
     if incident.is_resolved or incident.acknowledged_at is not None:
-        # Stopped paging should have caught it; stop it here too rather than page for nothing.
-        PageStep.objects.filter(pk=step.pk, fired_at__isnull=True).update(
-            stopped_at=now, stop_reason="the incident was acknowledged"
-        )
+        # The actions stop pending steps; this only guards against paging for nothing.
+        reason = "the incident was resolved" if incident.is_resolved else "the incident was acknowledged"
+        PageStep.objects.filter(pk=step.pk, fired_at__isnull=True).update(stopped_at=now, stop_reason=reason)
         return 0
     if not PageStep.objects.filter(pk=step.pk, fired_at__isnull=True, stopped_at__isnull=True).update(fired_at=now):
         return 0  # the conditional update is what decides, whatever the database's locking
@@ -402,11 +401,21 @@ def _send_batch(now: datetime) -> tuple[int, bool]:
 
 
 def requeue_stale(now: datetime) -> int:
-    """Notices held longer than the claim timeout belonged to a sender that died: put them back."""
-    return StaffNotice.objects.filter(
+    """Notices held longer than the claim timeout belonged to a sender that died: put them back (each
+    return counts an attempt, so one that kills every sender fails instead of coming back forever)."""
+    stale = StaffNotice.objects.filter(
         status=NoticeStatus.SENDING,
         claimed_at__lt=now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS),
-    ).update(status=NoticeStatus.PENDING, claim="", attempts=F("attempts") + 1, next_attempt_at=now)
+    )
+    exhausted = stale.filter(attempts__gte=settings.DELIVERY_MAX_ATTEMPTS - 1).update(
+        status=NoticeStatus.FAILED,
+        attempts=F("attempts") + 1,
+        claim="",
+        last_error="its sender stopped while holding it",
+    )
+    return exhausted + stale.update(
+        status=NoticeStatus.PENDING, claim="", attempts=F("attempts") + 1, next_attempt_at=now
+    )
 
 
 # --- the emails ---------------------------------------------------------------------------------

@@ -469,3 +469,13 @@ def test_the_admin_edits_a_severity_s_steps_and_checks_addresses(staff: User) ->
     assert client.post(url, form).status_code == 302
     [step] = EscalationStep.objects.filter(severity=sev2)
     assert step.address_list() == ["oncall@example.com"] and list(step.users.all()) == [staff]
+
+
+def test_pages_are_part_of_the_post_mortem_timeline(policy: list[EscalationStep], staff: User) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(minutes=10))
+    with time_machine.travel(T0 + timedelta(minutes=12), tick=False):
+        actions.resolve_incident(incident, actor=staff, message="Fixed.")
+    entries = list(incident.postmortem.entries.values_list("text", flat=True))
+    assert any(text.startswith("Paged alice (step 1 of 2, run 1 of 2)") for text in entries), entries
+    assert any(text.startswith("Paged bob, oncall@example.com") for text in entries), entries
