@@ -264,7 +264,7 @@ def incident_detail(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     context = _incident_context(request, incident)
     if _is_fragment_request(request):
         # The header polls: it comes back with the updates and timeline others may have added.
-        return _fragments(request, context, "header", ("updates", "timeline", "paging"))
+        return _fragments(request, context, "header", ("updates", "timeline", "paging-status"))
     return render(request, INCIDENT_PAGE, context)
 
 

@@ -479,3 +479,16 @@ def test_pages_are_part_of_the_post_mortem_timeline(policy: list[EscalationStep]
     entries = list(incident.postmortem.entries.values_list("text", flat=True))
     assert any(text.startswith("Paged alice (step 1 of 2, run 1 of 2)") for text in entries), entries
     assert any(text.startswith("Paged bob, oncall@example.com") for text in entries), entries
+
+
+def test_the_header_poll_refreshes_the_paging_state_but_not_the_stop_form(
+    policy: list[EscalationStep], staff: User, staff_client: Client
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        response = staff_client.get(f"/manage/incidents/{incident.pk}", headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert '<div id="paging-status" hx-swap-oob="true">' in html
+    assert "Paged <strong>alice</strong>" in html
+    assert "stop-paging" not in html  # someone typing a reason keeps it
