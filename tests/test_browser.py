@@ -172,3 +172,46 @@ def test_it_resolves_a_sev1_and_publishes_its_post_mortem(
     expect(page.locator("body")).not_to_contain_text("INTERNAL: the pager was on silent.")
     expect(page.locator(".state")).to_have_text("Post-mortem")
     assert problems == []
+
+
+def test_a_paged_engineer_acknowledges_from_the_email_link(
+    requires_chromium: None, live_server: Any, page: Page, staff: User, other_staff: User, settings: Any
+) -> None:
+    from incidents import escalation
+    from incidents.clocks import sweep_due
+    from incidents.models import EscalationStep
+    from tests.smtp import SmtpServer
+
+    factories.ensure_severities()
+    EscalationStep.objects.create(severity=factories.severity("sev1"), position=1).users.set([other_staff])
+    incident = factories.declare(actor=staff, title="Query API down")
+    settings.SITE_URL = live_server.url
+    with SmtpServer() as smtp:
+        settings.MAILERS = smtp.mailers()
+        sweep_due()
+        escalation.send_due()
+        [email] = smtp.inbox("bob@example.com")
+    link = re.search(r"https?://\S+/manage/ack/\S+/", email.get_content())
+    assert link, email.get_content()
+    problems = watch_console(page)
+
+    # The link asks bob to sign in, then what he is about to do; nothing happens until he says so.
+    page.goto(link.group(0))
+    page.get_by_label("Username").fill("bob")
+    page.get_by_label("Password").fill(factories.PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name=re.compile(r"Query API down"))).to_be_visible()
+    expect(page.get_by_text("Unacknowledged for")).to_be_visible()
+    page.get_by_role("button", name="Acknowledge as bob").click()
+
+    # The incident page: acknowledged by bob, paging stopped.
+    expect(page.get_by_text("Acknowledged. You are on it: paging has stopped.")).to_be_visible()
+    expect(page.locator(".acked")).to_contain_text("Acknowledged by bob")
+    expect(page.locator("#paging")).to_contain_text("Paging ended: acknowledged by bob")
+
+    # The same link again: used.
+    page.goto(link.group(0))
+    expect(page.get_by_role("alert")).to_contain_text("This link was already used, by bob")
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == other_staff
+    assert problems == []
