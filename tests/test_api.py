@@ -827,6 +827,8 @@ def test_it_serves_openapi_listing_every_path(db: None) -> None:
         "/api/v1/incidents/{incident_id}/updates",
         "/api/v1/incidents/{incident_id}/resolve",
         "/api/v1/incidents/{incident_id}/reopen",
+        "/api/v1/incidents/{incident_id}/paging",
+        "/api/v1/incidents/{incident_id}/stop-paging",
         "/api/v1/components",
         "/api/v1/components/{component_id}",
         "/api/v1/severities",

@@ -492,3 +492,35 @@ def test_the_header_poll_refreshes_the_paging_state_but_not_the_stop_form(
     assert '<div id="paging-status" hx-swap-oob="true">' in html
     assert "Paged <strong>alice</strong>" in html
     assert "stop-paging" not in html  # someone typing a reason keeps it
+
+
+# --- the staff API ------------------------------------------------------------------------------
+
+
+def test_the_api_reads_the_paging_and_stops_it(policy: list[EscalationStep], staff: User) -> None:
+    from tests.test_api import client_for, create_token
+
+    client = client_for(create_token(staff.username))
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    send_at = T0 + timedelta(seconds=2)
+
+    with time_machine.travel(send_at, tick=False):
+        body = client.get(f"/api/v1/incidents/{incident.pk}/paging").json()
+        assert body["paging"] is True
+        assert body["next_due_at"] == "2026-03-02T09:10:00Z"
+        first = body["steps"][0]
+        assert first["recipients"] == ["alice"] and first["fired_at"] == "2026-03-02T09:00:01Z"
+        assert first["notices"] == [
+            {"email": "alice@example.com", "status": "pending", "sent_at": None, "link_used_at": None}
+        ]
+        assert [step["recipients"] for step in body["steps"]][1] == ["bob", "oncall@example.com"]
+
+        refused = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": ""}, "application/json")
+        assert refused.status_code == 422 and refused.json()["field"] == "reason"
+        stopped = client.post(
+            f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": "On the bridge"}, "application/json"
+        )
+        assert stopped.status_code == 200 and stopped.json()["paging"] is False
+        again = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": "x"}, "application/json")
+        assert again.status_code == 409 and again.json()["code"] == "not_paging"

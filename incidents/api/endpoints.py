@@ -31,12 +31,15 @@ from incidents.api.schemas import (
     IncidentPatchIn,
     MetricsOut,
     MetricsQuery,
+    PagingOut,
     ReopenIn,
     ResolveIn,
     SeverityOut,
+    StopPagingIn,
     UpdateIn,
     component_out,
     incident_out,
+    paging_out,
     severity_out,
 )
 from incidents.models import Component, IncidentStatus, Severity
@@ -196,6 +199,33 @@ def acknowledge_incident(request: HttpRequest, incident_id: int) -> dict[str, An
     user = request.auth  # type: ignore[attr-defined]
     actions.acknowledge_incident(access.get_incident_for_user(user, incident_id), actor=user)
     return _incident_read(user, incident_id)
+
+
+@router.get(
+    "/incidents/{incident_id}/paging",
+    response={200: PagingOut, **READ_ERRORS},
+    tags=["incidents"],
+    summary="Who is paged, which step, when next",
+    description="The incident's escalation steps (copied from its severity at declaration), each with its "
+    "pages and their state, and the nudges sent to the commander.",
+)
+def paging(request: HttpRequest, incident_id: int) -> dict[str, Any]:
+    user = request.auth  # type: ignore[attr-defined]
+    return paging_out(access.paging_for(user, access.get_incident_for_user(user, incident_id)))
+
+
+@router.post(
+    "/incidents/{incident_id}/stop-paging",
+    response={200: PagingOut, **WRITE_ERRORS},
+    tags=["incidents"],
+    summary="Stop paging",
+    description="Stops the steps not yet fired (the acknowledge clock keeps running); 409 when none are left.",
+)
+def stop_paging(request: HttpRequest, incident_id: int, payload: StopPagingIn) -> dict[str, Any]:
+    user = request.auth  # type: ignore[attr-defined]
+    incident = access.get_incident_for_user(user, incident_id)
+    actions.stop_paging(incident, actor=user, reason=payload.reason)
+    return paging_out(access.paging_for(user, incident))
 
 
 @router.post(

@@ -459,3 +459,79 @@ class MetricsOut(Schema):
     acknowledge: FigureOut
     first_update: FigureOut
     resolve: FigureOut
+
+
+# --- paging -------------------------------------------------------------------------------------
+
+
+class PageNoticeOut(Schema):
+    email: str
+    status: str = Field(description="pending, sending, sent, failed, or cancelled (not needed any more).")
+    sent_at: datetime | None
+    link_used_at: datetime | None = Field(description="When its acknowledgment link was used.")
+
+
+class PageStepOut(Schema):
+    number: int
+    run: int
+    runs: int
+    position: int
+    positions: int
+    due_at: datetime
+    fired_at: datetime | None
+    stopped_at: datetime | None
+    stop_reason: str
+    recipients: list[str] = Field(description="Usernames and addresses, as copied at declaration.")
+    notices: list[PageNoticeOut]
+
+
+class NudgeOut(Schema):
+    reason: str = Field(description="update_due, update_overdue or first_update_late.")
+    email: str
+    status: str
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class PagingOut(Schema):
+    paging: bool = Field(description="Whether a step is still waiting to fire.")
+    next_due_at: datetime | None
+    steps: list[PageStepOut]
+    nudges: list[NudgeOut]
+
+
+class StopPagingIn(Schema):
+    reason: str = Field(description="Why paging stops (required, recorded on the timeline).")
+
+
+def paging_out(paging: Any) -> dict[str, Any]:
+    """From incidents.access.paging_for."""
+    escalation = paging.escalation
+    next_step = escalation.next_step
+    return {
+        "paging": escalation.is_paging,
+        "next_due_at": next_step.due_at if next_step else None,
+        "steps": [
+            {
+                "number": step.number,
+                "run": step.run,
+                "runs": step.runs,
+                "position": step.position,
+                "positions": step.positions,
+                "due_at": step.due_at,
+                "fired_at": step.fired_at,
+                "stopped_at": step.stopped_at,
+                "stop_reason": step.stop_reason,
+                "recipients": step.names,
+                "notices": [
+                    {"email": n.email, "status": n.status, "sent_at": n.sent_at, "link_used_at": n.used_at}
+                    for n in step.sent_notices
+                ],
+            }
+            for step in escalation.steps
+        ],
+        "nudges": [
+            {"reason": n.reason, "email": n.email, "status": n.status, "created_at": n.created_at, "sent_at": n.sent_at}
+            for n in paging.nudges
+        ],
+    }
