@@ -59,7 +59,14 @@ from incidents.models import (
     StaffNotice,
     TimelineEvent,
 )
-from incidents.notifications import CONNECTION_ERRORS, PermanentError, TransientError, backoff, classify_smtp_error
+from incidents.notifications import (
+    CONNECTION_ERRORS,
+    PermanentError,
+    TransientError,
+    backoff,
+    classify_smtp_error,
+    take_back_stale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -401,21 +408,8 @@ def _send_batch(now: datetime) -> tuple[int, bool]:
 
 
 def requeue_stale(now: datetime) -> int:
-    """Notices held longer than the claim timeout belonged to a sender that died: put them back (each
-    return counts an attempt, so one that kills every sender fails instead of coming back forever)."""
-    stale = StaffNotice.objects.filter(
-        status=NoticeStatus.SENDING,
-        claimed_at__lt=now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS),
-    )
-    exhausted = stale.filter(attempts__gte=settings.DELIVERY_MAX_ATTEMPTS - 1).update(
-        status=NoticeStatus.FAILED,
-        attempts=F("attempts") + 1,
-        claim="",
-        last_error="its sender stopped while holding it",
-    )
-    return exhausted + stale.update(
-        status=NoticeStatus.PENDING, claim="", attempts=F("attempts") + 1, next_attempt_at=now
-    )
+    """Notices whose sender died holding them go back (the subscriber outbox's rule, same columns)."""
+    return take_back_stale(StaffNotice.objects.all(), now)
 
 
 # --- the emails ---------------------------------------------------------------------------------

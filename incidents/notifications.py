@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core import mail
@@ -408,12 +409,17 @@ def _deliver(
 
 
 def requeue_stale(now: datetime) -> int:
+    return take_back_stale(Delivery.objects.all(), now)
+
+
+def take_back_stale(rows: QuerySet[Any], now: datetime) -> int:
     """Rows held longer than the claim timeout belonged to a worker that died: put them back.
 
     Each return counts an attempt, so a row that kills every worker that takes it (out of memory, a
-    crash in a library) fails after DELIVERY_MAX_ATTEMPTS instead of coming back forever.
+    crash in a library) fails after DELIVERY_MAX_ATTEMPTS instead of coming back forever. For any
+    outbox with this module's columns and statuses (deliveries, staff notices).
     """
-    stale = Delivery.objects.filter(
+    stale = rows.filter(
         status=DeliveryStatus.SENDING,
         claimed_at__lt=now - timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS),
     )

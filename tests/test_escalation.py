@@ -524,3 +524,21 @@ def test_the_api_reads_the_paging_and_stops_it(policy: list[EscalationStep], sta
         assert stopped.status_code == 200 and stopped.json()["paging"] is False
         again = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": "x"}, "application/json")
         assert again.status_code == 409 and again.json()["code"] == "not_paging"
+
+
+def test_a_page_held_by_a_sender_that_died_is_sent_after_the_claim_timeout(
+    policy: list[EscalationStep], staff: User, smtp: SmtpServer, settings: Any
+) -> None:
+    declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    # A sender claimed it and died before sending.
+    with time_machine.travel(T0 + timedelta(seconds=2), tick=False):
+        _, notices = escalation._claim(T0 + timedelta(seconds=2))
+    assert len(notices) == 1
+    assert send(T0 + timedelta(seconds=3)) == 0  # still held
+
+    later = T0 + timedelta(seconds=3 + settings.DELIVERY_CLAIM_TIMEOUT_SECONDS)
+    assert escalation.requeue_stale(later) == 1
+    assert send(later) == 1
+    assert smtp.copies() == {"alice@example.com": 1}
+    assert StaffNotice.objects.get().attempts == 2  # the lost try counts
