@@ -6,6 +6,7 @@ them read-only so a change here can never skip the timeline or the clocks.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from django import forms
@@ -54,14 +55,35 @@ class EscalationStepForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if not cleaned.get("DELETE") and not cleaned.get("users") and not cleaned.get("addresses", "").strip():
+        if "addresses" in self.errors or cleaned.get("DELETE"):
+            return cleaned  # the address error says what is wrong
+        if not cleaned.get("users") and not cleaned.get("addresses", "").strip():
             raise ValidationError("Page someone: choose staff, or give an address.")
         return cleaned
+
+
+class EscalationStepFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        steps = [
+            form.cleaned_data
+            for form in self.forms
+            if form.is_valid() and form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        steps.sort(key=lambda step: step["position"])
+        for earlier, later in pairwise(steps):
+            if later["after_minutes"] < earlier["after_minutes"]:
+                raise ValidationError(
+                    f"Step {later['position']} (after {later['after_minutes']} min) would fire before step "
+                    f"{earlier['position']} (after {earlier['after_minutes']} min): minutes count from the "
+                    "declaration, so give later steps more of them."
+                )
 
 
 class EscalationStepInline(admin.TabularInline):
     model = EscalationStep
     form = EscalationStepForm
+    formset = EscalationStepFormSet
     extra = 0
     ordering = ["position"]
 

@@ -40,6 +40,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import F
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from incidents.models import (
@@ -443,9 +444,12 @@ def build_email(notice: StaffNotice) -> EmailMessage:
         "notice": notice,
         "incident": incident,
         "step": notice.step,
-        "incident_url": f"{base}/manage/incidents/{incident.pk}/",
-        "ack_url": f"{base}/manage/ack/{ack_token(notice)}/" if notice.kind == NoticeKind.PAGE else "",
+        "incident_url": base + reverse("incidents:detail", args=[incident.pk]),
+        "ack_url": base + reverse("incidents:ack_link", args=[ack_token(notice)])
+        if notice.kind == NoticeKind.PAGE
+        else "",
         "unacknowledged": _minutes(timezone.now() - incident.declared_at),
+        "just_declared": timezone.now() - incident.declared_at < timedelta(minutes=1),
         "clock_event": notice.clock_event,
         "reason": notice.reason,
         "due_at": _update_due_at(notice),

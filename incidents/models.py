@@ -905,7 +905,10 @@ class EscalationStep(models.Model):
         default=0, help_text="Minutes unacknowledged since declaration (0: at once)."
     )
     users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+", help_text="Staff to page.")
-    addresses = models.TextField(blank=True, help_text="Other addresses to page, one per line or comma-separated.")
+    addresses = models.TextField(
+        blank=True,
+        help_text="Other addresses to page (plain addresses like oncall@example.com), one per line or comma-separated.",
+    )
 
     class Meta:
         ordering = ["severity", "position", "id"]

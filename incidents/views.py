@@ -494,7 +494,13 @@ def ack_link(request: HtmxHttpRequest, token: str) -> HttpResponse:
         problem = "This acknowledgment link is not valid or has expired (links work for 24 hours)."
         return render(request, ACK_LINK_PAGE, {"problem": problem}, status=404)
     incident = notice.incident
-    context: dict[str, Any] = {"notice": notice, "incident": incident, "now": timezone.now()}
+    paging = access.escalations_for(request.user, [incident.pk]).get(incident.pk)
+    context: dict[str, Any] = {
+        "notice": notice,
+        "incident": incident,
+        "now": timezone.now(),
+        "still_paging": paging is not None and paging.is_paging,
+    }
     if notice.used_at is not None:
         who = notice.used_by.get_username() if notice.used_by else "someone"
         context["problem"] = f"This link was already used, by {who}. Links work once."

@@ -255,13 +255,16 @@ def test_the_page_email_carries_a_link_that_needs_a_login_and_works_once(
     assert email["Subject"] == f"[Page] SEV1 #{incident.pk} unacknowledged for 10 min: Query API down"
     assert email["Auto-Submitted"] == "auto-generated"
     body = email.get_content()
-    assert f"{SITE_URL}/manage/incidents/{incident.pk}/" in body
+    assert f"Open the incident:\r\n{SITE_URL}/manage/incidents/{incident.pk}\r\n" in body
     assert "Escalation: step 2 of 2, run 1 of 2" in body
     link = ack_link(email)
     assert ack_link(smtp.inbox("oncall@example.com")[0]) != link  # one link per email
 
     # The link is followed a minute later (the links last a day).
     with time_machine.travel(T0 + timedelta(minutes=11), tick=False):
+        signed_in = Client()
+        signed_in.force_login(staff)
+        assert signed_in.get(f"/manage/incidents/{incident.pk}").status_code == 200  # the other link works too
         check_link(link, incident, staff, other_staff)
 
 
@@ -339,6 +342,21 @@ def test_a_page_is_retried_with_backoff_while_the_mail_server_is_down(
     assert send(T0 + timedelta(minutes=3)) == 1
     assert send(T0 + timedelta(minutes=4)) == 0
     assert smtp.copies()["alice@example.com"] == 1
+    # Sent three minutes late, it says how long nobody has acknowledged.
+    assert smtp.inbox("alice@example.com")[0]["Subject"].startswith(
+        f"[Page] SEV1 #{incident.pk} unacknowledged for 3 min"
+    )
+
+
+def test_the_first_page_of_a_new_incident_says_it_was_just_declared(
+    policy: list[EscalationStep], staff: User, smtp: SmtpServer
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=5))
+    send(T0 + timedelta(seconds=6))
+    [email] = smtp.inbox("alice@example.com")
+    assert email["Subject"] == f"[Page] SEV1 #{incident.pk} declared: Queries are slow"
+    assert "was just declared and nobody has acknowledged it yet." in email.get_content()
 
 
 # --- nudges -------------------------------------------------------------------------------------
@@ -397,6 +415,7 @@ def test_the_commander_is_nudged_when_the_first_public_update_is_late(staff: Use
     send(T0 + timedelta(minutes=15, seconds=1))
     [email] = smtp.inbox("alice@example.com")
     assert email["Subject"] == f"[SEV1 #{incident.pk}] First public update is late: Queries are slow"
+    assert f"Post an update:\r\n{SITE_URL}/manage/incidents/{incident.pk}\r\n" in email.get_content()
     assert "Customers hear silence until one is posted." in email.get_content()
 
 
@@ -462,7 +481,9 @@ def test_the_admin_edits_a_severity_s_steps_and_checks_addresses(staff: User) ->
     }  # fmt: skip
     response = client.post(url, form)
     assert response.status_code == 200
-    assert "&#x27;not an address&#x27; is not an email address." in response.content.decode()
+    html = response.content.decode()
+    assert "&#x27;not an address&#x27; is not an email address." in html
+    assert "Page someone" not in html  # an address was given: only what is wrong with it is said
 
     form["escalation_steps-0-addresses"] = "oncall@example.com"
     form["escalation_steps-0-users"] = [staff.pk]
@@ -542,3 +563,23 @@ def test_a_page_held_by_a_sender_that_died_is_sent_after_the_claim_timeout(
     assert send(later) == 1
     assert smtp.copies() == {"alice@example.com": 1}
     assert StaffNotice.objects.get().attempts == 2  # the lost try counts
+
+
+def test_the_admin_refuses_steps_that_would_fire_out_of_order(staff: User) -> None:
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    sev2 = factories.severity("sev2")
+    form = {
+        "key": "sev2", "name": "SEV2", "description": sev2.description, "rank": 2,
+        "acknowledge_target": 900, "escalation_repeats": 0, "escalation_repeat_minutes": 30,
+        "escalation_steps-TOTAL_FORMS": 2, "escalation_steps-INITIAL_FORMS": 0,
+        "escalation_steps-0-position": 1, "escalation_steps-0-after_minutes": 15,
+        "escalation_steps-0-users": [staff.pk],
+        "escalation_steps-1-position": 2, "escalation_steps-1-after_minutes": 10,
+        "escalation_steps-1-addresses": "oncall@example.com",
+    }  # fmt: skip
+    response = client.post(f"/admin/incidents/severity/{sev2.pk}/change/", form)
+    assert response.status_code == 200
+    assert "Step 2 (after 10 min) would fire before step 1 (after 15 min)" in response.content.decode()
+    assert not EscalationStep.objects.exists()
