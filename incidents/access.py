@@ -294,3 +294,15 @@ def paging_for(user: Any, incident: Incident) -> Paging:
 class Paging:
     escalation: Escalation
     nudges: list[StaffNotice]
+
+
+def last_return_of(user: Any, postmortem: Postmortem) -> TimelineEvent | None:
+    """The reviewer's last "send back to draft", with its reason (one query)."""
+    require_staff(user)
+    return (
+        TimelineEvent.objects.filter(incident=postmortem.incident_id, data__postmortem_id=postmortem.pk)
+        .filter(data__has_key="reason")
+        .select_related("actor")
+        .order_by("-created_at", "-id")
+        .first()
+    )

@@ -24,7 +24,7 @@ from django.views.decorators.vary import vary_on_headers
 from incidents import access, actions
 from incidents.actions import ActionRefused
 from incidents.forms import StaffForm
-from incidents.models import Postmortem
+from incidents.models import Postmortem, SectionKey
 from incidents.postmortem_forms import (
     ENTRY_TOGGLES,
     ActionItemForm,
@@ -72,7 +72,17 @@ def _context(request: HtmxHttpRequest, postmortem: Postmortem, bound: dict[str, 
         "return_form": bound.get("return") or ReturnForm(),
         "header_error": bound.get("error", ""),
         "is_public_incident": incident.published_at is not None,
+        # What a draft still needs before review, from the sections already loaded.
+        "missing": [
+            section.section.get_key_display().lower()
+            for section in sections
+            if section.section.key in REQUIRED_FOR_REVIEW and not section.section.body.strip()
+        ],
+        "sent_back": access.last_return_of(request.user, postmortem) if postmortem.state == "draft" else None,
     }
+
+
+REQUIRED_FOR_REVIEW = (SectionKey.SUMMARY, SectionKey.ROOT_CAUSE)
 
 
 def _body(request: HtmxHttpRequest, postmortem: Postmortem, *, status: int = 200, **bound: Any) -> HttpResponse:

@@ -449,3 +449,25 @@ def test_the_api_runs_a_post_mortem_from_draft_to_published(staff: User, api: Co
     assert published["state"] == "published" and published["published_at"] is not None
     assert client.post(f"{url}/publish", headers=auth).status_code == 409
     assert client.get("/api/v1/incidents/999999/postmortem", headers=auth).status_code == 404
+
+
+def test_the_page_says_what_a_draft_lacks_and_why_it_was_sent_back(
+    staff: User, other_staff: User, api: Component, staff_client: Client
+) -> None:
+    incident = resolved_sev1(staff, api)
+    url = f"/manage/incidents/{incident.pk}/postmortem/"
+    assert "Write the summary and the root cause first." in staff_client.get(url).content.decode()
+    write(incident.postmortem, staff, summary=("Switch fault.", True))
+    page = staff_client.get(url).content.decode()
+    assert "Write the root cause first." in page and "summary and" not in page
+
+    ready_for_review(incident.postmortem, staff)
+    # An empty reason: the error shows in the disclosure, opened.
+    empty = staff_client.post(f"{url}return", {"reason": ""}, headers={"HX-Request": "true"})
+    assert empty.status_code == 422
+    assert '<details class="disclosure" open>' in empty.content.decode()
+    actions.return_postmortem_to_draft(incident.postmortem, actor=other_staff, reason="Name the switch vendor.")
+
+    page = staff_client.get(url).content.decode()
+    assert "Sent back by bob" in page and "Name the switch vendor." in page
+    assert "first." not in page  # both required sections are written
