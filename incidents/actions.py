@@ -1686,7 +1686,9 @@ def customer_impact_text(incident: Incident) -> str:
     ]
     if components:
         lines.append(f"Affected components: {components}.")
-    lines.append(f"Impact: {Impact(incident.impact).label.lower()}.")
+    if incident.impact != Impact.NONE:
+        # "none" only says that no component status was set, which reads as a contradiction here.
+        lines.append(f"Impact: {Impact(incident.impact).label.lower()}.")
     if incident.workaround:
         lines.append(f"Workaround offered: {incident.workaround}")
     return "\n\n".join(lines)
