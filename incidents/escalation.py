@@ -36,7 +36,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import mail, signing
-from django.core.mail import EmailMessage
+from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.db.models import F
 from django.template.loader import render_to_string
@@ -435,8 +435,8 @@ def read_ack_token(token: str) -> StaffNotice | None:
     )
 
 
-def build_email(notice: StaffNotice) -> EmailMessage:
-    from incidents.emails import site_domain
+def build_email(notice: StaffNotice) -> EmailMultiAlternatives:
+    from incidents.emails import StatusEmail, site_domain
 
     incident = notice.incident
     base = settings.SITE_URL
@@ -458,7 +458,8 @@ def build_email(notice: StaffNotice) -> EmailMessage:
     subject = " ".join(render_to_string(f"emails/staff-{name}-subject.txt", context).split())
     body = render_to_string(f"emails/staff-{name}-body.txt", context)
     domain = site_domain()
-    return EmailMessage(
+    # 998-character lines (not 78): the links stay whole, in headers and in a body printed to the console.
+    return StatusEmail(
         subject=subject,
         body=body,
         to=[notice.email],

@@ -259,6 +259,8 @@ def test_the_page_email_carries_a_link_that_needs_a_login_and_works_once(
     assert "Escalation: step 2 of 2, run 1 of 2" in body
     link = ack_link(email)
     assert ack_link(smtp.inbox("oncall@example.com")[0]) != link  # one link per email
+    # Whole on one line as it travels (not quoted-printable, folded at 76): copyable from a console too.
+    assert f"{SITE_URL}{link}".encode() in smtp.raw("bob@example.com")[0]
 
     # The link is followed a minute later (the links last a day).
     with time_machine.travel(T0 + timedelta(minutes=11), tick=False):
