@@ -1764,7 +1764,7 @@ def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postm
         clock.next_check_at = clocks.next_check_at(clock)
         clock.save()
     owner = postmortem.owner.get_username() if postmortem.owner else "nobody"
-    due = f", due {postmortem.due_at:%Y-%m-%d %H:%M} UTC" if postmortem.due_at else ""
+    due = f", due {_when(postmortem.due_at)}" if postmortem.due_at else ""
     _event(
         incident,
         EventKind.POSTMORTEM_STARTED,
@@ -1824,7 +1824,7 @@ def edit_postmortem(
         if due_at is not None and due_at != postmortem.due_at:
             postmortem.due_at = due_at
             fields.append("due_at")
-            changed.append(f"due {due_at:%Y-%m-%d %H:%M} UTC")
+            changed.append(f"due {_when(due_at)}")
         if not changed:
             return postmortem
         postmortem.updated_at = at

@@ -36,6 +36,7 @@ class EscalationStepForm(forms.ModelForm):
     class Meta:
         model = EscalationStep
         fields = ["position", "after_minutes", "users", "addresses"]
+        widgets = {"addresses": forms.Textarea(attrs={"rows": 2, "cols": 30})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -57,7 +57,7 @@ class DisplayZoneDateTimeField(forms.DateTimeField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not self.help_text:
-            self.help_text = f"Your local time in {settings.DISPLAY_TIME_ZONE}."
+            self.help_text = f"In {settings.DISPLAY_TIME_ZONE} (the time zone every time here is shown in)."
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, datetime) and value.tzinfo is not None:

@@ -240,6 +240,9 @@ except (zoneinfo.ZoneInfoNotFoundError, ValueError):
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "var" / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Files served at the site's root by WhiteNoise: /favicon.ico, which browsers ask for on every page
+# that names no icon (the admin's).
+WHITENOISE_ROOT = BASE_DIR / "statuspage" / "rootfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTING_VARIABLES = (
@@ -107,3 +108,9 @@ def test_it_names_a_bad_dotenv_line(tmp_path: Path) -> None:
     dotenv.write_text("SITE_NAME=ok\nnot a setting\n")
     with pytest.raises(ImproperlyConfigured, match="line 2 is not KEY=value"):
         load_dotenv(dotenv)
+
+
+def test_the_site_answers_favicon_ico(client: Client) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response.getvalue()[:4] == b"\x00\x00\x01\x00"  # an ICO file
