@@ -187,7 +187,7 @@ def chart(metric: str, trend_buckets: list[Bucket], target: int | None, unit: st
 # --- export ---------------------------------------------------------------------------------------
 
 EXPORT_FIELDS = [
-    "id", "title", "severity", "declared_at", "acknowledged_at", "published_at", "resolved_at", "reopened",
+    "id", "title", "severity", "declared_at", "acknowledged_at", "first_public_update_at", "resolved_at", "reopened",
     "acknowledge_seconds", "acknowledge_target_seconds", "first_update_seconds", "first_update_target_seconds",
     "resolve_seconds", "resolve_target_seconds", "customer_impact_percent", "regions", "impact",
 ]  # fmt: skip
@@ -210,7 +210,7 @@ def export_rows(since: datetime | None, until: datetime | None, severity: Severi
             "severity": incident.severity.key,
             "declared_at": _iso(incident.declared_at),
             "acknowledged_at": _iso(incident.acknowledged_at),
-            "published_at": _iso(incident.published_at),
+            "first_public_update_at": _iso(incident.published_at),
             "resolved_at": _iso(incident.resolved_at),
             "reopened": incident.reopened_count,
             "customer_impact_percent": (

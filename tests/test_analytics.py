@@ -227,6 +227,8 @@ def test_it_exports_the_incidents_behind_the_figures(incidents: dict[str, Any], 
     assert (d["acknowledge_target_seconds"], d["resolve_target_seconds"]) == ("900", "28800")
     assert rows[1]["first_update_seconds"] == "2400"
     assert rows[2]["first_update_seconds"] == ""  # C was never public
+    assert rows[2]["first_public_update_at"] == ""
+    assert rows[1]["first_public_update_at"].endswith("Z")
     assert rows[0]["customer_impact_percent"] == "45.0"
 
     exported = staff_client.get(f"/manage/reports/export.json{query}").json()
