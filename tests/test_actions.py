@@ -369,7 +369,7 @@ def test_it_words_timeline_events_as_people_read_them(staff: User) -> None:
         "alice posted an internal update",
         "alice acknowledged after 2 h 30 min",
         "alice resolved the incident after 3 d 4 h",
-        "Post-mortem draft opened, owned by alice, due 2026-03-10 13:05 UTC",
+        "Post-mortem draft opened, owned by alice, due 10 Mar 2026 13:05 UTC",
     ]
 
 
