@@ -153,7 +153,7 @@ class TimelineEventAdmin(ReadOnlyAdmin):
 class StaffNoticeAdmin(ReadOnlyAdmin):
     """Pages and nudges sent to staff, for the record."""
 
-    list_display = ["incident", "kind", "email", "status", "attempts", "sent_at", "used_at", "last_error"]
+    list_display = ["incident", "kind", "email", "status", "sent_at", "used_at"]
     list_filter = ["kind", "status"]
     search_fields = ["email"]
 

@@ -177,11 +177,12 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
         ignore_conflicts=True,
     )
     names = ", ".join(step.names) or "nobody (the step has no one with an address)"
-    unacknowledged = _minutes(now - incident.declared_at)
+    waited = now - incident.declared_at
+    unacknowledged = "just declared" if waited < timedelta(minutes=1) else f"unacknowledged for {_minutes(waited)}"
     TimelineEvent.objects.create(
         incident=incident,
         kind=EventKind.PAGED,
-        message=f"Paged {names} ({step.label}): unacknowledged for {unacknowledged}"[:500],
+        message=f"Paged {names} ({step.label}): {unacknowledged}"[:500],
         data={"step": step.number, "run": step.run, "position": step.position, "addresses": len(addresses)},
         created_at=now,
     )

@@ -138,6 +138,7 @@ def test_each_step_fires_once_when_due(policy: list[EscalationStep], staff: User
     assert [number for number, _ in paged_addresses(incident)] == [1, 2, 2, 3, 4, 4]
     events = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).order_by("id")
     assert [event.data["step"] for event in events] == [1, 2, 3, 4]
+    assert events[0].message == "Paged alice (step 1 of 2, run 1 of 2): just declared"
     assert events[1].message == "Paged bob, oncall@example.com (step 2 of 2, run 1 of 2): unacknowledged for 10 min"
 
 
