@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from email.policy import SMTP as smtp_policy
 from email.policy import Policy
 from email.policy import default as default_policy
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from django.utils.html import escape
 
 from incidents.markup import render_markdown
 from incidents.models import Delivery, Message, MessageKind, Subscriber
-from incidents.tokens import make_token
+from incidents.tokens import make_tokens
 
 TEMPLATES = {
     MessageKind.CONFIRMATION: "confirmation",
@@ -39,13 +40,11 @@ def site_domain() -> str:
 
 def links(subscriber: Subscriber, *, confirm: bool = True) -> dict[str, str]:
     base = settings.SITE_URL
-    found = {
-        "manage_url": f"{base}/subscribe/manage/{make_token(subscriber, 'manage')}",
-        "unsubscribe_url": f"{base}/subscribe/unsubscribe/{make_token(subscriber, 'unsubscribe')}",
+    purposes = ("manage", "unsubscribe", "confirm") if confirm else ("manage", "unsubscribe")
+    return {
+        f"{purpose}_url": f"{base}/subscribe/{purpose}/{token}"
+        for purpose, token in make_tokens(subscriber, *purposes).items()
     }
-    if confirm:
-        found["confirm_url"] = f"{base}/subscribe/confirm/{make_token(subscriber, 'confirm')}"
-    return found
 
 
 def is_thread_root(message: Message) -> bool:
@@ -111,8 +110,19 @@ class StatusEmail(EmailMultiAlternatives):
     `=?utf-8?q?=3Chttps=3A//…?=` instead of `<https://…>`, so they would not offer one-click unsubscribe.
     """
 
+    _prepared: tuple[Policy[Any] | None, Any] | None = None
+
     def message(self, *, policy: Policy[Any] | None = default_policy) -> Any:
+        if self._prepared is not None and self._prepared[0] is policy:
+            return self._prepared[1]
         return super().message(policy=(policy or default_policy).clone(max_line_length=998))
+
+    def prepare(self, policy: Policy[Any] | None = smtp_policy) -> None:
+        """Build the MIME message now, as the backend will ask for it (the SMTP backend passes
+        email.policy.SMTP), so that sending costs only the SMTP exchange: the batch sender builds each
+        email while the database commits the previous one's mark. Not for an email changed afterwards."""
+        self._prepared = None
+        self._prepared = (policy, self.message(policy=policy))
 
 
 @dataclass
@@ -169,7 +179,7 @@ class Composer:
             self._roots[message.pk] = is_thread_root(message)
         return self._roots[message.pk]
 
-    def build(self, delivery: Delivery) -> EmailMultiAlternatives:
+    def build(self, delivery: Delivery) -> StatusEmail:
         message, subscriber = delivery.message, delivery.subscriber
         if message.kind == MessageKind.CONFIRMATION:
             subscriber_links = links(subscriber)

@@ -794,3 +794,89 @@ def test_unsubscribing_stops_a_row_already_claimed(
 
     assert smtp.copies() == {"ann@example.com": 1}
     assert delivery_to(bob, last_update_message()).status == DeliveryStatus.FAILED
+
+
+# --- marks on PostgreSQL: sent without waiting, read before the next email ---------------------------
+
+
+def fanned_out_again(smtp: SmtpServer, staff: User, settings: Any) -> Message:
+    """An update whose deliveries are all due (in autocommit the notify task runs at declare: undo it)."""
+    settings.DELIVER_EAGERLY = False
+    factories.declare(actor=staff)
+    message = last_update_message()
+    Delivery.objects.filter(message=message).delete()
+    smtp.reset()
+    notifications.fan_out(message.pk)
+    return message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_each_row_is_marked_before_the_next_email_goes_out(
+    requires_postgres: None,
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    staff: User,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In autocommit the mark is sent without waiting and its answer read before the next email: when
+    the server receives email n, rows 1..n-1 are marked sent, committed (seen from another session)."""
+    from django.db import connections
+
+    names = ["ann", "bob", "cat", "dan"]
+    subscribers(subscribe, *names)
+    message = fanned_out_again(smtp, staff, settings)
+    with notifications.SentMarks() as marks:
+        assert marks._pgconn is not None  # the path under test: autocommit, no query log
+
+    other = connections.create_connection("default")
+    marked_when_sent: list[int] = []
+    send = notifications.mail.mailers.default.__class__.send_messages
+
+    def look_then_send(backend: Any, messages: list[Any]) -> int:
+        with other.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM incidents_delivery WHERE message_id = %s AND status = 'sent'", [message.pk]
+            )
+            marked_when_sent.append(cursor.fetchone()[0])
+        return send(backend, messages)
+
+    monkeypatch.setattr(notifications.mail.mailers.default.__class__, "send_messages", look_then_send)
+    try:
+        assert notifications.deliver_due() == 4
+    finally:
+        other.close()
+    assert marked_when_sent == [0, 1, 2, 3]
+    assert Delivery.objects.filter(message=message, status=DeliveryStatus.SENT).count() == 4
+    assert smtp.copies() == {f"{name}@example.com": 1 for name in names}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_marks_survive_their_prepared_statement_being_dropped(
+    requires_postgres: None,
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    staff: User,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DEALLOCATE ALL (or a pooler handing over another server connection) drops the prepared mark between
+    two emails: the next mark fails, is prepared and run again before the next email, nothing twice."""
+    from django.db import connection
+
+    subscribers(subscribe, "ann", "bob", "cat")
+    message = fanned_out_again(smtp, staff, settings)
+    build = emails.Composer.build
+    built: list[int] = []
+
+    def build_then_drop(composer: emails.Composer, delivery: Delivery) -> Any:
+        built.append(delivery.pk)
+        if len(built) == 2:  # email 1 is out and its mark answered; drop the statement mark 2 will use
+            with connection.cursor() as cursor:
+                cursor.execute("DEALLOCATE ALL")
+        return build(composer, delivery)
+
+    monkeypatch.setattr(emails.Composer, "build", build_then_drop)
+    assert notifications.deliver_due() == 3
+    assert Delivery.objects.filter(message=message, status=DeliveryStatus.SENT).count() == 3
+    assert smtp.copies() == {"ann@example.com": 1, "bob@example.com": 1, "cat@example.com": 1}

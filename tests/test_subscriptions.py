@@ -514,3 +514,23 @@ def test_links_in_emails_sent_before_tokens_were_uncompressed_still_work(db: Non
     older = signing.dumps([subscriber.pk, subscriber.secret], salt="signalpost.subscriber.manage", compress=True)
     assert read_token(older, "manage") == subscriber
     assert read_token(make_token(subscriber, "manage"), "manage") == subscriber
+
+
+def test_tokens_are_what_djangos_signer_makes(db: None, settings: Any) -> None:
+    """make_tokens writes signing.dumps out by hand (one HMAC per token, a shared payload): the bytes
+    must stay Django's, so that read_token (signing.loads) and SECRET_KEY_FALLBACKS keep working."""
+    from django.core import signing
+
+    from incidents.tokens import make_tokens, read_token
+
+    subscriber = actions.subscribe(email="same@example.com")
+    with time_machine.travel(datetime(2026, 5, 1, 12, 0, 7, tzinfo=UTC), tick=False):
+        made = make_tokens(subscriber, "manage", "unsubscribe", "confirm")
+        for purpose, token in made.items():
+            salt = f"signalpost.subscriber.{purpose}"
+            assert token == signing.dumps([subscriber.pk, subscriber.secret], salt=salt), purpose
+            assert read_token(token, purpose) == subscriber
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-key-" + "x" * 50
+    assert read_token(made["manage"], "manage") == subscriber  # signed with the old key, still read
+    assert make_tokens(subscriber, "manage")["manage"] != made["manage"]
