@@ -7,11 +7,14 @@ to that incident's thread root, so mail clients group them.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.policy import SMTP as smtp_policy
 from email.policy import Policy
 from email.policy import default as default_policy
+from email.utils import format_datetime
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,11 +22,20 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.html import escape
 
 from incidents.markup import render_markdown
 from incidents.models import Delivery, Message, MessageKind, Subscriber
 from incidents.tokens import make_tokens
+
+# RFC 5322's limit on a line, CRLF excluded (StatusEmail writes headers up to it, and a body with a longer
+# line is quoted-printable).
+MAX_LINE = 998
+# An address the MIME machinery writes exactly as given: a dot-atom local part and an ASCII domain (no
+# quoting, no IDNA, no encoded words). Anyone else's email is built whole, the slow and general way.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_%+'-]+(?:\.[A-Za-z0-9_%+'-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_ENCODINGS = re.compile(rb"(?im)^Content-Transfer-Encoding:[ \t]*([^\s;]+)")
 
 TEMPLATES = {
     MessageKind.CONFIRMATION: "confirmation",
@@ -159,13 +171,24 @@ class Composer:
     the recipient's address and links, and whether it starts its thread is asked once; per recipient
     only the stand-ins are replaced (escaped for HTML) and the headers made. Confirmations, which are
     one per subscriber and say whether the address was already confirmed, are rendered whole.
+
+    For an SMTP connection, `wire()` goes one step further (a mail merge): each message's whole MIME
+    text is built once, stand-ins included, and each recipient's email is that text with their
+    address, links, subscriber number and the date put in. Building a MIME message is most of what
+    sending costs (about 3 ms of the 4 an email took here); the merge gives the same bytes (tested
+    against `build()`, the boundary aside) wherever that is certain, and None where it is not, so the
+    caller builds that one whole: an address Python would quote or encode, a part that is
+    quoted-printable or base64, a line that would grow past 998 characters, a stand-in the MIME text
+    does not carry as it was.
     """
 
     def __init__(self) -> None:
-        nonce = secrets.token_hex(8)
-        self.slots = _Slots(*(f"signalpost-{nonce}-{name}" for name in ("email", "manage", "unsubscribe")))
+        self.nonce = secrets.token_hex(8)
+        self.slots = _Slots(*(f"signalpost-{self.nonce}-{name}" for name in ("email", "manage", "unsubscribe")))
         self._rendered: dict[int, Rendered] = {}
         self._roots: dict[int, bool] = {}
+        self._merged: dict[int, bytes | None] = {}
+        self._stand_in = re.compile(rb"signalpost-" + self.nonce.encode() + rb"-([a-z]+)")
 
     def _shared(self, message: Message) -> Rendered:
         if message.pk not in self._rendered:
@@ -197,21 +220,102 @@ class Composer:
                 text=_fill(shared.text, values),
                 html=_fill(shared.html, {slot: escape(value) for slot, value in values.items()}),
             )
-        email = StatusEmail(
-            subject=rendered.subject,
-            body=rendered.text,
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[subscriber.email],
-            headers={
-                **thread_headers(message, subscriber, root=self._root(message)),
-                # RFC 8058: mail providers show an unsubscribe button that POSTs here, no login, one click.
-                "List-Unsubscribe": f"<{subscriber_links['unsubscribe_url']}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                "Auto-Submitted": "auto-generated",
-            },
-        )
-        email.attach_alternative(rendered.html, "text/html")
+        return _email(message, subscriber, subscriber_links, rendered, root=self._root(message))
+
+    def outgoing(self, delivery: Delivery, *, wire: bool) -> bytes | StatusEmail:
+        """For an SMTP connection (`wire`), the bytes to send where the merge is certain; otherwise the
+        email, its MIME message built already (`prepare`)."""
+        if wire and (data := self.wire(delivery)) is not None:
+            return data
+        email = self.build(delivery)
+        email.prepare()
         return email
+
+    def wire(self, delivery: Delivery) -> bytes | None:
+        """The email as it goes over SMTP (what the SMTP backend would send for `build()`), merged from
+        its message's MIME text; None when only building it whole is certain to be right."""
+        message, subscriber = delivery.message, delivery.subscriber
+        if message.kind == MessageKind.CONFIRMATION or not _PLAIN_ADDRESS.fullmatch(subscriber.email):
+            return None
+        template = self._template(message)
+        if template is None:
+            return None
+        subscriber_links = links(subscriber, confirm=False)
+        plain = {
+            "email": subscriber.email,
+            "manage": subscriber_links["manage_url"],
+            "unsubscribe": subscriber_links["unsubscribe_url"],
+        }
+        values = {
+            **plain,
+            **{f"{name}html": escape(value) for name, value in plain.items()},
+            "pk": str(subscriber.pk),
+            "date": format_datetime(
+                datetime.now(timezone.get_current_timezone() if settings.EMAIL_USE_LOCALTIME else UTC)
+            ),
+        }
+        if not all(value.isascii() and value.isprintable() for value in values.values()):
+            return None
+        encoded = {name.encode(): value.encode() for name, value in values.items()}
+        data = self._stand_in.sub(lambda match: encoded[match[1]], template)
+        if max(map(len, data.split(b"\r\n"))) > MAX_LINE:
+            return None  # Python would have made that part quoted-printable
+        return data
+
+    def _template(self, message: Message) -> bytes | None:
+        """The message's whole MIME text (as email.policy.SMTP writes it) with stand-ins, or None if a
+        stand-in does not come through it unchanged or a part is not plain 7bit/8bit text."""
+        if message.pk in self._merged:
+            return self._merged[message.pk]
+        shared = self._shared(message)
+        stand_in = self._stand_in.pattern.decode()
+        rendered = Rendered(
+            subject=shared.subject,
+            text=shared.text,
+            html=re.sub(stand_in, lambda match: f"{match[0]}html", shared.html),
+        )
+        person = SimpleNamespace(pk=f"signalpost-{self.nonce}-pk", email=self.slots.email)
+        slot_links = {"manage_url": self.slots.manage_url, "unsubscribe_url": self.slots.unsubscribe_url}
+        email = _email(message, person, slot_links, rendered, root=self._root(message))
+        expected = [
+            match[1]
+            for text in (email.subject, email.body, rendered.html, *email.to, *email.extra_headers.values())
+            for match in re.finditer(stand_in, text)
+        ]
+        whole: bytes = email.message(policy=smtp_policy).as_bytes()
+        head, blank, body = whole.partition(b"\r\n\r\n")
+        head, dates = re.subn(rb"(?m)^Date: [^\r\n]*", b"Date: signalpost-" + self.nonce.encode() + b"-date", head)
+        data = head + blank + body
+        found = [match[1].decode() for match in self._stand_in.finditer(data)]
+        known = {"email", "manage", "unsubscribe", "emailhtml", "managehtml", "unsubscribehtml", "pk", "date"}
+        certain = (
+            dates == 1
+            and sorted(found) == sorted([*expected, "date"])
+            and set(found) <= known
+            and all(cte.lower() in (b"7bit", b"8bit") for cte in _ENCODINGS.findall(data))
+        )
+        self._merged[message.pk] = data if certain else None
+        return self._merged[message.pk]
+
+
+def _email(
+    message: Message, subscriber: Any, subscriber_links: dict[str, str], rendered: Rendered, *, root: bool
+) -> StatusEmail:
+    email = StatusEmail(
+        subject=rendered.subject,
+        body=rendered.text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[subscriber.email],
+        headers={
+            **thread_headers(message, subscriber, root=root),
+            # RFC 8058: mail providers show an unsubscribe button that POSTs here, no login, one click.
+            "List-Unsubscribe": f"<{subscriber_links['unsubscribe_url']}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "Auto-Submitted": "auto-generated",
+        },
+    )
+    email.attach_alternative(rendered.html, "text/html")
+    return email
 
 
 def _fill(text: str, values: dict[str, str]) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import mail
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -435,6 +436,10 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
     try:
         # A new connection from MAILERS["default"], fail_silently off.
         with relaxed_commits(), SentMarks() as marks, mail.mailers.default as smtp:
+            # Django's own SMTP backend (not a subclass, which may sign or change what it sends) takes
+            # merged bytes straight to its connection; any other backend gets EmailMessages.
+            direct = smtp if isinstance(smtp, SMTPBackend) and type(smtp) is SMTPBackend and smtp.connection else None
+            sender = direct.prep_address(settings.DEFAULT_FROM_EMAIL) if direct else ""
             while remaining:
                 delivery = remaining[0]
                 if timezone.now() - batch.renewed_at > renew_every:
@@ -445,10 +450,10 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     remaining.pop(0)
                     continue
                 try:
-                    email = composer.build(delivery)
-                    # The MIME message too, now: while it is built, the database commits the last
-                    # email's mark, and marks.wait() below then finds the answer there.
-                    email.prepare()
+                    # Built now (merged from the message's MIME text where that is certain, whole
+                    # otherwise): meanwhile the database commits the last email's mark, and
+                    # marks.wait() below then finds the answer there.
+                    outgoing = composer.outgoing(delivery, wire=direct is not None)
                 except Exception as error:  # a template or data problem: this email only, never retried
                     log.exception("could not build the email for delivery %s", delivery.pk)
                     mark_failed(delivery, batch.claim, f"could not build the email: {type(error).__name__}: {error}")
@@ -457,7 +462,12 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     continue
                 marks.wait()  # the last email's row is marked sent before this one goes out
                 try:
-                    smtp.send_messages([email])
+                    if isinstance(outgoing, bytes):
+                        assert direct is not None and direct.connection is not None
+                        # What the backend's send_messages() does for one email, minus building it.
+                        direct.connection.sendmail(sender, [delivery.subscriber.email], outgoing)
+                    else:
+                        smtp.send_messages([outgoing])
                 except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as error:
                     raise TransientError(f"{type(error).__name__}: {error}") from error
                 except smtplib.SMTPException as error:  # this message only: the connection is still good
