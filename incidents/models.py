@@ -672,6 +672,13 @@ class Delivery(models.Model):
                 fields=["transport", "next_attempt_at", "id"], condition=Q(status="pending"), name="delivery_due_idx"
             ),
             models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="delivery_claimed_idx"),
+            # A subscriber's unsent rows, so a claim can pass over a row while an earlier message to the
+            # same subscriber is still unsent: updates arrive in the order they were posted.
+            models.Index(
+                fields=["subscriber", "message"],
+                condition=Q(status__in=["pending", "sending"]),
+                name="delivery_unsent_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -30,7 +30,7 @@ from django.conf import settings
 from django.core import mail
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from incidents.models import (
@@ -175,10 +175,20 @@ def claim_batch(now: datetime, limit: int = BATCH_SIZE, transport: str = EMAIL) 
     token = uuid.uuid4().hex
     with transaction.atomic():
         # Served by delivery_due_idx (transport, next_attempt_at, id where pending): no join, however
-        # many subscribers there are or however stale the planner's statistics.
-        due = Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, transport=transport
-        ).order_by("next_attempt_at", "id")
+        # many subscribers there are or however stale the planner's statistics. A row waits while an
+        # earlier message to its subscriber is unsent (a probe of delivery_unsent_idx), so that after
+        # an outage, whose jittered retries come due in any order, nobody reads "Resolved" before
+        # "Investigating"; the earlier row is sent or fails for good within its bounded attempts.
+        earlier = Delivery.objects.filter(
+            subscriber=OuterRef("subscriber"),
+            message__lt=OuterRef("message"),
+            status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING],
+        )
+        due = (
+            Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now, transport=transport)
+            .exclude(Exists(earlier))
+            .order_by("next_attempt_at", "id")
+        )
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True, of=("self",))
         ids = list(due.values_list("pk", flat=True)[:limit])
