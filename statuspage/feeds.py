@@ -1,4 +1,4 @@
-"""Feeds from the published snapshot: Atom and RSS of incident updates, iCalendar of maintenance.
+"""Feeds from the published snapshot: Atom and RSS of incident and maintenance updates, iCalendar of maintenance.
 
 Like the v2 API, each is rendered once per snapshot version and served without the database.
 Feed readers get one entry per public update (newest first); calendar apps get one event per
@@ -47,11 +47,13 @@ def _xml_text(value: str | None) -> str:
 
 
 def feed_entries(document: dict[str, Any], limit: int = FEED_LIMIT) -> list[dict[str, Any]]:
-    """The newest public incident updates, one entry each (the document holds only public ones)."""
+    """The newest public incident and maintenance updates, one entry each (the document holds only
+    public ones, and the maintenance windows of the last 90 days)."""
     site = document["page"]["url"].rstrip("/")
     entries: list[dict[str, Any]] = []
-    for incident in document.get("incidents", []):
-        link = f"{site}/incidents/{incident['id']}"
+    pages = [(f"{site}/incidents/{row['id']}", row) for row in document.get("incidents", [])]
+    pages += [(f"{site}/maintenance/{row['id']}", row) for row in document.get("scheduled_maintenances", [])]
+    for link, incident in pages:
         for update in incident.get("incident_updates", []):
             label = STATUS_LABELS.get(update["status"], update["status"].replace("_", " ").capitalize())
             entries.append(

@@ -159,10 +159,16 @@ def status_context(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def completed_maintenance(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Windows that were carried out (the document keeps those of the last 90 days), for the history."""
+    return [w for w in document.get("scheduled_maintenances", []) if w["status"] == "completed"]
+
+
 def history_pages(document: dict[str, Any]) -> tuple[date, int]:
-    """The current month (page zone) and how many pages reach back to the oldest incident."""
+    """The current month (page zone) and how many pages reach back to the oldest incident or window."""
     current = datetime.fromisoformat(document["generated_at"]).date().replace(day=1)
     months = [_month_of(i["created_at"]) for i in document.get("incidents", [])]
+    months += [_month_of(w["started_at"]) for w in completed_maintenance(document)]
     oldest = date.fromisoformat(min(months) + "-01") if months else current
     span = (current.year - oldest.year) * 12 + current.month - oldest.month + 1
     return current, max(1, -(-span // HISTORY_MONTHS_PER_PAGE))
@@ -177,6 +183,12 @@ def history_context(document: dict[str, Any], page: int) -> dict[str, Any]:
         month = _month_of(incident["created_at"])
         if month in by_month:
             by_month[month].append(incident)
+    for window in completed_maintenance(document):
+        month = _month_of(window["started_at"])
+        if month in by_month:
+            by_month[month].append({**window, "is_maintenance": True})
+    for items in by_month.values():
+        items.sort(key=lambda item: item["started_at"], reverse=True)  # stable: the document's order on ties
     return {
         "months": [{"key": key, "incidents": by_month[key]} for key in keys],
         "page_number": page,

@@ -299,3 +299,28 @@ def test_text_escaping_and_folding_helpers() -> None:
     parts = folded.split("\r\n")
     assert all(len(part.encode()) <= 75 for part in parts)
     assert "".join(part.removeprefix(" ") for part in parts) == "é" * 80
+
+
+# --- maintenance in the history -------------------------------------------------------------------
+
+
+def test_a_completed_window_is_in_the_history_and_the_feeds(client: Client, windows: dict[str, Maintenance]) -> None:
+    """Carried-out maintenance is part of the record, as on Statuspage: the history lists it in its month
+    (linking to its page), and the feeds carry each of its updates. Upcoming and cancelled windows are
+    not history."""
+    completed = windows["completed"]
+    html = client.get("/history").content.decode()
+    assert f'href="/maintenance/{completed.pk}">Kernel patch</a>' in html
+    assert "Database upgrade" not in html and "Network move" not in html
+    assert "Maintenance" in html
+
+    for url in FEEDS:
+        entries = parse(client, url).entries
+        kernel = [e for e in entries if e.title.endswith("Kernel patch")]
+        assert [e.title for e in kernel] == [
+            "[Completed] Kernel patch",
+            "[In progress] Kernel patch",
+            "[Scheduled] Kernel patch",
+        ]
+        assert {e.link for e in kernel} == {f"{settings.SITE_URL}/maintenance/{completed.pk}"}
+        assert any(e.title == "[Scheduled] Database upgrade" for e in entries)
