@@ -171,10 +171,13 @@ def component_uptime(spans: list[Span], now: datetime) -> dict[str, Any]:
         first = (first - timedelta(days=1)).replace(day=1)
     window_start = datetime.combine(today - timedelta(days=UPTIME_DAYS - 1), time.min, zone)
     overall = uptime_between(spans, window_start, now)
+    # Narrow screens show the last 30 days' bars, and this figure beside them.
+    recent = uptime_between(spans, datetime.combine(today - timedelta(days=29), time.min, zone), now)
     return {
         "days": days,
         "months": months,
         "uptime_percent": overall["uptime_percent"] if overall else None,
+        "uptime_percent_30_days": recent["uptime_percent"] if recent else None,
     }
 
 

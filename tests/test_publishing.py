@@ -150,6 +150,25 @@ def test_it_counts_uptime_by_the_stated_rule(staff: User) -> None:
     assert uptime["days"][0]["uptime_percent"] is None  # before the component existed
 
 
+def test_it_gives_the_last_30_days_uptime_for_narrow_screens(staff: User, client: Any) -> None:
+    """Narrow screens show the last 30 days' bars; the figure beside them is those 30 days', not 90's."""
+    with time_machine.travel(T0 - timedelta(days=60), tick=False):
+        component = factories.make_component(name="Exports", actor=staff)
+    outage = T0 - timedelta(days=40)  # inside the 90 days, outside the last 30
+    actions.set_component_status(component, actor=staff, status="major_outage", at=outage)
+    actions.set_component_status(component, actor=staff, status="operational", at=outage + timedelta(hours=12))
+
+    with time_machine.travel(T0 + timedelta(hours=12), tick=False):
+        document = build_document()
+        publishing.publish()
+        html = client.get("/").content.decode()
+    uptime = next(row for row in document["components"] if row["name"] == "Exports")["uptime"]
+    assert uptime["uptime_percent"] < 100
+    assert uptime["uptime_percent_30_days"] == 100.0
+    assert '<span class="uptime__percent uptime__percent--30">100% uptime</span>' in html
+    assert '<span class="uptime__percent uptime__percent--90">99.17% uptime</span>' in html
+
+
 def test_it_shows_the_promised_next_update(staff: User) -> None:
     factories.declare(actor=staff, title="Slow", at=T0)  # SEV1: public updates every 30 min
 
