@@ -187,6 +187,15 @@ def test_nginx_serves_the_public_side_while_the_app_is_down(staff: User, setting
     status, headers, _ = fetch(f"{base}/maintenance.ics")
     assert (status, headers["Content-Type"]) == (200, "text/calendar; charset=utf-8")
 
+    # A CORS preflight gets what the application would answer, from nginx alone.
+    for path in ("/api/v2/summary.json", "/history.atom", "/maintenance.ics"):
+        preflight = urllib.request.Request(f"{base}{path}", method="OPTIONS")
+        with urllib.request.urlopen(preflight, timeout=5) as response:
+            assert response.status == 204, path
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
+            assert response.headers["Access-Control-Allow-Methods"] == "GET, HEAD, OPTIONS"
+            assert "If-None-Match" in response.headers["Access-Control-Allow-Headers"]
+
     # Conditional requests get 304 from nginx itself.
     etag = fetch(f"{base}/")[1]["ETag"]
     request = urllib.request.Request(f"{base}/", headers={"If-None-Match": etag})
