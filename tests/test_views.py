@@ -779,7 +779,8 @@ def test_it_formats_times_and_durations() -> None:
     assert duration(timedelta(hours=2, minutes=30)) == "2 h 30 min"
     assert duration(3600) == "1 h"
     assert duration(3 * 86400 + 4 * 3600 + 5) == "3 d 4 h"
-    assert duration(245.9) == "4 min 5 s"
+    assert duration(245.9) == "4 min 6 s"
+    assert duration(timedelta(seconds=54.6)) == "55 s"  # as the timeline's "acknowledged after 55 s" rounds
     assert duration(-90) == "1 min 30 s"
     assert duration(0) == "0 s"
     assert percent(None) == ""

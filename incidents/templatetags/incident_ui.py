@@ -76,11 +76,12 @@ _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 
 @register.filter
 def duration(value: timedelta | float | int | Decimal | None) -> str:
-    """The two largest units, the smaller left out when zero: '2 h 30 min', '3 d', '4 min 5 s', '45 s'."""
+    """The two largest units, the smaller left out when zero: '2 h 30 min', '3 d', '4 min 5 s', '45 s'.
+    Rounded to the second, as the timeline's events are ('acknowledged after 55 s' in both for 54.6 s)."""
     if value is None:
         return ""
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    total = int(abs(seconds))
+    total = round(abs(seconds))
     for index, (label, size) in enumerate(_UNITS):
         if total >= size or label == "s":
             amount, rest = divmod(total, size)
