@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # pytest-playwright runs an event loop
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client, override_settings
 
+from incidents.models import Subscriber
 from statuspage.celery import app as celery_app
 from tests import factories
+from tests.smtp import SmtpServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -165,3 +167,34 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 @pytest.fixture
 def requires_chromium() -> None:
     need(Path(CHROMIUM).exists(), "needs Chromium (apt-get install chromium)")
+
+
+SMTP_SITE_URL = "https://status.example.com"
+
+
+@pytest.fixture
+def smtp(settings: Any) -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd, on a free port) with the default mailer pointed at it, and absolute
+    links to a real-looking site (SMTP_SITE_URL)."""
+    settings.SITE_URL = SMTP_SITE_URL
+    with SmtpServer() as server:
+        settings.MAILERS = server.mailers()
+        yield server
+
+
+Subscribe = Callable[..., Subscriber]
+
+
+@pytest.fixture
+def subscribe(smtp: SmtpServer, django_capture_on_commit_callbacks: Any) -> Subscribe:
+    """Subscribe an address and confirm it, as the links would; its confirmation email is then forgotten."""
+    from incidents import actions
+
+    def make(email: str, **choices: Any) -> Subscriber:
+        with django_capture_on_commit_callbacks(execute=True):
+            subscriber = actions.subscribe(email=email, **choices)
+        subscriber = actions.confirm_subscription(subscriber)
+        smtp.reset()
+        return subscriber
+
+    return make

@@ -201,3 +201,10 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0, 
         if time.monotonic() > deadline:
             pytest.fail(f"no {what} after {timeout:.0f} s")
         time.sleep(interval)
+
+
+def text_and_html(email: EmailMessage) -> tuple[str, str]:
+    """A received email's text and HTML parts, decoded."""
+    text, html = email.get_body(("plain",)), email.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()

@@ -10,7 +10,7 @@ import contextlib
 import random
 import re
 import smtplib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
 from typing import Any
@@ -35,41 +35,17 @@ from incidents.models import (
 from incidents.notifications import EMAIL
 from incidents.tokens import read_token
 from tests import factories
-from tests.smtp import SmtpServer
+from tests.conftest import SMTP_SITE_URL, Subscribe
+from tests.smtp import SmtpServer, text_and_html
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SITE_URL = "https://status.example.com"
+SITE_URL = SMTP_SITE_URL  # the smtp fixture (conftest) sets it
 CLAIM_TIMEOUT = timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS)
-
-Subscribe = Callable[..., Subscriber]
 
 # SMTPException is a subclass of OSError, and send_email_batch catches CONNECTION_ERRORS (OSError
 # included) before smtplib.SMTPException: a refused recipient is taken for a dead connection.
-
-
-@pytest.fixture
-def smtp(settings: Any) -> Iterator[SmtpServer]:
-    """A real SMTP server with the default mailer pointed at it, and absolute links to a real-looking site."""
-    settings.SITE_URL = SITE_URL
-    with SmtpServer() as server:
-        settings.MAILERS = server.mailers()
-        yield server
-
-
-@pytest.fixture
-def subscribe(smtp: SmtpServer, django_capture_on_commit_callbacks: Any) -> Subscribe:
-    """Subscribe an address and confirm it, as the links would; its confirmation email is then forgotten."""
-
-    def make(email: str, **choices: Any) -> Subscriber:
-        with django_capture_on_commit_callbacks(execute=True):
-            subscriber = actions.subscribe(email=email, **choices)
-        subscriber = actions.confirm_subscription(subscriber)
-        smtp.reset()
-        return subscriber
-
-    return make
 
 
 @pytest.fixture
@@ -102,10 +78,6 @@ def token_in(url: str, purpose: str) -> str:
     match = re.fullmatch(rf"{re.escape(SITE_URL)}/subscribe/{purpose}/([^/\s>]+)", url)
     assert match, url
     return match.group(1)
-
-
-def text_and_html(email: Any) -> tuple[str, str]:
-    return email.get_body(("plain",)).get_content(), email.get_body(("html",)).get_content()
 
 
 def breaker() -> CircuitBreaker:

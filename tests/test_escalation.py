@@ -7,7 +7,6 @@ server (aiosmtpd). Concurrency runs on PostgreSQL with two sweeps in two connect
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -32,20 +31,13 @@ from incidents.models import (
     TimelineEvent,
 )
 from tests import factories
+from tests.conftest import SMTP_SITE_URL
 from tests.smtp import SmtpServer
 from tests.test_actions import run_concurrently
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-SITE_URL = "https://status.example.com"
+SITE_URL = SMTP_SITE_URL  # the smtp fixture (conftest) sets it
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def smtp(settings: Any) -> Iterator[SmtpServer]:
-    settings.SITE_URL = SITE_URL
-    with SmtpServer() as server:
-        settings.MAILERS = server.mailers()
-        yield server
 
 
 @pytest.fixture

@@ -32,8 +32,8 @@ from incidents.models import (
 )
 from statuspage.snapshot import reader
 from tests import factories
-from tests.smtp import SmtpServer
-from tests.test_delivery import Subscribe, smtp, subscribe, text_and_html  # noqa: F401 - fixtures
+from tests.conftest import Subscribe
+from tests.smtp import SmtpServer, text_and_html
 
 pytestmark = pytest.mark.django_db
 
@@ -284,8 +284,8 @@ def test_an_edit_after_publishing_reaches_the_page(staff: User, api: Component, 
 
 
 def test_subscribers_who_chose_post_mortems_get_one_email_with_the_public_sections(
-    smtp: SmtpServer,  # noqa: F811
-    subscribe: Subscribe,  # noqa: F811
+    smtp: SmtpServer,
+    subscribe: Subscribe,
     staff: User,
     api: Component,
     django_capture_on_commit_callbacks: Any,
