@@ -1,4 +1,4 @@
-"""The incident domain. Every write with consequences goes through incidents/actions.py."""
+"""The incident domain. Every write with consequences goes through the incidents.actions package."""
 
 from __future__ import annotations
 

@@ -1,0 +1,568 @@
+"""Incidents: declare, acknowledge, update, change severity, assign, resolve, reopen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from incidents import escalation
+from incidents.actions._common import (
+    ActionRefused,
+    Actor,
+    ComponentChange,
+    _actor_name,
+    _apply_component_changes,
+    _check_status,
+    _clean_percent,
+    _clean_regions,
+    _derived_impact,
+    _event,
+    _lock,
+    _refresh_impact,
+    _user,
+)
+from incidents.actions.postmortems import _open_postmortem
+from incidents.actions.subscriptions import _message_for_update
+from incidents.actions.timing import (
+    _advance,
+    _clock,
+    _copy_targets,
+    _duration,
+    _restart_cadence,
+    _resume_clock,
+    _retarget_clocks,
+    _stamp_acknowledged,
+    _start_clocks,
+    _stop_clock,
+)
+from incidents.markup import render_markdown
+from incidents.models import (
+    Component,
+    ComponentStatus,
+    EventKind,
+    IdempotencyKey,
+    Impact,
+    Incident,
+    IncidentStatus,
+    IncidentUpdate,
+    Metric,
+    Postmortem,
+    PublicStatus,
+    Severity,
+)
+from incidents.publishing import request_publish
+
+
+def declare_incident(
+    *,
+    actor: Actor,
+    title: str,
+    severity: Severity,
+    message: str = "",
+    message_is_public: bool = True,
+    public_status: str = PublicStatus.INVESTIGATING,
+    components: Mapping[Component, str] | None = None,
+    customer_impact_percent: Decimal | float | str | None = None,
+    regions: Iterable[str] | str | None = None,
+    workaround: str = "",
+    impact_override: str = "",
+    commander: Any = None,
+    idempotency_key: str | None = None,
+    at: datetime | None = None,
+) -> Incident:
+    """Declare an incident, start its clocks, set component statuses and post the first message.
+
+    With an idempotency key this user has used before, declare nothing and return that incident,
+    marked `replayed`.
+    """
+    at = at or timezone.now()
+    title = title.strip()
+    if not title:
+        raise ActionRefused("A title is required.", field="title")
+    if public_status == PublicStatus.RESOLVED:
+        raise ActionRefused("A new incident cannot start resolved.", field="public_status")
+    if public_status not in PublicStatus.values:
+        raise ActionRefused(f"Unknown status {public_status!r}.", field="public_status")
+    if impact_override and impact_override not in Impact.values:
+        raise ActionRefused(f"Unknown impact {impact_override!r}.", field="impact_override")
+    percent = _clean_percent(customer_impact_percent)
+    user = _user(actor)
+
+    with transaction.atomic():
+        if idempotency_key and user is not None:
+            previous = IdempotencyKey.objects.filter(user=user, key=idempotency_key).select_related("incident")
+            if found := previous.first():
+                found.incident.replayed = True
+                return found.incident
+
+        incident = Incident.objects.create(
+            title=title[:200],
+            severity=severity,
+            public_status=PublicStatus.INVESTIGATING,
+            customer_impact_percent=percent,
+            regions=_clean_regions(regions),
+            workaround=workaround.strip(),
+            impact_override=impact_override,
+            commander=commander or user,
+            declared_by=user,
+            declared_at=at,
+            updated_at=at,
+        )
+        if idempotency_key and user is not None:
+            try:
+                with transaction.atomic():
+                    IdempotencyKey.objects.create(user=user, key=idempotency_key, incident=incident, created_at=at)
+            except IntegrityError:
+                # Another request with the same key won the race: ours never happened.
+                transaction.set_rollback(True)
+                winner = IdempotencyKey.objects.get(user=user, key=idempotency_key).incident
+                winner.replayed = True
+                return winner
+
+        _start_clocks(incident, severity, at)
+        _copy_targets(incident)
+        escalation.copy_policy(incident, severity, at)
+        changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
+        for change in changes:
+            _check_status(change.status, field="components")
+        if changes:
+            incident.components.set([change.component for change in changes])
+        _refresh_impact(incident, [change.status for change in changes])
+        incident.save(update_fields=["impact", "impact_override"])
+        _event(
+            incident,
+            EventKind.DECLARED,
+            f"{_actor_name(actor)} declared {severity.name}: {incident.title}",
+            actor=actor,
+            at=at,
+            severity=severity.key,
+            components=[{"component_id": c.component.pk, "status": c.status} for c in changes],
+        )
+        if message.strip():
+            # The first message carries the component changes, as every later update does.
+            _post_update_locked(
+                incident,
+                actor=actor,
+                body=message,
+                public_status=public_status,
+                is_public=message_is_public,
+                component_changes=changes,
+                at=at,
+            )
+        elif _apply_component_changes(incident, changes, actor=actor, at=at):
+            request_publish()
+        return incident
+
+
+def acknowledge_incident(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Incident:
+    at = at or timezone.now()
+    if _user(actor) is None:
+        raise ActionRefused("Only a person can acknowledge an incident.")
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.is_resolved:
+            raise ActionRefused("This incident is already resolved; reopen it first.")
+        if incident.acknowledged_at is not None:
+            who = incident.acknowledged_by.get_username() if incident.acknowledged_by else "someone"
+            raise ActionRefused(f"Already acknowledged by {who}.", code="already_acknowledged")
+        _stamp_acknowledged(incident, actor, at)
+        if incident.status == IncidentStatus.DECLARED:
+            incident.status = IncidentStatus.ACKNOWLEDGED
+        incident.updated_at = at
+        incident.save(update_fields=["acknowledged_at", "acknowledged_by", "status", "updated_at"])
+        elapsed = (at - incident.declared_at).total_seconds()
+        _event(
+            incident,
+            EventKind.ACKNOWLEDGED,
+            f"{_actor_name(actor)} acknowledged after {_duration(round(elapsed))}",
+            actor=actor,
+            at=at,
+            elapsed_seconds=elapsed,
+        )
+        return incident
+
+
+def post_update(
+    incident: Incident,
+    *,
+    actor: Actor,
+    body: str,
+    public_status: str | None = None,
+    is_public: bool = True,
+    components: Mapping[Component, str] | None = None,
+    at: datetime | None = None,
+) -> IncidentUpdate:
+    """Post an update; a public one restarts the cadence clock and may move the public status."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.is_resolved:
+            raise ActionRefused("This incident is resolved; reopen it before posting an update.")
+        status = public_status or incident.public_status
+        if status not in PublicStatus.values:
+            raise ActionRefused(f"Unknown status {status!r}.", field="status")
+        if status == PublicStatus.RESOLVED:
+            raise ActionRefused("Use Resolve to resolve an incident.", field="status")
+        changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
+        return _post_update_locked(
+            incident,
+            actor=actor,
+            body=body,
+            public_status=status,
+            is_public=is_public,
+            component_changes=changes,
+            at=at,
+        )
+
+
+def _post_update_locked(
+    incident: Incident,
+    *,
+    actor: Actor,
+    body: str,
+    public_status: str,
+    is_public: bool,
+    component_changes: list[ComponentChange],
+    at: datetime,
+) -> IncidentUpdate:
+    body = body.strip()
+    if not body:
+        raise ActionRefused("An update needs a message.", field="body")
+    applied = _apply_component_changes(incident, component_changes, actor=actor, at=at)
+    if component_changes:
+        incident.components.add(*[change.component for change in component_changes])
+    previous_status = incident.public_status
+    fields = {"public_status", "status", "impact", "updated_at"}
+    if is_public:
+        incident.public_status = public_status
+    stamped = _advance(incident, public_status, actor, at)
+    fields.update(stamped)
+    if "acknowledged_at" in stamped:
+        fields.add("acknowledged_by")
+    if is_public:
+        if incident.published_at is None:
+            incident.published_at = at
+            fields.add("published_at")
+            _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at)
+        if public_status != PublicStatus.RESOLVED:
+            _restart_cadence(incident, incident.severity, at)
+    _refresh_impact(incident, [c["new_status"] for c in applied])
+    incident.updated_at = at
+    incident.save(update_fields=sorted(fields))
+    if is_public or applied:
+        request_publish()
+    update = IncidentUpdate.objects.create(
+        incident=incident,
+        status=public_status if is_public else incident.public_status,
+        body=body,
+        body_html=render_markdown(body),
+        is_public=is_public,
+        component_changes=applied,
+        author=_user(actor),
+        created_at=at,
+    )
+    if is_public:
+        _message_for_update(incident, update, sorted({c.pk for c in incident.components.all()}))
+    kind = "a public" if is_public else "an internal"
+    status_note = f" ({previous_status} → {public_status})" if is_public and previous_status != public_status else ""
+    _event(
+        incident,
+        EventKind.UPDATE_POSTED,
+        f"{_actor_name(actor)} posted {kind} update{status_note}",
+        actor=actor,
+        at=at,
+        update_id=update.pk,
+        is_public=is_public,
+        public_status=public_status,
+        components=applied,
+        milestones=stamped,
+    )
+    return update
+
+
+def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at: datetime | None = None) -> Incident:
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.severity_id == severity.pk:
+            raise ActionRefused(f"The incident is already {severity.name}.", code="unchanged")
+        previous = incident.severity
+        incident.severity = severity
+        incident.updated_at = at
+        incident.save(update_fields=["severity", "updated_at"])
+        _retarget_clocks(incident, severity, at)
+        _copy_targets(incident)
+        if incident.published_at is not None:
+            request_publish()  # the public "next update by" follows the new cadence target
+        _event(
+            incident,
+            EventKind.SEVERITY_CHANGED,
+            f"{_actor_name(actor)} changed severity from {previous.name} to {severity.name}",
+            actor=actor,
+            at=at,
+            old=previous.key,
+            new=severity.key,
+        )
+        if incident.acknowledged_at is None and not incident.is_resolved:
+            # Still unacknowledged: the new severity's escalation takes over, timed from now.
+            stopped = escalation.stop_pending(incident, at, f"severity changed to {severity.name}")
+            steps = escalation.copy_policy(incident, severity, at)
+            if stopped or steps:
+                _event(
+                    incident,
+                    EventKind.PAGING_STOPPED if not steps else EventKind.PAGED,
+                    f"Paging follows {severity.name}'s escalation from now ({len(steps)} step(s))"
+                    if steps
+                    else f"{severity.name} has no escalation steps: paging stopped",
+                    actor=None,
+                    at=at,
+                    steps=len(steps),
+                )
+        return incident
+
+
+def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime | None = None) -> int:
+    """Stop paging for an unacknowledged incident (someone is on it but cannot acknowledge yet, say).
+
+    Returns how many steps were stopped. Audited with the reason; the acknowledge clock keeps running.
+    """
+    at = at or timezone.now()
+    reason = reason.strip()
+    if _user(actor) is None:
+        raise ActionRefused("Only a person can stop paging.")
+    if not reason:
+        raise ActionRefused("Say why paging stops.", field="reason")
+    with transaction.atomic():
+        incident = _lock(incident)
+        stopped = escalation.stop_pending(incident, at, f"stopped by {_actor_name(actor)}: {reason}")
+        if not stopped:
+            raise ActionRefused("Nobody is waiting to be paged for this incident.", code="not_paging")
+        _event(
+            incident,
+            EventKind.PAGING_STOPPED,
+            f"{_actor_name(actor)} stopped paging ({stopped} step(s) left): {reason}",
+            actor=actor,
+            at=at,
+            reason=reason,
+            steps=stopped,
+        )
+        return stopped
+
+
+def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: datetime | None = None) -> Incident:
+    """Hand the incident to a commander (a staff user)."""
+    at = at or timezone.now()
+    if commander is None or not commander.is_active or not commander.is_staff:
+        raise ActionRefused("The commander must be an active staff user.", field="commander")
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.commander_id == commander.pk:
+            raise ActionRefused(f"{commander.get_username()} is already the commander.", field="commander")
+        previous = incident.commander.get_username() if incident.commander else None
+        incident.commander = commander
+        incident.updated_at = at
+        incident.save(update_fields=["commander", "updated_at"])
+        _event(
+            incident,
+            EventKind.COMMANDER_CHANGED,
+            f"{_actor_name(actor)} made {commander.get_username()} the incident commander",
+            actor=actor,
+            at=at,
+            old=previous,
+            new=commander.get_username(),
+        )
+        return incident
+
+
+_UNSET: Any = object()
+
+
+def update_impact_scope(
+    incident: Incident,
+    *,
+    actor: Actor,
+    customer_impact_percent: Any = _UNSET,
+    regions: Any = _UNSET,
+    workaround: Any = _UNSET,
+    impact_override: Any = _UNSET,
+    at: datetime | None = None,
+) -> Incident:
+    """Change who is affected. Only the arguments given change; the event records old and new."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        changed: dict[str, dict[str, Any]] = {}
+        if customer_impact_percent is not _UNSET:
+            percent = _clean_percent(customer_impact_percent)
+            if percent != incident.customer_impact_percent:
+                old = incident.customer_impact_percent
+                changed["customer_impact_percent"] = {
+                    "old": None if old is None else str(old),
+                    "new": None if percent is None else str(percent),
+                }
+                incident.customer_impact_percent = percent
+        if regions is not _UNSET:
+            cleaned = _clean_regions(regions)
+            if cleaned != incident.regions:
+                changed["regions"] = {"old": incident.regions, "new": cleaned}
+                incident.regions = cleaned
+        if workaround is not _UNSET and (workaround or "").strip() != incident.workaround:
+            changed["workaround"] = {"old": incident.workaround, "new": (workaround or "").strip()}
+            incident.workaround = (workaround or "").strip()
+        if impact_override is not _UNSET and (impact_override or "") != incident.impact_override:
+            if impact_override and impact_override not in Impact.values:
+                raise ActionRefused(f"Unknown impact {impact_override!r}.", field="impact_override")
+            changed["impact_override"] = {"old": incident.impact_override, "new": impact_override or ""}
+            incident.impact_override = impact_override or ""
+            if incident.impact_override:
+                incident.impact = incident.impact_override
+            else:
+                statuses = list(incident.components.values_list("status", flat=True))
+                incident.impact = _derived_impact(statuses)
+        if not changed:
+            raise ActionRefused("Nothing changed.", code="unchanged")
+        incident.updated_at = at
+        incident.save(
+            update_fields=[
+                "customer_impact_percent", "regions", "workaround", "impact_override", "impact", "updated_at"
+            ]
+        )  # fmt: skip
+        if incident.published_at is not None:
+            request_publish()
+        _event(
+            incident,
+            EventKind.SCOPE_CHANGED,
+            f"{_actor_name(actor)} changed the impact scope ({', '.join(changed)})",
+            actor=actor,
+            at=at,
+            changes=changed,
+        )
+        return incident
+
+
+def resolve_incident(
+    incident: Incident,
+    *,
+    actor: Actor,
+    message: str = "",
+    is_public: bool = True,
+    restore_components: bool = True,
+    at: datetime | None = None,
+) -> Incident:
+    """Resolve: fill skipped milestones forward, stop every clock, restore components if asked."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        incident = _lock(incident)
+        if incident.is_resolved:
+            raise ActionRefused("This incident is already resolved.", code="already_resolved")
+        restore = (
+            [ComponentChange(c, ComponentStatus.OPERATIONAL) for c in incident.components.filter(is_group=False)]
+            if restore_components
+            else []
+        )
+        if message.strip():
+            _post_update_locked(
+                incident,
+                actor=actor,
+                body=message,
+                public_status=PublicStatus.RESOLVED,
+                is_public=is_public,
+                component_changes=restore,
+                at=at,
+            )
+            restore = []
+        else:
+            _advance(incident, PublicStatus.RESOLVED, actor, at)
+        applied = _apply_component_changes(incident, restore, actor=actor, at=at)
+        # Skipped milestones fill forward, so every resolved incident has all of them.
+        if incident.acknowledged_at is None:
+            incident.acknowledged_at = at
+            _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+        escalation.stop_pending(incident, at, "the incident was resolved")
+        incident.identified_at = incident.identified_at or at
+        incident.mitigated_at = incident.mitigated_at or at
+        incident.resolved_at = at
+        incident.status = IncidentStatus.RESOLVED
+        incident.public_status = PublicStatus.RESOLVED
+        incident.updated_at = at
+        incident.save(
+            update_fields=[
+                "acknowledged_at", "acknowledged_by", "identified_at", "mitigated_at", "resolved_at",
+                "status", "public_status", "published_at", "impact", "updated_at",
+            ]
+        )  # fmt: skip
+        _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at, satisfied=False)
+        _stop_clock(_clock(incident, Metric.UPDATE_CADENCE), at, satisfied=False)
+        _stop_clock(_clock(incident, Metric.RESOLVE), at)
+        request_publish()
+        duration = (at - incident.declared_at).total_seconds()
+        opens_postmortem = (
+            incident.severity.postmortem_required and not Postmortem.objects.filter(incident=incident).exists()
+        )
+        _event(
+            incident,
+            EventKind.RESOLVED,
+            f"{_actor_name(actor)} resolved the incident after {_duration(round(duration))}",
+            actor=actor,
+            at=at,
+            components=applied,
+        )
+        if opens_postmortem:
+            _open_postmortem(incident, actor=actor, at=at)
+        return incident
+
+
+def reopen_incident(
+    incident: Incident,
+    *,
+    actor: Actor,
+    reason: str,
+    message: str = "",
+    is_public: bool = True,
+    at: datetime | None = None,
+) -> Incident:
+    """Reopen a resolved incident: back to investigating, the resolve clock resumes with the time it
+    had already run, and a published incident promises its next public update again. With a
+    message, that update is posted at once."""
+    at = at or timezone.now()
+    reason = reason.strip()
+    if not reason:
+        raise ActionRefused("Say why the incident is reopened.", field="reason")
+    with transaction.atomic():
+        incident = _lock(incident)
+        if not incident.is_resolved:
+            raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
+        incident.status = IncidentStatus.ACKNOWLEDGED
+        incident.public_status = PublicStatus.INVESTIGATING
+        incident.resolved_at = None
+        incident.reopened_count += 1
+        incident.updated_at = at
+        incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
+        _resume_clock(_clock(incident, Metric.RESOLVE), at)
+        _event(
+            incident,
+            EventKind.REOPENED,
+            f"{_actor_name(actor)} reopened the incident: {reason}",
+            actor=actor,
+            at=at,
+            reason=reason,
+        )
+        if message.strip():
+            _post_update_locked(
+                incident,
+                actor=actor,
+                body=message,
+                public_status=PublicStatus.INVESTIGATING,
+                is_public=is_public,
+                component_changes=[],
+                at=at,
+            )
+        elif incident.published_at is not None:
+            _restart_cadence(incident, incident.severity, at)
+            request_publish()
+        return incident

@@ -1,0 +1,249 @@
+"""Clocks and milestones: starting, stopping, pausing and re-targeting an incident's clocks, and the
+threshold events they record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+
+from incidents import clocks, escalation
+from incidents.actions._common import Actor, _actor_name, _event, _user
+from incidents.models import (
+    Clock,
+    ClockEvent,
+    ClockEventKind,
+    ClockState,
+    EventKind,
+    Incident,
+    IncidentStatus,
+    Metric,
+    PublicStatus,
+    Severity,
+)
+
+
+def _start_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
+    for metric in (Metric.ACKNOWLEDGE, Metric.FIRST_UPDATE, Metric.RESOLVE):
+        target = severity.target_for(metric)
+        if target:
+            clock = Clock(incident=incident, metric=metric, target_seconds=target, started_at=incident.declared_at)
+            clock.running_since = incident.declared_at
+            clock.next_check_at = clocks.next_check_at(clock)
+            clock.save()
+    # The cadence clock starts with the first public update.
+
+
+REPORTED_METRICS = (Metric.ACKNOWLEDGE, Metric.FIRST_UPDATE, Metric.RESOLVE)
+
+
+def _copy_targets(incident: Incident) -> None:
+    """Copy the clocks' targets onto the incident row, where the response report reads them."""
+    targets = dict(
+        Clock.objects.filter(incident=incident, metric__in=REPORTED_METRICS).values_list("metric", "target_seconds")
+    )
+    values = {f"{metric}_target": targets.get(metric) for metric in REPORTED_METRICS}
+    Incident.objects.filter(pk=incident.pk).update(**values)
+    for name, value in values.items():
+        setattr(incident, name, value)
+
+
+def _clock(incident: Incident, metric: str) -> Clock | None:
+    return Clock.objects.select_for_update().filter(incident=incident, metric=metric).first()
+
+
+def _record_clock_event(clock: Clock, kind: str, due: datetime, *, nudge: bool = True) -> bool:
+    try:
+        with transaction.atomic():
+            recorded = ClockEvent.objects.create(clock=clock, kind=kind, cycle=clock.cycle, due_at=due)
+    except IntegrityError:
+        return False  # recorded already: exactly once, whoever got there first
+    if nudge:
+        escalation.nudge(clock, recorded)
+    share = {ClockEventKind.WARNING_75.value: "75%", ClockEventKind.WARNING_90.value: "90%"}.get(kind)
+    label = Metric(clock.metric).label
+    if share:
+        message = f"{label} clock at {share} of its {_duration(clock.target_seconds)} target"
+        event_kind = EventKind.CLOCK_WARNING
+    else:
+        message = f"{label} clock breached its {_duration(clock.target_seconds)} target"
+        event_kind = EventKind.CLOCK_BREACHED
+    _event(
+        clock.incident, event_kind, message, actor=None, at=due, metric=clock.metric, threshold=kind, cycle=clock.cycle
+    )
+    return True
+
+
+def record_clock_thresholds(
+    clock: Clock, *, now: datetime, not_before: datetime | None = None, nudge: bool = True
+) -> int:
+    """Record the warnings and breach of a locked clock that are due by `now`.
+
+    Called by the sweep for claimed rows, and by the actions before they stop a clock, so a threshold
+    crossed between two sweeps is never lost. With `not_before` (a retarget), thresholds the new target
+    has already passed are recorded at that moment: the timeline never shows a miss dated before the
+    target that made it one. `nudge=False` (an action stopping the clock) queues no nudge to the
+    commander: the update it would ask for is being posted.
+    """
+    recorded = 0
+    while clock.running_since is not None and clock.thresholds_done < len(clocks.THRESHOLDS):
+        fraction, kind = clocks.THRESHOLDS[clock.thresholds_done]
+        due = clocks.threshold_at(clock, fraction)
+        # Reaching the target exactly is still on time: a breach is strictly past it.
+        if due is None or due > now or (due == now and kind == ClockEventKind.BREACH):
+            break
+        if not_before is not None:
+            due = max(due, not_before)
+        if _record_clock_event(clock, kind, due, nudge=nudge):
+            recorded += 1
+        if kind == ClockEventKind.BREACH:
+            clock.state = ClockState.BREACHED
+            clock.breached_at = clock.breached_at or due
+        clock.thresholds_done += 1
+    clock.next_check_at = clocks.next_check_at(clock)
+    clock.save(update_fields=["thresholds_done", "state", "breached_at", "next_check_at"])
+    return recorded
+
+
+def _stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) -> None:
+    """Stop a running clock: met if it made its target, breached if not, stopped if not satisfied."""
+    if clock is None or clock.running_since is None:
+        return
+    record_clock_thresholds(clock, now=at, nudge=False)
+    clock.elapsed_seconds = clocks.elapsed(clock, at)
+    clock.running_since = None
+    clock.stopped_at = at
+    if clock.breached_at is not None or clock.elapsed_seconds > clock.target_seconds:
+        clock.state = ClockState.BREACHED
+    else:
+        clock.state = ClockState.MET if satisfied else ClockState.STOPPED
+    clock.next_check_at = None
+    clock.save(update_fields=["elapsed_seconds", "running_since", "stopped_at", "state", "next_check_at"])
+
+
+def _resume_clock(clock: Clock | None, at: datetime) -> None:
+    if clock is None or clock.running_since is not None:
+        return
+    clock.running_since = at
+    clock.stopped_at = None
+    clock.state = ClockState.BREACHED if clock.breached_at is not None else ClockState.RUNNING
+    clock.next_check_at = clocks.next_check_at(clock)
+    clock.save(update_fields=["running_since", "stopped_at", "state", "next_check_at"])
+
+
+def _restart_cadence(incident: Incident, severity: Severity, at: datetime) -> None:
+    """A public update meets the current cadence cycle and promises the next update."""
+    target = severity.update_cadence_target
+    clock = _clock(incident, Metric.UPDATE_CADENCE)
+    if clock is not None:
+        _stop_clock(clock, at)
+    if not target:
+        return
+    if clock is None:
+        clock = Clock(incident=incident, metric=Metric.UPDATE_CADENCE, target_seconds=target, started_at=at, cycle=0)
+    clock.cycle += 1
+    clock.target_seconds = target
+    clock.started_at = at
+    clock.running_since = at
+    clock.elapsed_seconds = 0
+    clock.stopped_at = None
+    clock.breached_at = None
+    clock.thresholds_done = 0
+    clock.state = ClockState.RUNNING
+    clock.next_check_at = clocks.next_check_at(clock)
+    clock.save()
+
+
+def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
+    """Apply a new severity's targets to the running clocks, keeping their elapsed time and any breach
+    already recorded. Stopped clocks keep the target they ran against: history is not rewritten."""
+    existing = {clock.metric: clock for clock in Clock.objects.select_for_update().filter(incident=incident)}
+    for metric in Metric.values:
+        if metric == Metric.POSTMORTEM:
+            continue  # runs after resolve, against the target it started with
+        target = severity.target_for(metric)
+        clock = existing.get(metric)
+        if clock is None:
+            if not target or incident.is_resolved:
+                continue
+            if metric == Metric.UPDATE_CADENCE:
+                if incident.published_at is not None:
+                    _restart_cadence(incident, severity, at)
+                continue
+            if metric == Metric.ACKNOWLEDGE and incident.acknowledged_at is not None:
+                continue
+            if metric == Metric.FIRST_UPDATE and incident.published_at is not None:
+                continue
+            clock = Clock(incident=incident, metric=metric, target_seconds=target, started_at=incident.declared_at)
+            clock.running_since = incident.declared_at
+            clock.save()
+            record_clock_thresholds(clock, now=at, not_before=at)
+            continue
+        if clock.running_since is None:
+            continue
+        if not target:
+            _stop_clock(clock, at, satisfied=False)
+            continue
+        clock.target_seconds = target
+        clock.save(update_fields=["target_seconds"])
+        record_clock_thresholds(clock, now=at, not_before=at)
+
+
+def _duration(seconds: int | float) -> str:
+    """'2 h 30 min', '3 d 4 h', '45 s': the two largest units, as people read them."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    parts: list[str] = []
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount} {unit}")
+    return " ".join(parts[:2])
+
+
+_STATUS_ORDER = [
+    IncidentStatus.DECLARED,
+    IncidentStatus.ACKNOWLEDGED,
+    IncidentStatus.IDENTIFIED,
+    IncidentStatus.MITIGATED,
+    IncidentStatus.RESOLVED,
+]
+_INTERNAL_FOR_PUBLIC = {
+    PublicStatus.INVESTIGATING: IncidentStatus.ACKNOWLEDGED,
+    PublicStatus.IDENTIFIED: IncidentStatus.IDENTIFIED,
+    PublicStatus.MONITORING: IncidentStatus.MITIGATED,
+    PublicStatus.RESOLVED: IncidentStatus.RESOLVED,
+}
+
+
+def _stamp_acknowledged(incident: Incident, actor: Actor, at: datetime) -> bool:
+    if incident.acknowledged_at is not None:
+        return False
+    incident.acknowledged_at = at
+    incident.acknowledged_by = _user(actor)
+    _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+    escalation.stop_pending(incident, at, f"acknowledged by {_actor_name(actor)}")
+    return True
+
+
+def _advance(incident: Incident, public_status: str, actor: Actor, at: datetime) -> list[str]:
+    """Move the internal status forward for a public status, stamping each milestone once."""
+    stamped: list[str] = []
+    target = _INTERNAL_FOR_PUBLIC[PublicStatus(public_status)]
+    # A person who identifies or resolves has acknowledged, even without pressing the button.
+    beyond_investigating = target != IncidentStatus.ACKNOWLEDGED
+    if beyond_investigating and _user(actor) is not None and _stamp_acknowledged(incident, actor, at):
+        stamped.append("acknowledged_at")
+    if beyond_investigating and incident.identified_at is None:
+        incident.identified_at = at
+        stamped.append("identified_at")
+    if target in (IncidentStatus.MITIGATED, IncidentStatus.RESOLVED) and incident.mitigated_at is None:
+        incident.mitigated_at = at
+        stamped.append("mitigated_at")
+    if not beyond_investigating:
+        # Still investigating: the status moves only through an explicit acknowledgment.
+        return stamped
+    if _STATUS_ORDER.index(target) > _STATUS_ORDER.index(IncidentStatus(incident.status)):
+        incident.status = target
+    return stamped
