@@ -140,6 +140,51 @@ def test_it_sends_an_update_with_text_html_absolute_links_and_one_click_unsubscr
     assert row.sent_at is not None
 
 
+def test_subjects_and_component_lines_read_as_written(
+    smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
+) -> None:
+    """Subjects are text, not HTML (no &amp;); an update names every affected component and, apart,
+    what it changed; a maintenance email names its components (a review found a QuerySet's repr)."""
+    subscribe("ann@example.com")
+    group = factories.make_component(name="Query API", is_group=True, actor=staff)
+    us = factories.make_component(name="US", group=group, actor=staff)
+    eu = factories.make_component(name="EU", group=group, actor=staff)
+    title = "Störung: customers' dashboards won't load <EU> & \"US\""
+    incident = run_on_commit(
+        factories.declare, actor=staff, title=title, components={us: "partial_outage", eu: "operational"}
+    )
+    run_on_commit(
+        actions.post_update,
+        incident,
+        actor=staff,
+        body="EU is slow too.",
+        public_status="identified",
+        components={eu: "degraded_performance"},
+    )
+    run_on_commit(
+        actions.schedule_maintenance,
+        actor=staff,
+        title="Upgrade & <restart>",
+        scheduled_for=timezone.now() + timedelta(days=1),
+        scheduled_until=timezone.now() + timedelta(days=1, hours=1),
+        components=[us, eu],
+        message="Brief.",
+    )
+
+    first, second, window = smtp.inbox("ann@example.com")
+    assert first["Subject"] == f"[Investigating] {title}"
+    assert second["Subject"] == f"[Identified] {title}"
+    assert window["Subject"] == "[Maintenance scheduled] Upgrade & <restart>"
+    text, html = text_and_html(second)
+    assert "Affected components: Query API - US, Query API - EU" in text
+    assert "Changed in this update: Query API - EU (degraded performance)" in text
+    assert "Affected components: Query API - US, Query API - EU" in html
+    text, html = text_and_html(window)
+    assert "Components: Query API - US, Query API - EU" in text
+    assert "QuerySet" not in text
+    assert "Query API - US, Query API - EU" in html
+
+
 def test_updates_of_one_incident_are_threaded(
     smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
 ) -> None:
