@@ -87,8 +87,12 @@ def recipients(message: Message) -> QuerySet[Subscriber]:
     if message.kind == MessageKind.INCIDENT_UPDATE:
         impacts = [i for i in Impact.values if IMPACT_RANK[Impact(i)] <= IMPACT_RANK[Impact(message.impact)]]
         active = active.filter(notify_incidents=True, minimum_impact__in=impacts)
-    elif message.kind in (MessageKind.MAINTENANCE, MessageKind.MAINTENANCE_REMINDER):
+    elif message.kind == MessageKind.MAINTENANCE:
         active = active.filter(notify_maintenance=True)
+    elif message.kind == MessageKind.MAINTENANCE_REMINDER:
+        # Email only: Statuspage's webhooks carry changes, and a reminder changes nothing (its body
+        # would repeat the "scheduled" one byte for byte).
+        active = active.filter(notify_maintenance=True, kind=SubscriberKind.EMAIL)
     elif message.kind == MessageKind.POSTMORTEM:
         active = active.filter(notify_postmortems=True)
     if message.component_ids:

@@ -274,7 +274,13 @@ def test_it_reminds_subscribers_an_hour_before_once_per_schedule(
     assert actions.remind_of_maintenance(now=START - timedelta(minutes=59)) == 1
     assert actions.remind_of_maintenance(now=START - timedelta(minutes=30)) == 0  # once
     later = START + timedelta(days=1)
-    actions.reschedule_maintenance(window, actor=staff, scheduled_for=later, scheduled_until=later + timedelta(hours=1))
+    actions.reschedule_maintenance(
+        window,
+        actor=staff,
+        scheduled_for=later,
+        scheduled_until=later + timedelta(hours=1),
+        at=START - timedelta(minutes=20),
+    )
     assert actions.remind_of_maintenance(now=later - timedelta(minutes=10)) == 1  # the new time, again
 
     reminder = Message.objects.filter(kind="maintenance_reminder").first()
@@ -283,3 +289,34 @@ def test_it_reminds_subscribers_an_hour_before_once_per_schedule(
     mail.outbox.clear()
     notifications.deliver_due()
     assert [m.subject for m in mail.outbox] == ["[Maintenance starts within the hour] Database upgrade"]
+
+
+def test_no_reminder_for_a_window_announced_within_the_hour_and_none_to_webhooks(
+    staff: User, window: Maintenance, exports: Component
+) -> None:
+    """A window scheduled (or moved) to start within the hour was just announced: its 'scheduled' email
+    said when, so no reminder follows it. Webhooks never get reminders: a reminder changes nothing, and
+    its body would repeat the 'scheduled' one."""
+    from incidents import notifications
+    from incidents.models import Delivery, Message
+
+    reader = actions.subscribe(email="reader@example.com", at=T0)
+    actions.confirm_subscription(reader)
+    actions.add_webhook(actor=staff, url="https://hooks.example.com/status")
+    soon = actions.schedule_maintenance(
+        actor=staff,
+        title="Quick fix",
+        scheduled_for=T0 + timedelta(minutes=30),
+        scheduled_until=T0 + timedelta(hours=1),
+        components=[exports],
+        at=T0,
+    )
+    assert actions.remind_of_maintenance(now=T0 + timedelta(minutes=1)) == 0
+    assert not Message.objects.filter(kind="maintenance_reminder", maintenance=soon).exists()
+
+    assert actions.remind_of_maintenance(now=START - timedelta(minutes=59)) == 1  # announced at T0, 2 h ahead
+    reminder = Message.objects.get(kind="maintenance_reminder", maintenance=window)
+    notifications.fan_out(reminder.pk)
+    assert list(Delivery.objects.filter(message=reminder).values_list("subscriber__email", flat=True)) == [
+        "reader@example.com"
+    ]

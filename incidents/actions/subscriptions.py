@@ -232,7 +232,8 @@ MAINTENANCE_REMINDER_BEFORE = timedelta(hours=1)
 
 
 def remind_of_maintenance(*, now: datetime) -> int:
-    """Tell subscribers about windows starting within the hour, once per window and schedule."""
+    """Tell email subscribers about windows starting within the hour, once per window and schedule;
+    not when the window was announced or rescheduled within that hour (they have just been told)."""
     soon = Maintenance.objects.filter(
         status=MaintenanceStatus.SCHEDULED,
         cancelled_at__isnull=True,
@@ -241,6 +242,9 @@ def remind_of_maintenance(*, now: datetime) -> int:
     )
     reminded = 0
     for maintenance in soon:
+        latest = maintenance.updates.order_by("-created_at").values_list("created_at", flat=True).first()
+        if latest and latest >= maintenance.scheduled_for - MAINTENANCE_REMINDER_BEFORE:
+            continue  # announced (or moved) within the hour before it starts: that email said when
         with transaction.atomic():
             message, created = Message.objects.get_or_create(
                 # A reschedule bumps the sequence: the new time gets its own reminder.
