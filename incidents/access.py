@@ -21,6 +21,7 @@ from incidents.models import (
     Clock,
     Component,
     Delivery,
+    DeliveryStatus,
     Incident,
     IncidentQuerySet,
     IncidentTemplate,
@@ -206,7 +207,36 @@ def troubled_breakers_for(user: Any) -> list[CircuitBreaker]:
         hosts = {destination(s) for s in Subscriber.objects.filter(kind="webhook", unsubscribed_at__isnull=True)}
         # A host whose webhooks have all been removed has nothing waiting: no notice.
         troubled = [b for b in troubled if not b.transport.startswith("webhook ") or b.transport in hosts]
+    if troubled:
+        _next_tries(troubled)
     return troubled
+
+
+def _next_tries(breakers: list[CircuitBreaker]) -> None:
+    """Set each breaker's `next_try_at`: the later of its cool-down's end and the first time a pending
+    row for it comes due (a row backing off for longer than the cool-down waits for itself), or None
+    when nothing is waiting. Two queries, only while some breaker is not closed."""
+    from django.db.models import Min
+
+    from incidents.webhooks import destination
+
+    first_due: dict[str, Any] = {}
+    email = Delivery.objects.filter(status=DeliveryStatus.PENDING, transport="email")
+    first_due["email"] = email.aggregate(first=Min("next_attempt_at"))["first"]
+    if any(breaker.transport.startswith("webhook ") for breaker in breakers):
+        rows = (
+            Delivery.objects.filter(status=DeliveryStatus.PENDING, transport="webhook")
+            .values("subscriber")
+            .annotate(first=Min("next_attempt_at"))
+        )
+        urls = dict(Subscriber.objects.filter(kind="webhook").values_list("pk", "webhook_url"))
+        for row in rows:
+            host = destination(Subscriber(kind="webhook", webhook_url=urls.get(row["subscriber"], "")))
+            if host not in first_due or row["first"] < first_due[host]:
+                first_due[host] = row["first"]
+    for breaker in breakers:
+        due = first_due.get(breaker.transport)
+        breaker.next_try_at = max(breaker.retry_at, due) if breaker.retry_at and due else None  # type: ignore[attr-defined]
 
 
 def get_postmortem_for_user(user: Any, incident_id: int | str) -> Postmortem:

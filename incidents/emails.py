@@ -99,7 +99,7 @@ def context_for(message: Message, subscriber: Any, subscriber_links: dict[str, s
     }
     if message.incident_id:
         context["incident"] = message.incident
-        context["incident_components"] = [str(c) for c in message.incident.components.all()]
+        context["incident_components"] = [str(c) for c in message.incident.components.all()] if message.incident else []
         context["update"] = message.incident_update
         context["incident_url"] = f"{settings.SITE_URL}/incidents/{message.incident_id}"
     if message.postmortem is not None:
@@ -110,7 +110,9 @@ def context_for(message: Message, subscriber: Any, subscriber_links: dict[str, s
         ]
     if message.maintenance_id:
         context["maintenance"] = message.maintenance
-        context["maintenance_components"] = [str(c) for c in message.maintenance.components.all()]
+        context["maintenance_components"] = (
+            [str(c) for c in message.maintenance.components.all()] if message.maintenance else []
+        )
         context["update"] = message.maintenance_update
         context["maintenance_url"] = f"{settings.SITE_URL}/maintenance/{message.maintenance_id}"
     return context

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -44,6 +44,31 @@ def test_it_warns_on_the_dashboard_when_a_transport_is_paused(staff_client: Clie
 
     assert "Email notifications are paused</strong> after 5 failures in a row" in html
     assert "Connection refused" in html
+
+
+def test_the_paused_notice_gives_the_time_of_the_next_real_try(staff: User, staff_client: Client) -> None:
+    """The next try is the later of the breaker's cool-down and the first waiting row's own backoff (a
+    review saw 'next try at 20:41' at 20:42: the row's backoff outlasted the cool-down)."""
+    now = timezone.now()
+    CircuitBreaker.objects.create(
+        transport="email", state=BreakerState.OPEN, consecutive_failures=5, retry_at=now + timedelta(minutes=1)
+    )
+    html = staff_client.get("/manage/").content.decode()
+    assert "Email notifications are paused" in html
+    assert "next try" not in html  # nothing waits
+
+    subscriber = actions.confirm_subscription(actions.subscribe(email="ann@example.com"))
+    factories.declare(actor=staff)
+    message = Message.objects.get(kind="incident_update")
+    notifications.fan_out(message.pk)
+    later = now + timedelta(minutes=10)
+    Delivery.objects.filter(subscriber=subscriber, message=message).update(next_attempt_at=later)
+    html = staff_client.get("/manage/").content.decode()
+    assert f'next try at <time datetime="{later.astimezone(UTC).isoformat().replace("+00:00", "Z")}"' in html
+
+    Delivery.objects.filter(subscriber=subscriber, message=message).update(next_attempt_at=now - timedelta(hours=1))
+    CircuitBreaker.objects.filter(transport="email").update(retry_at=now - timedelta(seconds=5))
+    assert "next try due now" in staff_client.get("/manage/").content.decode()
 
 
 def test_mail_stopped_by_an_unsubscribe_is_not_counted_as_a_failure(staff: User, staff_client: Client) -> None:
