@@ -69,15 +69,24 @@ def is_thread_root(message: Message) -> bool:
     return not earlier.exists()
 
 
+def epoch(moment: datetime) -> int:
+    """Seconds since 1970, for Message-IDs: row ids start again after a database reset or on a fresh
+    install under the same SITE_URL, times do not, and mail providers drop a Message-ID seen before."""
+    return int(moment.timestamp())
+
+
 def thread_headers(message: Message, subscriber: Subscriber, *, root: bool | None = None) -> dict[str, str]:
-    """Message-ID per (message, subscriber); emails about one incident or window share a thread root."""
+    """Message-ID per (message, subscriber), the same if it is sent again; emails about one incident or
+    window share a thread root."""
     domain = site_domain()
-    headers = {"Message-ID": f"<{message.key.replace(':', '.')}.{subscriber.pk}@{domain}>"}
+    headers = {"Message-ID": f"<{message.key.replace(':', '.')}.{epoch(message.created_at)}.{subscriber.pk}@{domain}>"}
     thread = None
-    if message.incident_id:
-        thread = f"<incident.{message.incident_id}.{subscriber.pk}@{domain}>"
-    elif message.maintenance_id:
-        thread = f"<maintenance.{message.maintenance_id}.{subscriber.pk}@{domain}>"
+    if message.incident is not None:
+        thread = f"<incident.{message.incident_id}.{epoch(message.incident.declared_at)}.{subscriber.pk}@{domain}>"
+    elif message.maintenance is not None:
+        thread = (
+            f"<maintenance.{message.maintenance_id}.{epoch(message.maintenance.created_at)}.{subscriber.pk}@{domain}>"
+        )
     if thread:
         if root is None:
             root = is_thread_root(message)

@@ -437,7 +437,7 @@ def read_ack_token(token: str) -> StaffNotice | None:
 
 
 def build_email(notice: StaffNotice) -> EmailMultiAlternatives:
-    from incidents.emails import StatusEmail, site_domain
+    from incidents.emails import StatusEmail, epoch, site_domain
 
     incident = notice.incident
     base = settings.SITE_URL
@@ -466,8 +466,9 @@ def build_email(notice: StaffNotice) -> EmailMultiAlternatives:
         to=[notice.email],
         headers={
             # The same Message-ID if a crash makes us send it again; staff mail threads per incident.
-            "Message-ID": f"<staff-notice.{notice.pk}@{domain}>",
-            "References": f"<staff-incident.{incident.pk}@{domain}>",
+            # The times keep ids unique after a database reset (see emails.epoch).
+            "Message-ID": f"<staff-notice.{notice.pk}.{epoch(notice.created_at)}@{domain}>",
+            "References": f"<staff-incident.{incident.pk}.{epoch(incident.declared_at)}@{domain}>",
             "Auto-Submitted": "auto-generated",
             "X-Priority": "1" if notice.kind == NoticeKind.PAGE else "3",
         },

@@ -195,7 +195,7 @@ def test_updates_of_one_incident_are_threaded(
     other = run_on_commit(factories.declare, actor=staff, title="Logins fail")
 
     first, second, third, unrelated = smtp.inbox("ann@example.com")
-    root = f"<incident.{incident.pk}.{ann.pk}@status.example.com>"
+    root = f"<incident.{incident.pk}.{int(incident.declared_at.timestamp())}.{ann.pk}@status.example.com>"
     assert first["Message-ID"] == root
     assert first["In-Reply-To"] is None
     for reply in (second, third):
@@ -204,8 +204,31 @@ def test_updates_of_one_incident_are_threaded(
     ids = {email["Message-ID"] for email in (first, second, third, unrelated)}
     assert len(ids) == 4
     assert second["Subject"] == "[Identified] Queries are slow"
-    assert unrelated["Message-ID"] == f"<incident.{other.pk}.{ann.pk}@status.example.com>"
+    assert (
+        unrelated["Message-ID"]
+        == f"<incident.{other.pk}.{int(other.declared_at.timestamp())}.{ann.pk}@status.example.com>"
+    )
     assert unrelated["References"] is None
+
+
+def test_message_ids_do_not_repeat_after_a_database_reset(
+    smtp: SmtpServer, subscribe: Subscribe, staff: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A reset database (or a fresh install on the same SITE_URL) numbers incidents, messages and
+    subscribers from 1 again; mail providers silently drop a Message-ID they have seen. The ids carry
+    the incident's and the message's times, so the same numbers at another time give other ids."""
+    ann = subscribe("ann@example.com")
+    with django_capture_on_commit_callbacks(execute=False):
+        incident = factories.declare(actor=staff)
+        actions.post_update(incident, actor=staff, body="Found it.", public_status="identified")
+    reply = last_update_message()
+    before = emails.thread_headers(reply, ann, root=False)
+    assert reply.incident is not None
+    reply.created_at += timedelta(days=30)  # the same numbers, a month later
+    reply.incident.declared_at += timedelta(days=30)
+    after = emails.thread_headers(reply, ann, root=False)
+    assert before["Message-ID"] != after["Message-ID"]
+    assert before["In-Reply-To"] != after["In-Reply-To"]
 
 
 def test_a_batch_renders_once_and_gives_each_subscriber_exactly_their_own_email(
@@ -340,7 +363,11 @@ def test_merged_emails_arrive_over_smtp_as_whole_ones_do(
     [ann_email], [odd_email] = smtp.inbox("ann@example.com"), smtp.inbox("a&b@example.com")
     for email, person in ((ann_email, ann), (odd_email, odd)):
         assert email["To"] == person.email
-        assert email["Message-ID"] == f"<incident.{last_update_message().incident_id}.{person.pk}@status.example.com>"
+        incident = last_update_message().incident
+        assert incident is not None
+        assert email["Message-ID"] == (
+            f"<incident.{incident.pk}.{int(incident.declared_at.timestamp())}.{person.pk}@status.example.com>"
+        )
         unsubscribe = email["List-Unsubscribe"].removeprefix("<").removesuffix(">")
         assert read_token(token_in(unsubscribe, "unsubscribe"), "unsubscribe") == person
         text, _ = text_and_html(email)

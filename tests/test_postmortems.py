@@ -309,7 +309,11 @@ def test_subscribers_who_chose_post_mortems_get_one_email_with_the_public_sectio
     assert "<strong>network</strong>" in html
     assert "INTERNAL-ONLY" not in text + html
     ann = subscriber_id("ann@example.com")
-    assert email["In-Reply-To"] == f"<incident.{incident.pk}.{ann}@status.example.com>"  # in the incident's thread
+    # In the incident's thread.
+    assert (
+        email["In-Reply-To"]
+        == f"<incident.{incident.pk}.{int(incident.declared_at.timestamp())}.{ann}@status.example.com>"
+    )
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
