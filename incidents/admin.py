@@ -171,8 +171,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
 class SubscriberAdmin(admin.ModelAdmin):
     """Email subscribers and webhooks: find them, see their state, unsubscribe them (through the action)."""
 
-    list_display = ["__str__", "kind", "confirmed_at", "unsubscribed_at", "created_at"]
-    list_filter = ["kind", ("unsubscribed_at", admin.EmptyFieldListFilter)]
+    list_display = ["__str__", "kind", "confirmed_at", "unsubscribed_at", "bounced_at", "created_at"]
+    list_filter = ["kind", ("unsubscribed_at", admin.EmptyFieldListFilter), ("bounced_at", admin.EmptyFieldListFilter)]
     search_fields = ["email", "webhook_url"]
     exclude = ["secret", "webhook_secret"]
     actions = ["unsubscribe"]

@@ -573,6 +573,9 @@ class Subscriber(models.Model):
     minimum_impact = models.CharField(max_length=16, choices=Impact.choices, default=Impact.NONE)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    # Set with unsubscribed_at when the mail server refused the address as nonexistent (a hard bounce).
+    bounced_at = models.DateTimeField(null=True, blank=True)
+    bounce_reason = models.CharField(max_length=500, blank=True)
     confirmation_sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

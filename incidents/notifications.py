@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import select
 import smtplib
 import uuid
@@ -391,6 +392,23 @@ def classify_smtp_error(error: Exception) -> Exception:
     return TransientError(f"{type(error).__name__}: {error}")
 
 
+_ENHANCED_CODE = re.compile(rb"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def is_hard_bounce(error: Exception) -> bool:
+    """Whether the server refused the recipient as an address that does not exist: 550, 551 or 553 with
+    an enhanced status of 5.1.x (bad mailbox or domain), or with none. A refusal for policy or spam
+    (5.7.x) or a full mailbox (5.2.x) is not: the address exists, and the next email may get through."""
+    if not isinstance(error, smtplib.SMTPRecipientsRefused) or not error.recipients:
+        return False
+    for code, text in error.recipients.values():
+        reply = text if isinstance(text, bytes) else str(text).encode()
+        enhanced = _ENHANCED_CODE.match(reply)
+        if code not in (550, 551, 553) or (enhanced and enhanced.group(1, 2) != (b"5", b"1")):
+            return False
+    return True
+
+
 # Opening the connection can fail with any of these (SMTPException is itself an OSError).
 CONNECTION_ERRORS = (smtplib.SMTPException, OSError)
 
@@ -488,6 +506,10 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     problem = classify_smtp_error(error)
                     if isinstance(problem, PermanentError):
                         mark_failed(delivery, batch.claim, str(problem))
+                        if is_hard_bounce(error) and delivery.message.kind != MessageKind.CONFIRMATION:
+                            from incidents.actions import unsubscribe  # the write path imports this module
+
+                            unsubscribe(delivery.subscriber, at=now, bounce=str(problem))
                     else:
                         mark_retry(delivery, batch.claim, str(problem), now)
                     failed += 1

@@ -573,6 +573,55 @@ def test_a_refused_recipient_fails_with_the_reason_and_is_never_retried(
     assert len(smtp.handler.refused) == 1  # never asked again
 
 
+def test_an_address_that_does_not_exist_is_unsubscribed_and_can_come_back(
+    smtp: SmtpServer,
+    subscribe: Subscribe,
+    run_on_commit: Callable[..., Any],
+    staff: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A hard bounce (550 5.1.1 'no such user') unsubscribes the address, so later updates do not ask the
+    server again; a refusal for policy (550 5.7.1) does not. Subscribing again starts over."""
+    _, bob, cat = subscribers(subscribe, "ann", "bob", "cat")
+    smtp.refuse("bob@example.com")  # 550 5.1.1 No such user here
+    smtp.refuse("cat@example.com", "550 5.7.1 Message rejected as spam")
+    incident = run_on_commit(factories.declare, actor=staff)
+
+    bob.refresh_from_db()
+    assert bob.unsubscribed_at is not None and bob.bounced_at == bob.unsubscribed_at
+    assert "5.1.1 No such user here" in bob.bounce_reason
+    cat.refresh_from_db()
+    assert (cat.unsubscribed_at, cat.bounced_at) == (None, None)
+
+    run_on_commit(actions.post_update, incident, actor=staff, body="Found it.", public_status="identified")
+    assert [address for address, _ in smtp.handler.refused].count("bob@example.com") == 1  # not asked again
+    assert [address for address, _ in smtp.handler.refused].count("cat@example.com") == 2
+    assert not Delivery.objects.filter(subscriber=bob, message=last_update_message()).exists()
+    assert smtp.copies() == {"ann@example.com": 2}
+
+    smtp.accept("bob@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.subscribe(email="bob@example.com")  # at once: no hour's wait for the confirmation
+    bob.refresh_from_db()
+    assert (bob.unsubscribed_at, bob.bounced_at, bob.bounce_reason, bob.confirmed_at) == (None, None, "", None)
+    assert [e["Subject"] for e in smtp.inbox("bob@example.com")] == [
+        "Confirm your subscription to Signalpost status updates"
+    ]
+
+
+def test_hard_bounces_are_told_from_other_refusals() -> None:
+    def refused(code: int, text: bytes) -> smtplib.SMTPRecipientsRefused:
+        return smtplib.SMTPRecipientsRefused({"x@example.com": (code, text)})
+
+    assert notifications.is_hard_bounce(refused(550, b"5.1.1 No such user here"))
+    assert notifications.is_hard_bounce(refused(550, b"5.1.10 Null MX"))
+    assert notifications.is_hard_bounce(refused(553, b"mailbox name not allowed"))  # no enhanced code
+    assert not notifications.is_hard_bounce(refused(550, b"5.7.1 Rejected for policy reasons"))
+    assert not notifications.is_hard_bounce(refused(552, b"5.2.2 Mailbox full"))
+    assert not notifications.is_hard_bounce(refused(450, b"4.2.1 Mailbox busy"))
+    assert not notifications.is_hard_bounce(smtplib.SMTPDataError(550, b"5.1.1 content"))
+
+
 def test_a_deferred_recipient_does_not_hold_up_the_others(
     smtp: SmtpServer, subscribe: Subscribe, run_on_commit: Callable[..., Any], staff: User
 ) -> None:

@@ -90,11 +90,17 @@ def subscribe(
         if subscriber is None:
             subscriber = Subscriber.objects.create(kind=SubscriberKind.EMAIL, email=email, secret=new_secret())
         elif subscriber.unsubscribed_at is not None:
-            # Coming back: confirm again, and old links stay dead.
-            subscriber.unsubscribed_at = None
-            subscriber.confirmed_at = None
+            # Coming back: confirm again, and old links stay dead. The confirmation goes now, even if
+            # one went within the hour (someone who unsubscribed by mistake signs up again at once).
+            subscriber.unsubscribed_at = subscriber.bounced_at = subscriber.confirmed_at = None
+            subscriber.bounce_reason = ""
+            subscriber.confirmation_sent_at = None
             subscriber.secret = new_secret()
-            subscriber.save(update_fields=["unsubscribed_at", "confirmed_at", "secret"])
+            subscriber.save(
+                update_fields=[
+                    "unsubscribed_at", "bounced_at", "bounce_reason", "confirmed_at", "confirmation_sent_at", "secret"
+                ]
+            )  # fmt: skip
         if subscriber.confirmed_at is None:
             # Choices come from the sign-up only until confirmed; afterwards only the manage link changes them.
             _set_choices(
@@ -179,18 +185,24 @@ def update_subscription(
         return subscriber
 
 
-def unsubscribe(subscriber: Subscriber, *, at: datetime | None = None) -> Subscriber:
-    """Stop all mail to this subscriber at once; deliveries not yet sent are dropped."""
+def unsubscribe(subscriber: Subscriber, *, at: datetime | None = None, bounce: str = "") -> Subscriber:
+    """Stop all mail to this subscriber at once; deliveries not yet sent are dropped. With `bounce` (the
+    server's refusal), the delivery engine unsubscribes an address that does not exist."""
     at = at or timezone.now()
     with transaction.atomic():
         subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
         if subscriber.unsubscribed_at is None:
             subscriber.unsubscribed_at = at
-            subscriber.save(update_fields=["unsubscribed_at"])
+            if bounce:
+                subscriber.bounced_at, subscriber.bounce_reason = at, bounce[:500]
+            subscriber.save(update_fields=["unsubscribed_at", "bounced_at", "bounce_reason"])
             # Claimed rows too: a worker checks its claim right before sending, so it skips them.
+            reason = (
+                f"the address bounced before it was sent: {bounce}" if bounce else "unsubscribed before it was sent"
+            )
             Delivery.objects.filter(
                 subscriber=subscriber, status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
-            ).update(status=DeliveryStatus.FAILED, claim="", last_error="unsubscribed before it was sent")
+            ).update(status=DeliveryStatus.FAILED, claim="", last_error=reason[:500])
         return subscriber
 
 
