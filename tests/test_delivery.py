@@ -100,6 +100,9 @@ def test_it_sends_a_confirmation_with_an_absolute_signed_link(
     [link] = re.findall(rf"{re.escape(SITE_URL)}/subscribe/confirm/\S+", text)
     assert read_token(token_in(link, "confirm"), "confirm") == ann
     assert f'href="{link}"' in html
+    # Not subscribed yet: neither part offers to change choices or unsubscribe, both say to ignore it.
+    assert "/subscribe/manage/" not in text + html and "/subscribe/unsubscribe/" not in text + html
+    assert "someone asked to subscribe ann@example.com" in html
     assert delivery_to(ann).status == DeliveryStatus.SENT
 
 
