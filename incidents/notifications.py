@@ -378,17 +378,23 @@ def mark_deferred(delivery: Delivery, claim: str, transport: str, now: datetime)
     )
 
 
+def _reply(text: bytes | str) -> str:
+    """An SMTP reply as people read it: '5.1.1 No such user', not b'5.1.1 No such user'."""
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
 def classify_smtp_error(error: Exception) -> Exception:
     """Map what smtplib raised to a permanent or transient failure of this one message."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
-        codes = [code for code, _ in error.recipients.values()]
+        replies = list(error.recipients.values())
+        codes = [code for code, _ in replies]
         if codes and all(500 <= code < 600 for code in codes):
-            return PermanentError(f"recipient refused: {codes[0]} {next(iter(error.recipients.values()))[1]!r}")
-        return TransientError(f"recipient deferred: {codes}")
+            return PermanentError(f"recipient refused: {codes[0]} {_reply(replies[0][1])}")
+        return TransientError("recipient deferred: " + "; ".join(f"{code} {_reply(text)}" for code, text in replies))
     if isinstance(error, smtplib.SMTPResponseException):
         if 500 <= error.smtp_code < 600 and not isinstance(error, smtplib.SMTPServerDisconnected):
-            return PermanentError(f"{error.smtp_code} {error.smtp_error!r}")
-        return TransientError(f"{error.smtp_code} {error.smtp_error!r}")
+            return PermanentError(f"{error.smtp_code} {_reply(error.smtp_error)}")
+        return TransientError(f"{error.smtp_code} {_reply(error.smtp_error)}")
     return TransientError(f"{type(error).__name__}: {error}")
 
 
@@ -461,6 +467,7 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
     from incidents import emails  # rendering imports templates; keep this module light
 
     sent = failed = refused = 0
+    in_flight = False  # an email is being handed to the server
     composer = emails.Composer()
     renew_every = timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS / 3)
     started = timezone.now()
@@ -493,6 +500,7 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     remaining.pop(0)
                     continue
                 marks.wait()  # the last email's row is marked sent before this one goes out
+                in_flight = True
                 try:
                     if isinstance(outgoing, bytes):
                         assert direct is not None and direct.connection is not None
@@ -519,13 +527,16 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                 else:
                     marks.mark(delivery, batch.claim, timezone.now())
                     sent += 1
+                in_flight = False
                 remaining.pop(0)
     except (TransientError, *CONNECTION_ERRORS) as error:
-        # The connection is gone: nothing left in the batch was sent. The first row counts an attempt,
-        # the rest go back untouched, and the breaker hears about it.
+        # The connection is gone: nothing left in the batch was sent, and the breaker hears about it.
+        # Only a row whose own exchange the server broke off counts an attempt (it may be the cause);
+        # a server that cannot be reached at all is nobody's fault, so a long outage, probed again
+        # and again, never uses up a row's attempts: nothing is lost however long it lasts.
         reason = str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
         for index, delivery in enumerate(remaining):
-            mark_retry(delivery, batch.claim, reason, now, counts=index == 0)
+            mark_retry(delivery, batch.claim, reason, now, counts=index == 0 and in_flight)
         record_failure(EMAIL, reason, now)
         return sent, failed + len(remaining)
     if sent or refused:
