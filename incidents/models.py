@@ -628,6 +628,9 @@ class Message(models.Model):
     postmortem = models.ForeignKey("Postmortem", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     impact = models.CharField(max_length=16, choices=Impact.choices, default=Impact.NONE)
     component_ids = models.JSONField(default=list, blank=True)
+    # The webhook body but its per-subscriber "meta", as JSON text, written when the change commits: a
+    # webhook sent later (a backlog, a retry) still tells the state of that moment, not of its sending.
+    webhook_body = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     fanned_out_at = models.DateTimeField(null=True, blank=True)
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from incidents import notifications, public, statuspage_format
-from incidents.models import Delivery, Incident, MessageKind, Subscriber
+from incidents.models import Delivery, Incident, Message, MessageKind, Subscriber, SubscriberKind
 from incidents.tokens import make_token
 
 SIGNATURE_HEADER = "X-Signalpost-Signature"
@@ -48,16 +48,48 @@ def verify(body: bytes, header: str, secret: str, *, now: float | None = None) -
     return hmac.compare_digest(sign(body, secret, timestamp), header)
 
 
-def payload(delivery: Delivery) -> dict[str, Any]:
-    message, subscriber = delivery.message, delivery.subscriber
+WEBHOOK_KINDS = {
+    MessageKind.INCIDENT_UPDATE,
+    MessageKind.MAINTENANCE,
+    MessageKind.POSTMORTEM,
+    MessageKind.COMPONENT_UPDATE,
+}
+
+
+def freeze_body(message: Message) -> None:
+    """Write the message's webhook body (all but "meta") as the page stands now, right after the change
+    committed; a no-op without webhook subscribers. Two changes in one sweep (a window scheduled and
+    started) then POST "scheduled" and "in_progress", not "in_progress" twice."""
+    if message.kind not in WEBHOOK_KINDS:
+        return
+    if not Subscriber.objects.filter(kind=SubscriberKind.WEBHOOK, unsubscribed_at__isnull=True).exists():
+        return
+    body = json.dumps(shared_body(Message.objects.get(pk=message.pk)), separators=(",", ":"))
+    Message.objects.filter(pk=message.pk, webhook_body="").update(webhook_body=body)
+
+
+def body_bytes(delivery: Delivery) -> bytes:
+    """The JSON POSTed for a delivery: its subscriber's "meta", then the body frozen at the change (or,
+    for a message from before bodies were frozen, the body as the page stands now)."""
+    meta = json.dumps({"meta": meta_for(delivery.subscriber)}, separators=(",", ":"))
+    shared = delivery.message.webhook_body or json.dumps(shared_body(delivery.message), separators=(",", ":"))
+    return f"{meta[:-1]},{shared[1:]}".encode()
+
+
+def meta_for(subscriber: Subscriber) -> dict[str, str]:
+    return {
+        "unsubscribe": f"{settings.SITE_URL}/subscribe/unsubscribe/{make_token(subscriber, 'unsubscribe')}",
+        "documentation": f"{settings.SITE_URL}/api/v2/summary.json",
+    }
+
+
+def shared_body(message: Message) -> dict[str, Any]:
+    """Everything in a webhook body but the subscriber's "meta": the page's status and the incident,
+    maintenance or component change, as they stand now."""
     components, statuses, rows = public.component_rows()
     open_impacts = list(Incident.objects.open().filter(published_at__isnull=False).values_list("impact", flat=True))
     status = public.overall_status([statuses[c.pk] for c in components if not c.is_group], open_impacts)
     body: dict[str, Any] = {
-        "meta": {
-            "unsubscribe": f"{settings.SITE_URL}/subscribe/unsubscribe/{make_token(subscriber, 'unsubscribe')}",
-            "documentation": f"{settings.SITE_URL}/api/v2/summary.json",
-        },
         "page": {
             "id": public.page_id(),
             "status_indicator": status["indicator"],
@@ -88,7 +120,7 @@ def post(delivery: Delivery) -> None:
     url = delivery.subscriber.webhook_url
     if not url.startswith(("https://", "http://")):  # checked when added; never open file: or other schemes
         raise notifications.PermanentError("the webhook URL is not http or https")
-    body = json.dumps(payload(delivery), separators=(",", ":")).encode()
+    body = body_bytes(delivery)
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
         url,
         data=body,

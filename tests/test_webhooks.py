@@ -230,3 +230,45 @@ def test_staff_find_and_unsubscribe_a_webhook_in_the_admin(staff: User, client: 
     # Read-only otherwise: choices change on the subscriber's own page, never here.
     assert client.post(f"/admin/incidents/subscriber/{hook.pk}/change/", {}).status_code == 403
     assert client.post(f"/admin/incidents/subscriber/{hook.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_a_webhook_tells_the_state_of_its_change_not_of_its_sending(
+    staff: User,
+    api: Component,
+    receiver: Receiver,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+    settings: Any,
+) -> None:
+    """A window scheduled and started before the sweep sends anything (a review saw two identical
+    'in_progress' POSTs and no 'scheduled'): each POST carries the state as its change committed."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from incidents import notifications
+    from incidents.models import Message
+
+    settings.DELIVER_EAGERLY = False  # nothing is sent in the request: the sweep sends both later
+    add_hook(staff, receiver)
+    with django_capture_on_commit_callbacks(execute=True):
+        window = actions.schedule_maintenance(
+            actor=staff,
+            title="Upgrade",
+            scheduled_for=timezone.now() + timedelta(minutes=5),
+            scheduled_until=timezone.now() + timedelta(hours=1),
+            components=[api],
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.start_maintenance(window, actor=staff)
+    assert receiver.requests == []
+    for message in Message.objects.filter(fanned_out_at__isnull=True):
+        notifications.fan_out(message.pk)
+    notifications.deliver_due()
+
+    bodies = [json.loads(body) for _, body in receiver.requests]
+    maintenance_posts = [b["incident"] for b in bodies if "incident" in b]
+    assert [post["status"] for post in maintenance_posts] == ["scheduled", "in_progress"]
+    assert [len(post["incident_updates"]) for post in maintenance_posts] == [1, 2]
+    component_posts = [b for b in bodies if "component_update" in b]
+    assert [b["component"]["status"] for b in component_posts] == ["under_maintenance"]
+    assert all(set(b) == {"meta", "page", "incident"} or "component_update" in b for b in bodies)

@@ -194,4 +194,10 @@ def _notify(message: Message) -> None:
         except Exception:  # a broker outage must not undo the change: the sweep sends it later
             log.warning("could not enqueue message %s; the delivery sweep will send it", message.pk, exc_info=True)
 
+    def freeze() -> None:
+        from incidents.webhooks import freeze_body
+
+        freeze_body(message)
+
+    transaction.on_commit(freeze, robust=True)  # first: the state this change committed
     transaction.on_commit(enqueue, robust=True)
