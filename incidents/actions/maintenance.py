@@ -151,20 +151,41 @@ def reschedule_maintenance(
         old = (_when(maintenance.scheduled_for), _when(maintenance.scheduled_until))
         maintenance.scheduled_for, maintenance.scheduled_until = start, end
         maintenance.sequence += 1
-        maintenance.updated_at = at
         maintenance.next_action_at = _next_maintenance_action(maintenance)
-        maintenance.save(update_fields=["scheduled_for", "scheduled_until", "sequence", "updated_at", "next_action_at"])
-        body = message.strip() or f"Rescheduled: now from {_when(start)} to {_when(end)}."
-        _maintenance_update(maintenance, actor=actor, status=maintenance.status, body=body, changes=[], at=at)
-        _maintenance_event(
+        return _record(
             maintenance,
-            EventKind.MAINTENANCE_RESCHEDULED,
-            f"{_actor_name(actor)} rescheduled the maintenance from {old[0]}–{old[1]} to {_when(start)}–{_when(end)}",
+            ["scheduled_for", "scheduled_until", "sequence", "next_action_at"],
+            status=maintenance.status,
+            body=message.strip() or f"Rescheduled: now from {_when(start)} to {_when(end)}.",
+            changes=[],
+            kind=EventKind.MAINTENANCE_RESCHEDULED,
+            text=f"{_actor_name(actor)} rescheduled the maintenance from {old[0]}–{old[1]} to {_when(start)}–"
+            f"{_when(end)}",
             actor=actor,
             at=at,
         )
-        request_publish()
-        return maintenance
+
+
+def _record(
+    maintenance: Maintenance,
+    fields: list[str],
+    *,
+    status: str,
+    body: str,
+    changes: list[dict[str, Any]],
+    kind: str,
+    text: str,
+    actor: Actor,
+    at: datetime,
+) -> Maintenance:
+    """The last steps of every change to a window: save the changed fields, post the update subscribers
+    see, write the timeline event, republish the public page."""
+    maintenance.updated_at = at
+    maintenance.save(update_fields=[*fields, "updated_at"])
+    _maintenance_update(maintenance, actor=actor, status=status, body=body, changes=changes, at=at)
+    _maintenance_event(maintenance, kind, text, actor=actor, at=at)
+    request_publish()
+    return maintenance
 
 
 def start_maintenance(
@@ -185,22 +206,18 @@ def start_maintenance(
         )
         maintenance.status = MaintenanceStatus.IN_PROGRESS
         maintenance.started_at = at
-        maintenance.updated_at = at
         maintenance.next_action_at = _next_maintenance_action(maintenance)
-        maintenance.save(update_fields=["restore_statuses", "status", "started_at", "updated_at", "next_action_at"])
-        body = message.strip() or "The scheduled maintenance is in progress."
-        _maintenance_update(
-            maintenance, actor=actor, status=MaintenanceStatus.IN_PROGRESS, body=body, changes=changes, at=at
-        )
-        _maintenance_event(
+        return _record(
             maintenance,
-            EventKind.MAINTENANCE_STARTED,
-            f"{_actor_name(actor)} started the maintenance",
+            ["restore_statuses", "status", "started_at", "next_action_at"],
+            status=MaintenanceStatus.IN_PROGRESS,
+            body=message.strip() or "The scheduled maintenance is in progress.",
+            changes=changes,
+            kind=EventKind.MAINTENANCE_STARTED,
+            text=f"{_actor_name(actor)} started the maintenance",
             actor=actor,
             at=at,
         )
-        request_publish()
-        return maintenance
 
 
 def complete_maintenance(
@@ -236,22 +253,18 @@ def complete_maintenance(
         changes = _apply_component_changes(None, restore, actor=actor, at=at)
         maintenance.status = MaintenanceStatus.COMPLETED
         maintenance.completed_at = at
-        maintenance.updated_at = at
         maintenance.next_action_at = None
-        maintenance.save(update_fields=["status", "completed_at", "updated_at", "next_action_at"])
-        body = message.strip() or "The scheduled maintenance has been completed."
-        _maintenance_update(
-            maintenance, actor=actor, status=MaintenanceStatus.COMPLETED, body=body, changes=changes, at=at
-        )
-        _maintenance_event(
+        return _record(
             maintenance,
-            EventKind.MAINTENANCE_COMPLETED,
-            f"{_actor_name(actor)} completed the maintenance",
+            ["status", "completed_at", "next_action_at"],
+            status=MaintenanceStatus.COMPLETED,
+            body=message.strip() or "The scheduled maintenance has been completed.",
+            changes=changes,
+            kind=EventKind.MAINTENANCE_COMPLETED,
+            text=f"{_actor_name(actor)} completed the maintenance",
             actor=actor,
             at=at,
         )
-        request_publish()
-        return maintenance
 
 
 def post_maintenance_update(
@@ -279,18 +292,17 @@ def post_maintenance_update(
         if status == MaintenanceStatus.VERIFYING and maintenance.status == MaintenanceStatus.SCHEDULED:
             raise ActionRefused("Start the maintenance before verifying it.", field="status")
         maintenance.status = status
-        maintenance.updated_at = at
-        maintenance.save(update_fields=["status", "updated_at"])
-        _maintenance_update(maintenance, actor=actor, status=status, body=body, changes=[], at=at)
-        _maintenance_event(
+        return _record(
             maintenance,
-            EventKind.MAINTENANCE_UPDATE,
-            f"{_actor_name(actor)} posted an update ({status})",
+            ["status"],
+            status=status,
+            body=body,
+            changes=[],
+            kind=EventKind.MAINTENANCE_UPDATE,
+            text=f"{_actor_name(actor)} posted an update ({status})",
             actor=actor,
             at=at,
         )
-        request_publish()
-        return maintenance
 
 
 def cancel_maintenance(
@@ -308,20 +320,18 @@ def cancel_maintenance(
             raise ActionRefused("This maintenance has started; complete it instead of cancelling.", code="started")
         maintenance.cancelled_at = at
         maintenance.sequence += 1
-        maintenance.updated_at = at
         maintenance.next_action_at = None
-        maintenance.save(update_fields=["cancelled_at", "sequence", "updated_at", "next_action_at"])
-        body = reason.strip() or "This maintenance has been cancelled."
-        _maintenance_update(maintenance, actor=actor, status=maintenance.status, body=body, changes=[], at=at)
-        _maintenance_event(
+        return _record(
             maintenance,
-            EventKind.MAINTENANCE_CANCELLED,
-            f"{_actor_name(actor)} cancelled the maintenance" + (f": {reason.strip()}" if reason.strip() else ""),
+            ["cancelled_at", "sequence", "next_action_at"],
+            status=maintenance.status,
+            body=reason.strip() or "This maintenance has been cancelled.",
+            changes=[],
+            kind=EventKind.MAINTENANCE_CANCELLED,
+            text=f"{_actor_name(actor)} cancelled the maintenance" + (f": {reason.strip()}" if reason.strip() else ""),
             actor=actor,
             at=at,
         )
-        request_publish()
-        return maintenance
 
 
 def run_due_maintenance(maintenance: Maintenance, *, now: datetime) -> int:
