@@ -218,7 +218,7 @@ def _next_tries(breakers: list[CircuitBreaker]) -> None:
     when nothing is waiting. Two queries, only while some breaker is not closed."""
     from django.db.models import Min
 
-    from incidents.webhooks import destination
+    from incidents.webhooks import destination_of
 
     first_due: dict[str, Any] = {}
     email = Delivery.objects.filter(status=DeliveryStatus.PENDING, transport="email")
@@ -231,7 +231,7 @@ def _next_tries(breakers: list[CircuitBreaker]) -> None:
         )
         urls = dict(Subscriber.objects.filter(kind="webhook").values_list("pk", "webhook_url"))
         for row in rows:
-            host = destination(Subscriber(kind="webhook", webhook_url=urls.get(row["subscriber"], "")))
+            host = destination_of(urls.get(row["subscriber"], ""))
             if host not in first_due or row["first"] < first_due[host]:
                 first_due[host] = row["first"]
     for breaker in breakers:

@@ -144,8 +144,13 @@ def post(delivery: Delivery) -> None:
 
 def destination(subscriber: Subscriber) -> str:
     """The circuit breaker a webhook answers to: one per host, so a dead endpoint pauses only itself."""
-    host = (urlsplit(subscriber.webhook_url).hostname or "").lower()
-    port = urlsplit(subscriber.webhook_url).port
+    return destination_of(subscriber.webhook_url)
+
+
+def destination_of(url: str) -> str:
+    """The breaker's name for a webhook URL: 'webhook host' or 'webhook host:port'."""
+    host = (urlsplit(url).hostname or "").lower()
+    port = urlsplit(url).port
     return f"{WEBHOOK} {host}:{port}" if port else f"{WEBHOOK} {host}"
 
 
