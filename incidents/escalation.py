@@ -148,7 +148,7 @@ def fire_due(now: datetime) -> int:
 
 def _fire(step_id: int, incident_id: int, now: datetime) -> int:
     # Lock order: the incident, then its steps, as acknowledge and resolve do.
-    incident = Incident.objects.select_for_update(of=("self",)).select_related("severity").get(pk=incident_id)
+    incident = Incident.objects.locked(incident_id)
     step = PageStep.objects.get(pk=step_id)
     if not step.is_pending:
         return 0  # another sweep fired it, or paging stopped while we waited for the lock

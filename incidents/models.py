@@ -176,6 +176,12 @@ class IncidentQuerySet(models.QuerySet["Incident"]):
     def resolved(self) -> IncidentQuerySet:
         return self.filter(status=IncidentStatus.RESOLVED)
 
+    def locked(self, pk: int) -> Incident:
+        """The incident re-read under a row lock, with nothing joined. With a join (to its severity, say),
+        PostgreSQL re-checks the join against the row another transaction committed while this one waited,
+        and a changed severity makes the row vanish: DoesNotExist, a 500, for a perfectly good incident."""
+        return self.select_for_update().get(pk=pk)
+
 
 class Incident(models.Model):
     title = models.CharField(max_length=200)

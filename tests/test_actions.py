@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,11 +11,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
 
-from incidents import actions
+from incidents import actions, escalation
 from incidents.actions import ActionRefused
-from incidents.models import Component, ComponentStatusChange, EventKind, Incident, TimelineEvent
+from incidents.models import Component, ComponentStatusChange, EscalationStep, EventKind, Incident, TimelineEvent
 from tests import factories
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -386,3 +387,115 @@ def test_it_assigns_a_staff_commander(staff: User, other_staff: User, outsider: 
         actions.assign_commander(incident, actor=staff, commander=other_staff)
     with pytest.raises(ActionRefused, match="active staff user"):
         actions.assign_commander(incident, actor=staff, commander=outsider)
+
+
+def while_another_transaction_changes_severity(incident: Incident, call: Callable[[], Any], *, to: str) -> Any:
+    """Run `call` in its own thread and connection while this connection's transaction, having changed the
+    incident's severity, holds the row; commit once `call` waits for the lock. Returns what `call` returned
+    or raised."""
+    outcome: list[Any] = [None]
+
+    def runner() -> None:
+        try:
+            outcome[0] = call()
+        except Exception as error:
+            outcome[0] = error
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=runner)
+    with transaction.atomic():
+        actions.change_severity(incident, actor=incident.commander, severity=factories.severity(to))
+        thread.start()
+        deadline = time.monotonic() + 20
+        with connection.cursor() as cursor:
+            while True:  # until the other connection waits for our row lock
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+                assert thread.is_alive() and time.monotonic() < deadline, f"it never waited: {outcome[0]!r}"
+                time.sleep(0.01)
+    thread.join(30)
+    assert not thread.is_alive()
+    return outcome[0]
+
+
+def resolved_incident(staff: User) -> Incident:
+    incident = factories.declare(actor=staff, severity_key="sev3")
+    return actions.resolve_incident(incident, actor=staff, message="Fixed.")
+
+
+RACING_ACTIONS: dict[str, tuple[Callable[[Incident, User, Component], Any], str, str]] = {
+    # name: (the action, the event kind it writes, how the incident starts: open or resolved)
+    "acknowledge": (lambda i, u, c: actions.acknowledge_incident(i, actor=u), EventKind.ACKNOWLEDGED, "open"),
+    "update": (lambda i, u, c: actions.post_update(i, actor=u, body="Still on it."), EventKind.UPDATE_POSTED, "open"),
+    "scope": (
+        lambda i, u, c: actions.update_impact_scope(i, actor=u, customer_impact_percent="12"),
+        EventKind.SCOPE_CHANGED,
+        "open",
+    ),
+    "commander": (
+        lambda i, u, c: actions.assign_commander(i, actor=u, commander=factories.make_user(username="bob")),
+        EventKind.COMMANDER_CHANGED,
+        "open",
+    ),
+    "stop paging": (
+        lambda i, u, c: actions.stop_paging(i, actor=u, reason="On it already."),
+        EventKind.PAGING_STOPPED,
+        "open",
+    ),
+    "component": (
+        lambda i, u, c: actions.set_component_status(c, actor=u, status="major_outage", incident=i),
+        EventKind.COMPONENT_CHANGED,
+        "open",
+    ),
+    "resolve": (lambda i, u, c: actions.resolve_incident(i, actor=u, message="Fixed."), EventKind.RESOLVED, "open"),
+    "severity": (
+        lambda i, u, c: actions.change_severity(i, actor=u, severity=factories.severity("sev4")),
+        EventKind.SEVERITY_CHANGED,
+        "open",
+    ),
+    "paging sweep": (
+        lambda i, u, c: escalation.fire_due(i.declared_at + timedelta(minutes=31)),
+        EventKind.SEVERITY_CHANGED,  # nothing of its own: the change stopped the step it found due
+        "open",
+    ),
+    "reopen": (lambda i, u, c: actions.reopen_incident(i, actor=u, reason="Back."), EventKind.REOPENED, "resolved"),
+    "post-mortem": (lambda i, u, c: actions.start_postmortem(i, actor=u), EventKind.POSTMORTEM_STARTED, "resolved"),
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("name", RACING_ACTIONS)
+def test_no_action_fails_while_another_transaction_changes_the_severity(requires_postgres: None, name: str) -> None:
+    # Locking the incident joined to its severity made PostgreSQL drop the row once the severity changed
+    # under it: Incident.DoesNotExist, a 500 for the person acting.
+    act, kind, start = RACING_ACTIONS[name]
+    staff = factories.make_user(username="alice")
+    component = factories.make_component(name="API", actor=staff)
+    for key in ("sev1", "sev2"):  # paging waiting to fire, for "stop paging"
+        EscalationStep.objects.create(
+            severity=factories.severity(key), position=1, after_minutes=30, addresses="pager@example.com"
+        )
+    if start == "open":
+        incident = factories.declare(actor=staff, severity_key="sev1", components={component: "degraded_performance"})
+    else:
+        incident = resolved_incident(staff)
+    before = {k: incident.events.filter(kind=k).count() for k in (kind, EventKind.SEVERITY_CHANGED)}
+
+    result = while_another_transaction_changes_severity(incident, lambda: act(incident, staff, component), to="sev2")
+
+    assert not isinstance(result, Exception), repr(result)
+    incident.refresh_from_db()
+    assert incident.severity.key == ("sev4" if name == "severity" else "sev2")
+    if name == "paging sweep":
+        assert result == 0
+    changes = 2 if name == "severity" else 1  # ours, and the racing action's when it is a severity change too
+    severity_changes = incident.events.filter(kind=EventKind.SEVERITY_CHANGED).count()
+    assert severity_changes == before[EventKind.SEVERITY_CHANGED] + changes
+    if kind != EventKind.SEVERITY_CHANGED:
+        assert incident.events.filter(kind=kind).count() == before[kind] + 1

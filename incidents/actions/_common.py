@@ -68,7 +68,7 @@ def _event(incident: Incident, kind: str, message: str, *, actor: Actor, at: dat
 
 def _lock(incident: Incident) -> Incident:
     """Re-read the incident under a row lock so concurrent actions queue instead of losing a change."""
-    return Incident.objects.select_for_update(of=("self",)).select_related("severity").get(pk=incident.pk)
+    return Incident.objects.locked(incident.pk)
 
 
 def _clean_percent(value: Decimal | float | int | str | None) -> Decimal | None:
