@@ -294,7 +294,10 @@ class ReopenForm(StaffForm):
         required=False,
         label="Tell customers (optional)",
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Posted as a public update at once; without it, the next public update falls due.",
+        help_text=(
+            "Posted as a public update at once. Without it, customers of a public incident read "
+            "“We are investigating this issue again.”"
+        ),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -352,6 +352,7 @@ class ClockState(models.TextChoices):
     MET = "met", "Met"
     BREACHED = "breached", "Breached"
     STOPPED = "stopped", "Stopped"
+    PAUSED = "paused", "Paused"
 
 
 class Clock(models.Model):

@@ -190,7 +190,67 @@ def test_it_reopens_only_a_resolved_incident_with_a_reason(staff: User) -> None:
         None,
         1,
     )
-    assert incident.events.last().message == "alice reopened the incident: Errors are back"  # type: ignore[union-attr]
+    reopened = incident.events.get(kind=EventKind.REOPENED)
+    assert (
+        reopened.message
+        == "alice reopened the incident: Errors are back; the post-mortem clock waits for the next resolve"
+    )
+
+
+def latest_public_update(incident: Incident) -> tuple[str, str]:
+    update = incident.updates.filter(is_public=True).latest("created_at", "id")
+    return update.status, update.body
+
+
+def test_reopening_a_public_incident_tells_customers(staff: User) -> None:
+    # Without it the public page showed an active incident whose latest update said "Resolved".
+    incident = factories.declare(actor=staff, at=T0)
+    actions.resolve_incident(incident, actor=staff, message="Fixed.", at=T0 + timedelta(hours=1))
+
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=T0 + timedelta(hours=2))
+
+    assert latest_public_update(incident) == ("investigating", "We are investigating this issue again.")
+    assert incident.updates.count() == 3
+
+
+def test_an_internal_reopen_message_stays_internal_and_customers_still_hear(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+    actions.resolve_incident(incident, actor=staff, message="Fixed.", at=T0 + timedelta(hours=1))
+
+    actions.reopen_incident(
+        incident,
+        actor=staff,
+        reason="Errors are back",
+        message="db01 again",
+        is_public=False,
+        at=T0 + timedelta(hours=2),
+    )
+
+    assert incident.updates.get(is_public=False).body == "db01 again"
+    assert latest_public_update(incident) == ("investigating", "We are investigating this issue again.")
+
+
+def test_a_public_reopen_message_is_the_one_update(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+    actions.resolve_incident(incident, actor=staff, message="Fixed.", at=T0 + timedelta(hours=1))
+
+    actions.reopen_incident(
+        incident, actor=staff, reason="Errors are back", message="Errors are back for some.", at=T0 + timedelta(hours=2)
+    )
+
+    assert latest_public_update(incident) == ("investigating", "Errors are back for some.")
+    assert incident.updates.count() == 3
+
+
+def test_reopening_an_incident_that_was_never_public_publishes_nothing(staff: User) -> None:
+    incident = factories.declare(actor=staff, is_public=False, at=T0)
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=T0 + timedelta(hours=2))
+
+    incident.refresh_from_db()
+    assert incident.published_at is None
+    assert not incident.updates.filter(is_public=True).exists()
 
 
 def test_it_promises_the_next_public_update_again_on_reopen(staff: User) -> None:

@@ -18,6 +18,7 @@ from incidents.actions import ActionRefused
 from incidents.models import (
     ActionStatus,
     Clock,
+    ClockEvent,
     ClockState,
     Component,
     EventKind,
@@ -137,7 +138,55 @@ def test_reopening_and_resolving_again_keeps_the_one_draft(staff: User, api: Com
     actions.reopen_incident(incident, actor=staff, reason="It came back")
     actions.resolve_incident(incident, actor=staff)
     assert Postmortem.objects.filter(incident=incident).count() == 1
-    assert actions.refresh_postmortem_timeline(incident.postmortem, actor=staff) == 2  # reopened, resolved again
+    # reopened, its public update (the event and the update's line), resolved again
+    assert actions.refresh_postmortem_timeline(incident.postmortem, actor=staff) == 4
+
+
+def test_a_reopened_incident_pauses_its_post_mortem_clock(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)  # at T0 + 3 h
+    postmortem = incident.postmortem
+    assert postmortem.due_at is not None
+    due = postmortem.due_at
+    reopened_at = T0 + timedelta(hours=5)  # 2 h of the post-mortem's time used
+
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=reopened_at)
+
+    clock = incident.clocks.get(metric=Metric.POSTMORTEM)
+    assert (clock.state, clock.running_since, clock.elapsed_seconds) == ("paused", None, 7200)
+    assert incident.events.get(kind="reopened").message.endswith("the post-mortem clock waits for the next resolve")
+    clocks.sweep_due(due + timedelta(days=3))  # long past the old due time: nothing recorded against it
+    assert not ClockEvent.objects.filter(clock=clock).exists()
+
+    resolved_again = reopened_at + timedelta(days=10)
+    actions.resolve_incident(incident, actor=staff, at=resolved_again)
+
+    clock.refresh_from_db()
+    postmortem.refresh_from_db()
+    assert (clock.state, clock.running_since, clock.elapsed_seconds) == ("running", resolved_again, 7200)
+    assert postmortem.due_at == clock.due_at == due + timedelta(days=10)
+    assert "the post-mortem clock runs again, due" in incident.events.filter(kind="resolved").latest("id").message
+
+
+def test_the_customer_impact_is_written_again_for_the_final_duration(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)
+    section = incident.postmortem.sections.get(key="customer_impact")
+    assert "were affected for 3 h, from 2026-03-02 09:00 to 2026-03-02 12:00 UTC" in section.body
+
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=T0 + timedelta(hours=4))
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=6))
+
+    section.refresh_from_db()
+    assert "were affected for 6 h, from 2026-03-02 09:00 to 2026-03-02 15:00 UTC" in section.body
+
+
+def test_customer_impact_someone_wrote_is_kept_through_a_reopen(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)
+    write(incident.postmortem, staff, customer_impact=("Our own words.", True))
+
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=T0 + timedelta(hours=4))
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=6))
+
+    assert incident.postmortem.sections.get(key="customer_impact").body == "Our own words."
 
 
 def test_only_staff_write_post_mortems(staff: User, outsider: User, api: Component) -> None:

@@ -26,7 +26,7 @@ from incidents.actions._common import (
     _refresh_impact,
     _user,
 )
-from incidents.actions.postmortems import _open_postmortem
+from incidents.actions.postmortems import _open_postmortem, _pause_postmortem, _resume_postmortem
 from incidents.actions.subscriptions import _message_for_update
 from incidents.actions.timing import (
     _advance,
@@ -504,10 +504,11 @@ def resolve_incident(
         opens_postmortem = (
             incident.severity.postmortem_required and not Postmortem.objects.filter(incident=incident).exists()
         )
+        resumed = "" if opens_postmortem else _resume_postmortem(incident, at)
         _event(
             incident,
             EventKind.RESOLVED,
-            f"{_actor_name(actor)} resolved the incident after {_duration(round(duration))}",
+            f"{_actor_name(actor)} resolved the incident after {_duration(round(duration))}{resumed}",
             actor=actor,
             at=at,
             components=applied,
@@ -515,6 +516,9 @@ def resolve_incident(
         if opens_postmortem:
             _open_postmortem(incident, actor=actor, at=at)
         return incident
+
+
+REOPENED_PUBLIC_MESSAGE = "We are investigating this issue again."
 
 
 def reopen_incident(
@@ -527,8 +531,9 @@ def reopen_incident(
     at: datetime | None = None,
 ) -> Incident:
     """Reopen a resolved incident: back to investigating, the resolve clock resumes with the time it
-    had already run, and a published incident promises its next public update again. With a
-    message, that update is posted at once."""
+    had already run, and an unpublished post-mortem's clock waits for the next resolve. A message is
+    posted at once; a public incident always gets a public update (the message, or a default one when
+    there is none or it is internal), so its page and its latest update agree."""
     at = at or timezone.now()
     reason = reason.strip()
     if not reason:
@@ -537,6 +542,7 @@ def reopen_incident(
         incident = _lock(incident)
         if not incident.is_resolved:
             raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
+        paused = _pause_postmortem(incident, at)  # reads the resolve about to be undone
         incident.status = IncidentStatus.ACKNOWLEDGED
         incident.public_status = PublicStatus.INVESTIGATING
         incident.resolved_at = None
@@ -544,15 +550,18 @@ def reopen_incident(
         incident.updated_at = at
         incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
         _resume_clock(_clock(incident, Metric.RESOLVE), at)
+        note = "; the post-mortem clock waits for the next resolve" if paused.get("postmortem_clock_paused") else ""
         _event(
             incident,
             EventKind.REOPENED,
-            f"{_actor_name(actor)} reopened the incident: {reason}",
+            f"{_actor_name(actor)} reopened the incident: {reason}{note}",
             actor=actor,
             at=at,
             reason=reason,
+            **paused,
         )
-        if message.strip():
+        message = message.strip()
+        if message:
             _post_update_locked(
                 incident,
                 actor=actor,
@@ -562,7 +571,16 @@ def reopen_incident(
                 component_changes=[],
                 at=at,
             )
-        elif incident.published_at is not None:
-            _restart_cadence(incident, incident.severity, at)
-            request_publish()
+        if incident.published_at is not None and not (message and is_public):
+            # Customers were told it is resolved: the page must not show an active incident whose latest
+            # update says so.
+            _post_update_locked(
+                incident,
+                actor=actor,
+                body=REOPENED_PUBLIC_MESSAGE,
+                public_status=PublicStatus.INVESTIGATING,
+                is_public=True,
+                component_changes=[],
+                at=at,
+            )
         return incident

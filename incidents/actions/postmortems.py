@@ -16,7 +16,7 @@ from django.utils.html import strip_tags
 
 from incidents import clocks
 from incidents.actions._common import ActionRefused, Actor, _actor_name, _event, _lock, _notify, _user, _when
-from incidents.actions.timing import _clock, _duration, _stop_clock
+from incidents.actions.timing import _clock, _duration, _pause_clock, _resume_clock, _stop_clock
 from incidents.models import (
     PUBLIC_BY_DEFAULT,
     ActionItem,
@@ -164,6 +164,47 @@ def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postm
         postmortem_id=postmortem.pk,
     )
     return postmortem
+
+
+def _pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
+    """On reopen, before the resolve is undone: an unpublished post-mortem's clock waits for the final
+    resolve. Returns what the reopen event records: whether the clock paused, and the customer-impact
+    text if it is still the one filled in from the incident (the next resolve writes it again)."""
+    postmortem = Postmortem.objects.filter(incident=incident).first()
+    if postmortem is None or postmortem.is_published:
+        return {}
+    recorded: dict[str, Any] = {}
+    if _pause_clock(_clock(incident, Metric.POSTMORTEM), at):
+        recorded["postmortem_clock_paused"] = True
+    section = postmortem.sections.filter(key=SectionKey.CUSTOMER_IMPACT).first()
+    if section is not None and section.body == customer_impact_text(incident):
+        recorded["customer_impact_prefilled"] = section.body
+    return recorded
+
+
+def _resume_postmortem(incident: Incident, at: datetime) -> str:
+    """On the resolve after a reopen: the paused post-mortem clock runs again, its due date moved on by the
+    pause, and a customer-impact section nobody edited is written again for the final duration. Returns
+    what the resolve event adds."""
+    postmortem = Postmortem.objects.filter(incident=incident).first()
+    if postmortem is None or postmortem.is_published:
+        return ""
+    reopened = incident.events.filter(kind=EventKind.REOPENED).order_by("-created_at", "-id").first()
+    prefilled = reopened.data.get("customer_impact_prefilled") if reopened is not None else None
+    if prefilled is not None:
+        postmortem.sections.filter(key=SectionKey.CUSTOMER_IMPACT, body=prefilled).update(
+            body=customer_impact_text(incident)
+        )
+    clock = _clock(incident, Metric.POSTMORTEM)
+    if clock is None or clock.state != ClockState.PAUSED or clock.stopped_at is None:
+        return ""
+    paused_for = at - clock.stopped_at
+    _resume_clock(clock, at)
+    if postmortem.due_at is None:
+        return "; the post-mortem clock runs again"
+    postmortem.due_at += paused_for
+    postmortem.save(update_fields=["due_at"])
+    return f"; the post-mortem clock runs again, due {_when(postmortem.due_at)}"
 
 
 def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Postmortem:

@@ -106,8 +106,8 @@ def record_clock_thresholds(
 
 
 def _stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) -> None:
-    """Stop a running clock: met if it made its target, breached if not, stopped if not satisfied."""
-    if clock is None or clock.running_since is None:
+    """Stop a running (or paused) clock: met if it made its target, breached if not, stopped if not satisfied."""
+    if clock is None or (clock.running_since is None and clock.state != ClockState.PAUSED):
         return
     record_clock_thresholds(clock, now=at, nudge=False)
     clock.elapsed_seconds = clocks.elapsed(clock, at)
@@ -119,6 +119,21 @@ def _stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) ->
         clock.state = ClockState.MET if satisfied else ClockState.STOPPED
     clock.next_check_at = None
     clock.save(update_fields=["elapsed_seconds", "running_since", "stopped_at", "state", "next_check_at"])
+
+
+def _pause_clock(clock: Clock | None, at: datetime) -> bool:
+    """Hold a running clock (the post-mortem's while its incident is reopened): what it has used is kept,
+    nothing more is recorded until it resumes, and `stopped_at` says since when it waits."""
+    if clock is None or clock.running_since is None:
+        return False
+    record_clock_thresholds(clock, now=at, nudge=False)
+    clock.elapsed_seconds = clocks.elapsed(clock, at)
+    clock.running_since = None
+    clock.stopped_at = at
+    clock.state = ClockState.PAUSED
+    clock.next_check_at = None
+    clock.save(update_fields=["elapsed_seconds", "running_since", "stopped_at", "state", "next_check_at"])
+    return True
 
 
 def _resume_clock(clock: Clock | None, at: datetime) -> None:
