@@ -116,7 +116,7 @@ def declare_incident(
         title=payload.title,
         severity=severity,
         message=payload.message,
-        message_is_public=payload.message_is_public,
+        message_is_public=payload.is_public,
         public_status=payload.public_status,
         components=components,
         customer_impact_percent=payload.customer_impact_percent,
