@@ -9,7 +9,7 @@ maintenance windows may not end in the past, and regions are limited (20, of 100
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -397,3 +397,27 @@ def test_it_still_reads_known_query_parameters_and_answers_404_for_unknown_urls(
     assert api.get("/api/v1/metrics?severity=sev1&since=2026-03-01T00:00:00Z").status_code == 200
     assert api.get("/api/v1/incidents?state=open&limit=5&offset=0").status_code == 200
     refused(api.get("/api/v1/nothing-here?x=1"), 404)
+
+
+# --- Idempotency-Key lasts 24 hours -------------------------------------------------------------
+
+
+def test_it_forgets_an_idempotency_key_after_24_hours(api: Client, _at_t0: Any) -> None:
+    def declare_with_key() -> Response:
+        data = {"title": "Disk full on db-1", "severity": "sev2"}
+        return send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": "alert-db-1-disk"})
+
+    first = declare_with_key()
+    assert first.status_code == 201
+
+    _at_t0.move_to(T0 + timedelta(hours=23, minutes=59))
+    retry = declare_with_key()
+    assert (retry.status_code, retry.json()["id"]) == (200, first.json()["id"])
+
+    _at_t0.move_to(T0 + timedelta(hours=24, seconds=1))
+    next_day = declare_with_key()
+    assert next_day.status_code == 201
+    assert next_day.json()["id"] != first.json()["id"]
+    again = declare_with_key()
+    assert (again.status_code, again.json()["id"]) == (200, next_day.json()["id"])
+    assert Incident.objects.count() == 2
