@@ -9,6 +9,7 @@ maintenance windows may not end in the past, and regions are limited (20, of 100
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -421,3 +422,59 @@ def test_it_forgets_an_idempotency_key_after_24_hours(api: Client, _at_t0: Any) 
     again = declare_with_key()
     assert (again.status_code, again.json()["id"]) == (200, next_day.json()["id"])
     assert Incident.objects.count() == 2
+
+
+# --- maintenance windows may not end in the past (API and UI) -----------------------------------
+
+
+def test_the_api_refuses_a_window_that_ends_in_the_past(api: Client) -> None:
+    data = {"title": "Upgrade", "scheduled_for": "2026-03-01T22:00:00Z", "scheduled_until": "2026-03-02T08:59:00Z"}
+
+    body = refused(send(api, "POST", "/api/v1/maintenances", data))
+
+    assert (body["field"], body["code"]) == ("scheduled_until", "in_the_past")
+    assert not Maintenance.objects.exists()
+
+
+def test_the_api_takes_a_past_start_for_a_window_in_progress_now(api: Client) -> None:
+    data = {"title": "Upgrade", "scheduled_for": "2026-03-02T08:00:00Z", "scheduled_until": "2026-03-02T10:00:00Z"}
+
+    response = send(api, "POST", "/api/v1/maintenances", data)
+
+    assert response.status_code == 201, response.content
+    assert Maintenance.objects.get().scheduled_for == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+def test_the_api_refuses_to_move_a_window_s_end_into_the_past(api: Client) -> None:
+    data = {"title": "Upgrade", "scheduled_for": "2026-03-02T10:00:00Z", "scheduled_until": "2026-03-02T12:00:00Z"}
+    window = send(api, "POST", "/api/v1/maintenances", data).json()
+
+    response = send(
+        api,
+        "PATCH",
+        f"/api/v1/maintenances/{window['id']}",
+        {"scheduled_for": "2026-03-02T07:00:00Z", "scheduled_until": "2026-03-02T08:00:00Z"},
+    )
+
+    assert refused(response)["field"] == "scheduled_until"
+    assert Maintenance.objects.get().scheduled_until == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def errors_of(html: str, field_id: str) -> str:
+    """The text of the error list tied to a field (id="<field id>_error")."""
+    match = re.search(rf'id="{re.escape(field_id)}_error"[^>]*>(.*?)</ul>', html, re.S)
+    assert match, f"no errors shown next to {field_id}"
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_the_form_shows_a_window_ending_in_the_past_next_to_the_end(staff_client: Client, htmx: bool) -> None:
+    data = {"title": "Search reindex", "scheduled_for": "2026-03-01T22:00", "scheduled_until": "2026-03-02T08:30"}
+
+    response = staff_client.post("/manage/maintenance/new", data, headers={"HX-Request": "true"} if htmx else {})
+
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert errors_of(html, "id_scheduled_until").startswith("The window would end in the past (02 Mar 2026 08:30 UTC)")
+    assert 'value="Search reindex"' in html
+    assert not Maintenance.objects.exists()
