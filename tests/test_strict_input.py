@@ -478,3 +478,57 @@ def test_the_form_shows_a_window_ending_in_the_past_next_to_the_end(staff_client
     assert errors_of(html, "id_scheduled_until").startswith("The window would end in the past (02 Mar 2026 08:30 UTC)")
     assert 'value="Search reindex"' in html
     assert not Maintenance.objects.exists()
+
+
+# --- regions: at most 20, of at most 100 characters (API and UI) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("regions", "field"),
+    [([f"r{n}" for n in range(21)], "regions"), (["EU", "x" * 101], "regions.1"), (["EU", " "], "regions.1")],
+)
+def test_the_api_refuses_too_many_or_too_long_regions(api: Client, regions: list[str], field: str) -> None:
+    response = send(api, "POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "regions": regions})
+    assert fields_of(response) == [field]
+
+    incident = declare(api, regions=["EU"])
+    response = send(api, "PATCH", f"/api/v1/incidents/{incident['id']}", {"regions": regions})
+    assert fields_of(response) == [field]
+    assert Incident.objects.get().regions == ["EU"]
+
+
+def test_the_api_takes_twenty_regions_of_a_hundred_characters(api: Client) -> None:
+    regions = [f"{n:02}" + "x" * 98 for n in range(20)]
+    assert declare(api, regions=regions)["regions"] == regions
+
+
+@pytest.mark.parametrize(
+    ("regions", "message"),
+    [
+        (", ".join(f"r{n}" for n in range(21)), "At most 20 regions; 21 were given."),
+        ("EU, " + "x" * 101, "A region may be at most 100 characters"),
+    ],
+)
+def test_the_forms_refuse_too_many_or_too_long_regions_next_to_the_field(
+    staff_client: Client, staff: User, regions: str, message: str
+) -> None:
+    declared = staff_client.post(
+        "/manage/incidents/new",
+        {
+            "title": "Search is down",
+            "severity": factories.severity("sev2").pk,
+            "public_status": "investigating",
+            "regions": regions,
+            "message_visibility": "public",
+        },
+    )
+    assert declared.status_code == 422
+    assert errors_of(declared.content.decode(), "id_regions").startswith(message)
+    assert not Incident.objects.exists()
+
+    incident = factories.declare(actor=staff, regions=["EU"])
+    scoped = staff_client.post(f"/manage/incidents/{incident.pk}/scope", {"regions": regions})
+    assert scoped.status_code == 422
+    assert errors_of(scoped.content.decode(), "scope-regions").startswith(message)
+    incident.refresh_from_db()
+    assert incident.regions == ["EU"]
