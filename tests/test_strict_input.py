@@ -346,6 +346,15 @@ def test_it_says_what_is_wrong_with_a_far_offset(api: Client) -> None:
     assert "±14:00" in error["msg"]
 
 
+def test_it_refuses_a_nul_in_the_idempotency_key(requires_postgres: None, api: Client) -> None:
+    data = {"title": "T", "severity": "sev1"}
+
+    response = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": "alert\x00db-1"})
+
+    assert fields_of(response) == ["Idempotency-Key"]
+    assert not Incident.objects.exists()
+
+
 # --- errors are JSON, 500 and 413 included ------------------------------------------------------
 
 
