@@ -15,13 +15,24 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from incidents.actions import ActionRefused
-from incidents.models import Component, ComponentStatus, Impact, Incident, PublicStatus, Severity
+from incidents.models import (
+    MAX_REGION_LENGTH,
+    MAX_REGIONS,
+    Component,
+    ComponentStatus,
+    Impact,
+    Incident,
+    PublicStatus,
+    Severity,
+)
 
 COMPONENT_FIELD_PREFIX = "component-"
 VISIBILITY_CHOICES = [
     ("public", "Public: on the status page and sent to subscribers"),
     ("internal", "Internal: staff only"),
 ]
+# Room for every region the actions accept, with ", " between; the actions refuse more.
+REGIONS_INPUT_LENGTH = MAX_REGIONS * (MAX_REGION_LENGTH + 2)
 OPEN_PUBLIC_STATUSES = [(value, label) for value, label in PublicStatus.choices if value != PublicStatus.RESOLVED]
 
 
@@ -170,7 +181,10 @@ class DeclareForm(ComponentStatusForm):
         label="Customers affected (%)",
     )
     regions = forms.CharField(
-        required=False, max_length=1000, label="Regions or segments", help_text="Comma-separated, e.g. eu-west, us-east"
+        required=False,
+        max_length=REGIONS_INPUT_LENGTH,
+        label="Regions or segments",
+        help_text="Comma-separated, e.g. eu-west, us-east",
     )
 
     def __init__(self, *args: Any, severities: Iterable[Severity], **kwargs: Any) -> None:
@@ -242,7 +256,7 @@ class ScopeForm(StaffForm):
         label="Customers affected (%)",
     )
     regions = forms.CharField(
-        required=False, max_length=1000, label="Regions or segments", help_text="Comma-separated."
+        required=False, max_length=REGIONS_INPUT_LENGTH, label="Regions or segments", help_text="Comma-separated."
     )
     workaround = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     impact_override = forms.ChoiceField(

@@ -183,6 +183,11 @@ class IncidentQuerySet(models.QuerySet["Incident"]):
         return self.select_for_update().get(pk=pk)
 
 
+# Limits on Incident.regions, refused by the actions (never cut) and stated in the API schema.
+MAX_REGIONS = 20
+MAX_REGION_LENGTH = 100
+
+
 class Incident(models.Model):
     title = models.CharField(max_length=200)
     severity = models.ForeignKey(Severity, on_delete=models.PROTECT, related_name="incidents")

@@ -107,14 +107,16 @@ def test_it_catches_up_a_window_missed_entirely(window: Maintenance, exports: Co
 
 def test_it_reschedules_with_a_new_calendar_sequence(staff: User, window: Maintenance) -> None:
     later = START + timedelta(days=1)
-    actions.reschedule_maintenance(window, actor=staff, scheduled_for=later, scheduled_until=later + timedelta(hours=1))
+    actions.reschedule_maintenance(
+        window, actor=staff, scheduled_for=later, scheduled_until=later + timedelta(hours=1), at=T0
+    )
 
     window.refresh_from_db()
     assert (window.scheduled_for, window.next_action_at, window.sequence) == (later, later, 1)
     assert sweep_at(START + timedelta(minutes=1)) == 0
     with pytest.raises(ActionRefused, match="Nothing changed"):
         actions.reschedule_maintenance(
-            window, actor=staff, scheduled_for=later, scheduled_until=later + timedelta(hours=1)
+            window, actor=staff, scheduled_for=later, scheduled_until=later + timedelta(hours=1), at=T0
         )
 
 

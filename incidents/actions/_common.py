@@ -18,6 +18,8 @@ from django.db import transaction
 from incidents.models import (
     IMPACT_FOR_COMPONENT_STATUS,
     IMPACT_RANK,
+    MAX_REGION_LENGTH,
+    MAX_REGIONS,
     Component,
     ComponentStatus,
     ComponentStatusChange,
@@ -84,6 +86,8 @@ def _clean_percent(value: Decimal | float | int | str | None) -> Decimal | None:
 
 
 def _clean_regions(regions: Iterable[str] | str | None) -> list[str]:
+    """Regions without blanks or repeats; more than MAX_REGIONS, or one longer than MAX_REGION_LENGTH,
+    is refused (naming it) rather than cut, so what was typed is never silently lost."""
     if regions is None:
         return []
     if isinstance(regions, str):
@@ -91,8 +95,18 @@ def _clean_regions(regions: Iterable[str] | str | None) -> list[str]:
     cleaned: list[str] = []
     for region in regions:
         region = region.strip()
+        if len(region) > MAX_REGION_LENGTH:
+            raise ActionRefused(
+                f"A region may be at most {MAX_REGION_LENGTH} characters; “{region[:30]}…” has {len(region)}.",
+                field="regions",
+                code="too_long",
+            )
         if region and region not in cleaned:
-            cleaned.append(region[:100])
+            cleaned.append(region)
+    if len(cleaned) > MAX_REGIONS:
+        raise ActionRefused(
+            f"At most {MAX_REGIONS} regions; {len(cleaned)} were given.", field="regions", code="too_many"
+        )
     return cleaned
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -57,6 +57,9 @@ from incidents.models import (
 )
 from incidents.publishing import request_publish
 
+# As long as Stripe keeps its keys: a retry comes within minutes, the same alert tomorrow is news.
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
+
 
 def declare_incident(
     *,
@@ -77,8 +80,8 @@ def declare_incident(
 ) -> Incident:
     """Declare an incident, start its clocks, set component statuses and post the first message.
 
-    With an idempotency key this user has used before, declare nothing and return that incident,
-    marked `replayed`.
+    With an idempotency key this user has used in the past IDEMPOTENCY_KEY_LIFETIME, declare nothing
+    and return that incident, marked `replayed`; an older use of the key is forgotten.
     """
     at = at or timezone.now()
     title = title.strip()
@@ -97,8 +100,11 @@ def declare_incident(
         if idempotency_key and user is not None:
             previous = IdempotencyKey.objects.filter(user=user, key=idempotency_key).select_related("incident")
             if found := previous.first():
-                found.incident.replayed = True
-                return found.incident
+                if found.created_at > at - IDEMPOTENCY_KEY_LIFETIME:
+                    found.incident.replayed = True
+                    return found.incident
+                # Expired: the key is free again, so a recurring alert that reuses it declares anew.
+                found.delete()
 
         incident = Incident.objects.create(
             title=title[:200],

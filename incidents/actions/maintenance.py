@@ -46,13 +46,23 @@ def _lock_maintenance(maintenance: Maintenance) -> Maintenance:
     return Maintenance.objects.select_for_update().get(pk=maintenance.pk)
 
 
-def _check_window(scheduled_for: datetime | None, scheduled_until: datetime | None) -> tuple[datetime, datetime]:
+def _check_window(
+    scheduled_for: datetime | None, scheduled_until: datetime | None, *, now: datetime
+) -> tuple[datetime, datetime]:
+    """A window must end after it starts and after now. Its start may be past only for a window in
+    progress now, which the end rule already means: subscribers are never told of a window that is over."""
     if scheduled_for is None:
         raise ActionRefused("A start time is required.", field="scheduled_for")
     if scheduled_until is None:
         raise ActionRefused("An end time is required.", field="scheduled_until")
     if scheduled_until <= scheduled_for:
         raise ActionRefused("The window must end after it starts.", field="scheduled_until")
+    if scheduled_until <= now:
+        raise ActionRefused(
+            f"The window would end in the past ({_when(scheduled_until)}); choose an end after now.",
+            field="scheduled_until",
+            code="in_the_past",
+        )
     return scheduled_for, scheduled_until
 
 
@@ -98,7 +108,7 @@ def schedule_maintenance(
     title = title.strip()
     if not title:
         raise ActionRefused("A title is required.", field="title")
-    start, end = _check_window(scheduled_for, scheduled_until)
+    start, end = _check_window(scheduled_for, scheduled_until, now=at)
     components = list(components)
     if any(component.is_group for component in components):
         raise ActionRefused("Choose components, not groups.", field="components")
@@ -139,7 +149,7 @@ def reschedule_maintenance(
     at: datetime | None = None,
 ) -> Maintenance:
     at = at or timezone.now()
-    start, end = _check_window(scheduled_for, scheduled_until)
+    start, end = _check_window(scheduled_for, scheduled_until, now=at)
     with transaction.atomic():
         maintenance = _lock_maintenance(maintenance)
         if maintenance.is_finished:

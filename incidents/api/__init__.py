@@ -13,6 +13,7 @@ from ninja.operation import Operation
 from incidents.api.auth import ApiTokenAuth
 from incidents.api.endpoints import router
 from incidents.api.errors import install_error_handlers
+from incidents.api.fields import refuse_unknown_input
 
 
 class StaffAPI(NinjaAPI):
@@ -24,13 +25,16 @@ api = StaffAPI(
     title="Signalpost staff API",
     version="1",
     description="Incident response for staff. Authenticate with `Authorization: Bearer <token>` "
-    "(`manage.py create_api_token USERNAME`). Errors are JSON: `detail` (a message), `code`, and for "
+    "(`manage.py create_api_token USERNAME`). Request bodies are strict: a JSON object of the fields "
+    "documented, with their JSON types (no unknown fields, no numbers for times, no NUL characters); query "
+    "strings name only documented parameters. Errors are JSON: `detail` (a message), `code`, and for "
     "422 `errors` (each with `field`, `msg`, `type`).",
     urls_namespace="api-v1",
     auth=ApiTokenAuth(),
     docs_url=None,
 )
 install_error_handlers(api)
+api.add_decorator(refuse_unknown_input, mode="view")
 api.add_router("", router)
 api.add_router("", "incidents.api.maintenance.router")
 api.add_router("", "incidents.api.postmortems.router")

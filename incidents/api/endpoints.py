@@ -105,7 +105,7 @@ def _incident_read(user: Any, incident_id: int) -> dict[str, Any]:
 def declare_incident(
     request: HttpRequest,
     payload: DeclareIn,
-    idempotency_key: HeaderEx[str | None, P(alias="Idempotency-Key", max_length=200)] = None,
+    idempotency_key: HeaderEx[str | None, P(alias="Idempotency-Key", max_length=200, pattern=r"^[^\x00]*$")] = None,
 ) -> Status[dict[str, Any]]:
     user = request.auth  # type: ignore[attr-defined]
     severity = _severity(user, payload.severity)
@@ -116,7 +116,7 @@ def declare_incident(
         title=payload.title,
         severity=severity,
         message=payload.message,
-        message_is_public=payload.message_is_public,
+        message_is_public=payload.is_public,
         public_status=payload.public_status,
         components=components,
         customer_impact_percent=payload.customer_impact_percent,

@@ -1,7 +1,8 @@
 """Every API error is JSON: {"detail": "…", "code": "…"}, plus "field" and "errors" for bad input (422).
 
 409 means the change is impossible in the incident's current state (an ActionRefused without a
-field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field).
+field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field); 413 a
+body over DATA_UPLOAD_MAX_MEMORY_SIZE; 500 our fault (logged as Django logs it, with the traceback).
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.signals import got_request_exception
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.log import log_response
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from incidents.actions import ActionRefused
@@ -18,7 +22,14 @@ from incidents.actions import ActionRefused
 if TYPE_CHECKING:
     from ninja import NinjaAPI
 
-_CODES = {400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found", 429: "throttled"}
+_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    413: "too_large",
+    429: "throttled",
+}
 _SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
 
 
@@ -40,6 +51,31 @@ def _error_list(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(api: NinjaAPI) -> None:
+    @api.exception_handler(Exception)
+    def on_server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+        # What Django's own handler does for an unhandled exception (the signal, then a django.request
+        # error with the traceback, which reaches ADMINS and any error tracker), but answered in JSON.
+        got_request_exception.send(sender=None, request=request)
+        detail = "Something went wrong on our side. It has been logged; try again later."
+        if settings.DEBUG:
+            detail += f" ({type(exc).__name__}: {exc})"
+        response = error(request, 500, detail, "server_error")
+        log_response(
+            "%s: %s",
+            "Internal Server Error",
+            request.path,
+            response=response,
+            request=request,
+            exception=exc,
+        )
+        return response
+
+    @api.exception_handler(RequestDataTooBig)
+    def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        detail = "The request body is too large" + (f": at most {limit:,} bytes." if limit else ".")
+        return error(request, 413, detail, "too_large")
+
     def error(request: HttpRequest, status: int, detail: str, code: str, **extra: Any) -> HttpResponse:
         return api.create_response(request, {"detail": detail, "code": code, **extra}, status=status)
 

@@ -9,14 +9,14 @@ post-mortem read back fresh.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
-from pydantic import AwareDatetime
 
 from incidents import access, actions
 from incidents.actions import ActionRefused
+from incidents.api.fields import BodyIn, Choice, Day, Moment, NonBlank
 from incidents.api.schemas import READ_ERRORS, WRITE_ERRORS
 from incidents.models import ActionKind, ActionPriority, ActionStatus, Postmortem, PostmortemState, SectionKey
 
@@ -68,37 +68,37 @@ class PostmortemOut(Schema):
     action_items: list[ActionItemOut]
 
 
-class SectionIn(Schema):
+class SectionIn(BodyIn):
     body: str = Field(max_length=50_000)
     is_public: bool
 
 
-class PostmortemPatchIn(Schema):
-    sections: dict[SectionKey, SectionIn] | None = None
-    owner: str | None = Field(None, description="A staff username.")
-    due_at: AwareDatetime | None = None
+class PostmortemPatchIn(BodyIn):
+    sections: dict[Annotated[SectionKey, Choice], SectionIn] | None = None
+    owner: str | None = Field(None, max_length=150, description="A staff username.")
+    due_at: Moment | None = None
 
 
-class ReturnIn(Schema):
-    reason: str = Field(max_length=500)
+class ReturnIn(BodyIn):
+    reason: NonBlank = Field(max_length=500)
 
 
-class EntryIn(Schema):
-    at: AwareDatetime
-    text: str = Field(max_length=500)
+class EntryIn(BodyIn):
+    at: Moment
+    text: NonBlank = Field(max_length=500)
     is_public: bool = False
 
 
-class ActionItemIn(Schema):
-    title: str = Field(max_length=200)
-    kind: ActionKind = ActionKind.PREVENT
-    priority: ActionPriority = ActionPriority.P2
-    owner: str | None = Field(None, description="A staff username.")
-    due_date: date | None = None
+class ActionItemIn(BodyIn):
+    title: NonBlank = Field(max_length=200)
+    kind: Annotated[ActionKind, Choice] = ActionKind.PREVENT
+    priority: Annotated[ActionPriority, Choice] = ActionPriority.P2
+    owner: str | None = Field(None, max_length=150, description="A staff username.")
+    due_date: Day | None = None
     link: str = Field("", max_length=200)
 
 
-class ActionItemPatchIn(Schema):
+class ActionItemPatchIn(BodyIn):
     status: Literal["open", "in_progress", "done", "wont_do"]
 
 

@@ -10,8 +10,10 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import AwareDatetime, BeforeValidator
+from pydantic import AliasChoices, BeforeValidator, model_validator
+from pydantic_core import PydanticCustomError
 
+from incidents.api.fields import BodyIn, Choice, Id, Moment, NonBlank, QueryIn, Regions
 from incidents.models import (
     ClockState,
     Component,
@@ -56,98 +58,112 @@ def _blank_is_none(value: Any) -> Any:
 
 
 # Null or "" both mean "no override": the model stores "", clients usually send null.
-ImpactOverride = Annotated[Impact | None, BeforeValidator(_blank_is_none)]
-# Ids are BigAutoFields; a larger number is no id of ours (and would overflow SQLite's INTEGER).
-MAX_ID = 2**63 - 1
-
-
-def _id(description: str | None = None) -> Any:
-    return Field(ge=1, le=MAX_ID, description=description)
+ImpactOverride = Annotated[Impact | None, Choice, BeforeValidator(_blank_is_none)]
 
 
 def _optional_id(description: str) -> Any:
-    return Field(None, ge=1, le=MAX_ID, description=description)
+    return Field(None, description=description)
 
 
 def _percent() -> Any:
     return Field(None, ge=0, le=100, allow_inf_nan=False, description="Share of customers affected, 0–100.")
 
 
-class ComponentStatusIn(Schema):
-    id: int = _id()
-    status: ComponentStatus
+class ComponentStatusIn(BodyIn):
+    id: Id
+    status: Annotated[ComponentStatus, Choice]
 
 
-class DeclareIn(Schema):
-    title: str = Field(min_length=1, max_length=200)
-    severity: str = Field(description='A severity key, e.g. "sev1" (see GET /severities).')
-    message: str = Field("", description="The first update (Markdown); none if empty.")
-    message_is_public: bool = True
-    public_status: PublicStatus = PublicStatus.INVESTIGATING
+_VISIBILITY = "Public (shown on the status page, sent to subscribers) or internal (staff only)."
+_REGIONS = "Regions or segments affected: at most 20, each 1–100 characters."
+
+
+class VisibilityIn(BodyIn):
+    """Visibility is `is_public` wherever a message is posted."""
+
+    is_public: bool = Field(True, description=_VISIBILITY)
+
+
+class DeclareIn(VisibilityIn):
+    # Declarations once called it message_is_public: that older name is still read (not together with
+    # is_public), but the schema shows one name.
+    is_public: bool = Field(
+        True, validation_alias=AliasChoices("is_public", "message_is_public"), description=_VISIBILITY
+    )
+    title: NonBlank = Field(min_length=1, max_length=200)
+    severity: NonBlank = Field(max_length=16, description='A severity key, e.g. "sev1" (see GET /severities).')
+    message: str = Field("", description="The first update (Markdown); none if empty. is_public says who sees it.")
+    public_status: Annotated[PublicStatus, Choice] = PublicStatus.INVESTIGATING
     components: list[ComponentStatusIn] = Field(default_factory=list)
     customer_impact_percent: float | None = _percent()
-    regions: list[str] = Field(default_factory=list)
+    regions: Regions = Field(default_factory=list, description=_REGIONS)
     workaround: str = ""
     impact_override: ImpactOverride = Field(None, description="Null or empty: impact derives from components.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def one_name_at_a_time(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "message_is_public" in data and "is_public" in data:
+            raise PydanticCustomError("duplicate_field", "Send is_public only (message_is_public is its older name).")
+        return data
 
-class UpdateIn(Schema):
-    body: str = Field(description="Markdown.")
-    status: PublicStatus | None = Field(None, description="The public status; unchanged if omitted.")
-    is_public: bool = True
+
+class UpdateIn(VisibilityIn):
+    body: NonBlank = Field(description="Markdown.")
+    status: Annotated[PublicStatus | None, Choice] = Field(None, description="The public status; unchanged if omitted.")
     components: list[ComponentStatusIn] = Field(default_factory=list)
 
 
-class ResolveIn(Schema):
+class ResolveIn(VisibilityIn):
     message: str = Field("", description="A closing update (Markdown); none if empty.")
-    is_public: bool = True
 
 
-class ReopenIn(Schema):
-    reason: str = Field(description="Why the incident is reopened (required, recorded on the timeline).")
+class ReopenIn(VisibilityIn):
+    reason: NonBlank = Field(description="Why the incident is reopened (required, recorded on the timeline).")
     message: str = Field("", description="An update to post at once (otherwise the next one falls due).")
-    is_public: bool = True
 
 
-class IncidentPatchIn(Schema):
+class IncidentPatchIn(BodyIn):
     """Only the fields present in the request change."""
 
-    severity: str | None = Field(None, description="A severity key such as sev1 (any case).")
-    commander: str | None = Field(None, description="Username of the active staff user to command the incident.")
+    severity: str | None = Field(None, max_length=16, description="A severity key such as sev1 (any case).")
+    commander: str | None = Field(
+        None, max_length=150, description="Username of the active staff user to command the incident."
+    )
     customer_impact_percent: float | None = _percent()
-    regions: list[str] | None = None
+    regions: Regions | None = Field(None, description=_REGIONS)
     workaround: str | None = None
     impact_override: ImpactOverride = Field(None, description="Null or empty clears the override.")
 
 
-class ComponentIn(Schema):
-    name: str = Field(min_length=1, max_length=200)
-    group_id: int | None = _optional_id("The group to put the component in.")
+class ComponentIn(BodyIn):
+    name: NonBlank = Field(min_length=1, max_length=200)
+    group_id: Id | None = _optional_id("The group to put the component in.")
     is_group: bool = False
     description: str = ""
     position: int | None = Field(None, ge=0, le=2_147_483_647, description="Default: after the last one.")
-    status: ComponentStatus = ComponentStatus.OPERATIONAL
+    status: Annotated[ComponentStatus, Choice] = ComponentStatus.OPERATIONAL
     showcase: bool = True
     only_show_if_degraded: bool = False
 
 
-class ComponentPatchIn(Schema):
-    status: ComponentStatus
-    incident_id: int | None = _optional_id("Record the change as part of this (open) incident.")
+class ComponentPatchIn(BodyIn):
+    status: Annotated[ComponentStatus, Choice]
+    incident_id: Id | None = _optional_id("Record the change as part of this (open) incident.")
 
 
-class IncidentListQuery(Schema):
+class IncidentListQuery(QueryIn):
     state: Literal["open", "resolved"] | None = Field(None, description="Open (unresolved) or resolved only.")
     limit: int = Field(50, ge=1, le=100)
     offset: int = Field(0, ge=0, le=1_000_000_000)
 
 
-class MetricsQuery(Schema):
-    since: AwareDatetime | None = Field(
-        None, description="Incidents declared at or after this (ISO 8601 with an offset)."
+class MetricsQuery(QueryIn):
+    since: Moment | None = Field(None, description="Incidents declared at or after this (ISO 8601 with an offset).")
+    until: Moment | None = Field(None, description="Incidents declared before this; must be after since.")
+    severity: str | None = Field(
+        None, max_length=16, description="A severity key (sev1…); all severities when left out."
     )
-    until: AwareDatetime | None = Field(None, description="Incidents declared before this.")
-    severity: str | None = Field(None, description="A severity key (sev1…); all severities when left out.")
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -335,11 +351,17 @@ def severity_out(severity: Severity) -> dict[str, Any]:
 # --- maintenance --------------------------------------------------------------------------------
 
 
-class MaintenanceIn(Schema):
-    title: str = Field(min_length=1, max_length=200)
-    scheduled_for: AwareDatetime = Field(description="ISO 8601 with an offset, e.g. 2026-03-14T22:00:00+01:00.")
-    scheduled_until: AwareDatetime = Field(description="ISO 8601 with an offset; after scheduled_for.")
-    components: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+_WINDOW_END = "ISO 8601 with an offset; after scheduled_for and in the future (a window may not end in the past)."
+
+
+class MaintenanceIn(BodyIn):
+    title: NonBlank = Field(min_length=1, max_length=200)
+    scheduled_for: Moment = Field(
+        description="ISO 8601 with an offset, e.g. 2026-03-14T22:00:00+01:00. May be in the past only for a "
+        "window in progress now (one whose end is in the future)."
+    )
+    scheduled_until: Moment = Field(description=_WINDOW_END)
+    components: list[Id] = Field(
         default_factory=list, description="Ids of the components (not groups) the window affects."
     )
     message: str = Field("", description="The announcement (Markdown); a default naming the window if empty.")
@@ -347,30 +369,30 @@ class MaintenanceIn(Schema):
     auto_complete: bool = Field(True, description="The sweep completes the window at scheduled_until.")
 
 
-class MaintenancePatchIn(Schema):
+class MaintenancePatchIn(BodyIn):
     """Reschedule: a time left out keeps its current value. Once started, only the end can move."""
 
-    scheduled_for: AwareDatetime | None = None
-    scheduled_until: AwareDatetime | None = None
+    scheduled_for: Moment | None = Field(None, description="ISO 8601 with an offset.")
+    scheduled_until: Moment | None = Field(None, description=_WINDOW_END)
     message: str = Field("", description="The update announcing the new window (Markdown); a default if empty.")
 
 
-class MaintenanceUpdateIn(Schema):
-    body: str = Field(description="Markdown.")
-    status: MaintenanceStatus | None = Field(
+class MaintenanceUpdateIn(BodyIn):
+    body: NonBlank = Field(description="Markdown.")
+    status: Annotated[MaintenanceStatus | None, Choice] = Field(
         None, description="in_progress starts a scheduled window, completed completes it; unchanged if omitted."
     )
 
 
-class MaintenanceMessageIn(Schema):
+class MaintenanceMessageIn(BodyIn):
     message: str = Field("", description="The update posted with the change (Markdown); a default if empty.")
 
 
-class MaintenanceCancelIn(Schema):
+class MaintenanceCancelIn(BodyIn):
     reason: str = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
 
 
-class MaintenanceListQuery(Schema):
+class MaintenanceListQuery(QueryIn):
     state: Literal["upcoming", "active", "past"] | None = Field(
         None,
         description="upcoming: scheduled, not cancelled (soonest first); active: in progress or verifying (soonest "
@@ -500,8 +522,8 @@ class PagingOut(Schema):
     nudges: list[NudgeOut]
 
 
-class StopPagingIn(Schema):
-    reason: str = Field(description="Why paging stops (required, recorded on the timeline).")
+class StopPagingIn(BodyIn):
+    reason: NonBlank = Field(description="Why paging stops (required, recorded on the timeline).")
 
 
 def paging_out(paging: Any) -> dict[str, Any]:

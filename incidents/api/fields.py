@@ -1,0 +1,239 @@
+"""The staff API's input contract, written once: base classes for request bodies and query strings, and
+the field types they are built from.
+
+- A body is a JSON object of known fields: an unknown field, or a body that is not an object (a list, a
+  number, a string), is a 422 naming it (`BodyIn`: extra="forbid", strict types).
+- JSON types are not coerced: `"is_public": "false"`, `"id": "3"` and `"scheduled_for": 0` are 422s
+  (pydantic's strict mode; choice fields, whose JSON form is a string, are read with `Choice`).
+- No string anywhere may hold a NUL character (PostgreSQL's text cannot store one).
+- A time is an ISO 8601 string with a UTC offset between -14:00 and +14:00, from 2000 to 2099, and is
+  read as UTC (`Moment`); a date is YYYY-MM-DD in the same years (`Day`).
+- A query string names only known parameters (checked for every operation by `refuse_unknown_input`,
+  which also refuses a body sent to an operation that takes none).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from functools import wraps
+from typing import TYPE_CHECKING, Annotated, Any
+
+from django.http import HttpRequest, HttpResponseBase
+from ninja import Schema
+from ninja.errors import ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from incidents.models import MAX_REGION_LENGTH, MAX_REGIONS
+
+if TYPE_CHECKING:
+    from ninja.operation import Operation
+
+# Ids are BigAutoFields; a larger number is no id of ours (and would overflow SQLite's INTEGER).
+MAX_ID = 2**63 - 1
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# Real UTC offsets run from -12:00 to +14:00; PostgreSQL refuses anything past ±15:59.
+MAX_OFFSET = timedelta(hours=14)
+
+_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|z|[+-]\d{2}:?\d{2})?")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _find_nul(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string holding a NUL inside value ("" for value itself), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return f"{path}.{key!r}".lstrip(".")
+        found = _find_nul(item, f"{path}.{key}")
+        if found is not None:
+            return found.lstrip(".")
+    return None
+
+
+class InputSchema(Schema):
+    """What every input shape shares: no NUL in any string it holds, at any depth."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def refuse_nul_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        where = _find_nul(value)
+        if where is not None:
+            inside = f" (at {where})" if where else ""
+            raise PydanticCustomError(
+                "nul_character", "must not contain NUL characters (\\u0000){inside}", {"inside": inside}
+            )
+        return value
+
+
+class BodyIn(InputSchema):
+    """A request body: a JSON object of known fields and exact JSON types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class QueryIn(InputSchema):
+    """Query-string parameters: strings by nature, so read as pydantic's lax mode reads them. Unknown
+    parameters are refused per operation by refuse_unknown_input (ninja drops them before this model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- field types --------------------------------------------------------------------------------
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be empty or only spaces")
+    return value
+
+
+def _moment(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "datetime_type", "must be a string: an ISO 8601 time with an offset, e.g. 2026-03-14T22:00:00+01:00"
+        )
+    text = value.strip()
+    if not _MOMENT.fullmatch(text):
+        raise PydanticCustomError(
+            "datetime_format", "must be an ISO 8601 time with an offset, e.g. 2026-03-14T22:00:00+01:00 or …Z"
+        )
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PydanticCustomError("datetime_invalid", "is not a real time: {reason}", {"reason": str(exc)}) from None
+    offset = moment.utcoffset()
+    if offset is None:
+        raise PydanticCustomError(
+            "timezone_aware", "must have a UTC offset, e.g. +01:00 or Z (a time without one is not guessed)"
+        )
+    if abs(offset) > MAX_OFFSET:
+        raise PydanticCustomError("datetime_offset", "has a UTC offset beyond ±14:00, which no place uses")
+    in_utc = moment.astimezone(UTC)
+    if not EARLIEST <= in_utc < LATEST:
+        raise PydanticCustomError("datetime_range", "must be from the year 2000 to 2099")
+    return in_utc
+
+
+def _day(value: Any) -> date:
+    if not isinstance(value, str):
+        raise PydanticCustomError("date_type", "must be a string: a date as YYYY-MM-DD")
+    if not _DAY.fullmatch(value.strip()):
+        raise PydanticCustomError("date_format", "must be a date as YYYY-MM-DD")
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise PydanticCustomError("date_invalid", "is not a real date: {reason}", {"reason": str(exc)}) from None
+    if not EARLIEST.date() <= day < LATEST.date():
+        raise PydanticCustomError("date_range", "must be from the year 2000 to 2099")
+    return day
+
+
+_MOMENT_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "description": "ISO 8601 with a UTC offset (-14:00 to +14:00), from 2000 to 2099; read as UTC.",
+}
+
+# A time: an ISO 8601 string with an offset, 2000–2099, returned in UTC (so no offset reaches the database).
+Moment = Annotated[datetime, BeforeValidator(_moment), WithJsonSchema(_MOMENT_SCHEMA)]
+# A date: YYYY-MM-DD, 2000–2099.
+Day = Annotated[
+    date,
+    BeforeValidator(_day),
+    WithJsonSchema({"type": "string", "format": "date", "description": "YYYY-MM-DD, from 2000 to 2099."}),
+]
+# A string that must say something. The actions refuse empty or blank text with their own message
+# (which names the field); this states the rule in the OpenAPI schema as minLength and pattern.
+NonBlank = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]
+# A choice (an enum whose JSON form is a string): BodyIn's strict mode would want an enum instance.
+Choice = Strict(False)
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+Region = Annotated[str, Field(min_length=1, max_length=MAX_REGION_LENGTH), AfterValidator(_not_blank)]
+Regions = Annotated[list[Region], Field(max_length=MAX_REGIONS)]
+
+
+# --- per operation: unknown query parameters, and a body where none is taken -------------------
+
+
+def _query_names(operation: Operation) -> set[str]:
+    names: set[str] = set()
+    for model in operation.models:
+        if model.__ninja_param_source__ != "query":
+            continue
+        flatten = getattr(model, "__ninja_flatten_map__", None)
+        names |= set(flatten) if flatten else {field.alias or name for name, field in model.model_fields.items()}
+    return names
+
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _empty_body(request: HttpRequest) -> bool:
+    """No body, `{}`, `null`, or a form with no fields (what a bare POST from many clients carries)."""
+    raw = request.body.strip()
+    if not raw:
+        return True
+    if request.content_type in _FORM_TYPES:
+        return not request.POST and not request.FILES
+    try:
+        return bool(json.loads(raw) in ({}, None))
+    except ValueError:
+        return False
+
+
+def refuse_unknown_input(run: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """An api.add_decorator(mode="view") decorator: ninja ignores query parameters no operation declares,
+    and a body sent to an operation without one; both are 422s naming what was not understood."""
+    operation: Operation = run.__self__  # type: ignore[attr-defined]
+    if not operation.include_in_schema:
+        return run  # the catch-all 404 for unknown URLs
+    allowed = _query_names(operation)
+    takes_body = any(model.__ninja_param_source__ in ("body", "form", "file") for model in operation.models)
+
+    @wraps(run)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            errors = _unknown_input(request)
+        except Exception as exc:  # e.g. RequestDataTooBig: answered by the API's handlers, in JSON
+            return operation.api.on_exception(request, exc)
+        if errors:
+            return operation.api.on_exception(request, ValidationError(errors))
+        return run(request, *args, **kwargs)
+
+    def _unknown_input(request: HttpRequest) -> list[dict[str, Any]]:
+        errors: list[dict[str, Any]] = [
+            {
+                "loc": ("query", name),
+                "msg": "Unknown query parameter"
+                + (f"; this endpoint takes {', '.join(sorted(allowed))}" if allowed else "; this endpoint takes none"),
+                "type": "extra_forbidden",
+            }
+            for name in sorted(set(request.GET) - allowed)
+        ]
+        if not takes_body and request.method in ("POST", "PUT", "PATCH") and not _empty_body(request):
+            errors.append({"loc": ("body",), "msg": "This endpoint takes no request body", "type": "extra_forbidden"})
+        return errors
+
+    return checked

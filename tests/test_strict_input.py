@@ -1,0 +1,543 @@
+"""Input nobody understood is refused, never guessed at or dropped (issue 11, section 2).
+
+The staff API: unknown body fields and query parameters, wrong JSON types, numbers for times, times
+before 2000, NUL characters and offsets PostgreSQL cannot store are 422s naming the field; every error,
+500 and 413 included, is JSON; an Idempotency-Key lasts 24 hours. The API and the staff UI alike:
+maintenance windows may not end in the past, and regions are limited (20, of 100 characters each).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+
+from incidents.models import Component, Incident, IncidentUpdate, Maintenance
+from tests import factories
+from tests.test_api import create_token
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as Response
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _at_t0() -> Any:
+    """Everything a test creates happens at T0 or later inside this travel; tests move on with shift()."""
+    with time_machine.travel(T0, tick=False) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def api(staff: User) -> Client:
+    return Client(headers={"Authorization": f"Bearer {create_token(staff.username)}"})
+
+
+@pytest.fixture
+def web(staff: User) -> Component:
+    return factories.make_component(name="Web app", actor=staff)
+
+
+def send(client: Client, method: str, url: str, data: Any = None, **headers: str) -> Response:
+    """A JSON request; data that is a str is sent as the raw body."""
+    body = data if isinstance(data, str) else None
+    call = getattr(client, method.lower())
+    if body is not None:
+        return call(url, body, content_type="application/json", headers=headers)
+    return call(url, data, content_type="application/json", headers=headers)
+
+
+def refused(response: Response, status: int = 422) -> dict[str, Any]:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json"), response.content
+    body: dict[str, Any] = response.json()
+    assert isinstance(body["detail"], str) and body["detail"] and isinstance(body["code"], str)
+    return body
+
+
+def fields_of(response: Response) -> list[str]:
+    return [error["field"] for error in refused(response)["errors"]]
+
+
+def declare(client: Client, **fields: Any) -> dict[str, Any]:
+    response = send(client, "POST", "/api/v1/incidents", {"title": "Queries are slow", "severity": "sev1", **fields})
+    assert response.status_code == 201, response.content
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def resolved(client: Client) -> dict[str, Any]:
+    incident = declare(client)
+    assert send(client, "POST", f"/api/v1/incidents/{incident['id']}/resolve", {}).status_code == 200
+    return incident
+
+
+def with_postmortem(client: Client) -> str:
+    """The post-mortem URL of a resolved SEV1 (resolving one opens its post-mortem)."""
+    return f"/api/v1/incidents/{resolved(client)['id']}/postmortem"
+
+
+# --- unknown fields and the one name for visibility ---------------------------------------------
+
+
+def test_it_refuses_an_unknown_field_instead_of_publishing_internal_text(api: Client) -> None:
+    incident = declare(api)
+
+    response = send(
+        api, "POST", f"/api/v1/incidents/{incident['id']}/updates", {"body": "secret", "visibility": "internal"}
+    )
+
+    body = refused(response)
+    assert [(e["field"], e["type"]) for e in body["errors"]] == [("visibility", "extra_forbidden")]
+    assert "visibility" in body["detail"]
+    assert not IncidentUpdate.objects.filter(body="secret").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "field"),
+    [
+        ("/api/v1/incidents", {"title": "T", "severity": "sev1", "sevrity": "sev2"}, "sevrity"),
+        ("/api/v1/components", {"name": "DNS", "colour": "red"}, "colour"),
+        ("/api/v1/incidents", {"title": "T", "severity": "sev1", "components": [{"id": 1, "x": 1}]}, "components.0.x"),
+    ],
+)
+def test_it_refuses_unknown_fields_in_any_body(api: Client, url: str, data: dict[str, Any], field: str) -> None:
+    assert field in fields_of(send(api, "POST", url, data))
+    assert not Incident.objects.exists()
+
+
+def test_it_refuses_a_body_sent_to_an_operation_that_takes_none(api: Client) -> None:
+    incident = declare(api)
+
+    response = send(api, "POST", f"/api/v1/incidents/{incident['id']}/acknowledge", {"note": "on it"})
+
+    assert fields_of(response) == ["body"]
+    assert Incident.objects.get().acknowledged_at is None
+    # An empty body, {} and a bare form POST are fine.
+    assert api.post(f"/api/v1/incidents/{incident['id']}/acknowledge").status_code == 200
+
+
+def test_it_calls_visibility_is_public_when_declaring(api: Client) -> None:
+    internal = declare(api, message="Looking at the primary.", is_public=False)
+    assert [u["is_public"] for u in internal["updates"]] == [False]
+    assert internal["published_at"] is None
+
+    # The older name still works, but not together with the new one.
+    older = declare(api, message="Looking at the replica.", message_is_public=False)
+    assert [u["is_public"] for u in older["updates"]] == [False]
+    both = send(
+        api,
+        "POST",
+        "/api/v1/incidents",
+        {"title": "T", "severity": "sev1", "message": "m", "is_public": False, "message_is_public": False},
+    )
+    assert "is_public only" in refused(both)["detail"]
+
+
+def test_it_shows_one_name_for_visibility_in_openapi(db: None) -> None:
+    schemas = Client().get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+    for name in ("DeclareIn", "UpdateIn", "ResolveIn", "ReopenIn"):
+        assert "is_public" in schemas[name]["properties"], name
+        assert "message_is_public" not in schemas[name]["properties"], name
+
+
+def test_it_states_in_openapi_that_bodies_are_closed_and_the_limits_enforced(db: None) -> None:
+    schema = Client().get("/api/v1/openapi.json").json()
+    bodies = {
+        name: shape
+        for name, shape in schema["components"]["schemas"].items()
+        if name.endswith("In") and "Query" not in name
+    }
+
+    assert len(bodies) >= 15
+    assert all(shape.get("additionalProperties") is False for shape in bodies.values()), [
+        name for name, shape in bodies.items() if shape.get("additionalProperties") is not False
+    ]
+    for name, field in [
+        ("UpdateIn", "body"),
+        ("ReopenIn", "reason"),
+        ("StopPagingIn", "reason"),
+        ("DeclareIn", "title"),
+    ]:
+        assert bodies[name]["properties"][field]["minLength"] == 1
+        assert bodies[name]["properties"][field]["pattern"] == r"\S"
+    regions = bodies["DeclareIn"]["properties"]["regions"]
+    assert (regions["maxItems"], regions["items"]["maxLength"]) == (20, 100)
+    [until] = [p for p in schema["paths"]["/api/v1/metrics"]["get"]["parameters"] if p["name"] == "until"]
+    assert "after since" in until["description"]
+    scheduled_until = bodies["MaintenanceIn"]["properties"]["scheduled_until"]
+    assert "after scheduled_for" in scheduled_until["description"]
+    assert "not end in the past" in scheduled_until["description"]
+
+
+# --- strict JSON types --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "field"),
+    [
+        (
+            "/maintenances",
+            {"title": "T", "scheduled_for": 0, "scheduled_until": "2026-03-03T00:00:00Z"},
+            "scheduled_for",
+        ),
+        ("/maintenances", {"title": "T", "scheduled_for": "1700000000", "scheduled_until": 1}, "scheduled_for"),
+        (
+            "/maintenances",
+            {"title": "T", "scheduled_for": "1999-12-31T22:00:00Z", "scheduled_until": "1999-12-31T23:00:00Z"},
+            "scheduled_for",
+        ),
+        ("/incidents", {"title": "T", "severity": "sev1", "is_public": "false"}, "is_public"),
+        ("/incidents", {"title": "T", "severity": "sev1", "customer_impact_percent": "20"}, "customer_impact_percent"),
+        ("/incidents", {"title": "T", "severity": "sev1", "regions": "EU"}, "regions"),
+        ("/incidents", {"title": 5, "severity": "sev1"}, "title"),
+        ("/components", {"name": "DNS", "position": "3"}, "position"),
+        ("/components", {"name": "DNS", "showcase": 1}, "showcase"),
+        ("/incidents", "-268", "body"),
+        ("/incidents", "[null, null]", "body"),
+        ("/incidents", '"AAA"', "body"),
+    ],
+)
+def test_it_refuses_the_wrong_json_type(api: Client, path: str, data: Any, field: str) -> None:
+    response = send(api, "POST", f"/api/v1{path}", data)
+
+    assert field in fields_of(response)
+    assert not Incident.objects.exists() and not Maintenance.objects.exists()
+
+
+@pytest.mark.parametrize("body", ["-268", "[null, null]", '"AAA"', "true"])
+def test_it_refuses_a_body_that_is_not_an_object_where_the_body_is_optional(api: Client, body: str) -> None:
+    incident = declare(api)
+
+    response = send(api, "POST", f"/api/v1/incidents/{incident['id']}/resolve", body)
+
+    assert fields_of(response) == ["body"]
+    assert Incident.objects.get().resolved_at is None
+
+
+@pytest.mark.parametrize("body", ['"AAA"', "[null, null]", "-268"])
+def test_it_creates_no_action_item_from_a_body_that_is_not_an_object(api: Client, body: str) -> None:
+    url = with_postmortem(api)
+
+    response = send(api, "POST", f"{url}/action-items", body)
+
+    assert fields_of(response) == ["body"]
+    assert send(api, "GET", url).json()["action_items"] == []
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"at": 0, "text": "Paged"}, "at"),
+        ({"at": "1999-12-31T23:59:59Z", "text": "Paged"}, "at"),
+        ({"at": "2026-03-02T09:00:00", "text": "Paged"}, "at"),
+    ],
+)
+def test_it_refuses_a_timeline_line_at_a_time_that_is_no_time(api: Client, data: dict[str, Any], field: str) -> None:
+    url = with_postmortem(api)
+    assert fields_of(send(api, "POST", f"{url}/timeline", data)) == [field]
+
+
+@pytest.mark.parametrize("due_date", [0, "1999-12-31", "2026-02-30", "02/03/2026"])
+def test_it_refuses_a_due_date_that_is_no_date(api: Client, due_date: Any) -> None:
+    url = with_postmortem(api)
+    response = send(api, "POST", f"{url}/action-items", {"title": "Add jitter", "due_date": due_date})
+    assert fields_of(response) == ["due_date"]
+
+
+def test_it_reads_a_time_with_an_offset_as_utc(api: Client) -> None:
+    response = send(
+        api,
+        "POST",
+        "/api/v1/maintenances",
+        {"title": "Upgrade", "scheduled_for": "2026-03-05T23:00:00+01:00", "scheduled_until": "2026-03-06T01:00Z"},
+    )
+    assert response.status_code == 201, response.content
+    assert Maintenance.objects.get().scheduled_for == datetime(2026, 3, 5, 22, 0, tzinfo=UTC)
+
+
+# --- NUL characters and offsets PostgreSQL cannot store -----------------------------------------
+
+NUL = "a\x00b"
+FAR = "2026-03-05T22:00:00+17:00"
+
+
+def _cases(api: Client) -> dict[str, tuple[str, str, Any, str]]:
+    """Each case: method, url, body, the field named. Built here because most need an incident."""
+    incident = declare(api)["id"]
+    done = resolved(api)["id"]
+    postmortem = with_postmortem(api)
+    return {
+        "stop-paging": ("POST", f"/api/v1/incidents/{incident}/stop-paging", {"reason": NUL}, "reason"),
+        "component": ("POST", "/api/v1/components", {"name": NUL}, "name"),
+        "component status": ("PATCH", "/api/v1/components/1", {"status": NUL}, "status"),
+        "reopen": ("POST", f"/api/v1/incidents/{done}/reopen", {"reason": NUL}, "reason"),
+        "declare": ("POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "message": NUL}, "message"),
+        "declare region": (
+            "POST",
+            "/api/v1/incidents",
+            {"title": "T", "severity": "sev1", "regions": [NUL]},
+            "regions",
+        ),
+        "update": ("POST", f"/api/v1/incidents/{incident}/updates", {"body": NUL}, "body"),
+        "patch": ("PATCH", f"/api/v1/incidents/{incident}", {"workaround": NUL}, "workaround"),
+        "metrics severity": ("GET", "/api/v1/metrics?severity=%00", None, "severity"),
+        "metrics since": ("GET", "/api/v1/metrics?since=" + FAR.replace("+", "%2B"), None, "since"),
+        "maintenance": (
+            "POST",
+            "/api/v1/maintenances",
+            {"title": NUL, "scheduled_for": "2026-03-05T22:00Z", "scheduled_until": "2026-03-05T23:00Z"},
+            "title",
+        ),
+        "maintenance offset": (
+            "POST",
+            "/api/v1/maintenances",
+            {"title": "T", "scheduled_for": FAR, "scheduled_until": "2026-03-06T23:00Z"},
+            "scheduled_for",
+        ),
+        "timeline": ("POST", f"{postmortem}/timeline", {"at": "2026-03-02T09:00Z", "text": NUL}, "text"),
+        "timeline offset": ("POST", f"{postmortem}/timeline", {"at": FAR, "text": "Paged"}, "at"),
+        "post-mortem due": ("PATCH", postmortem, {"due_at": FAR}, "due_at"),
+        "post-mortem section": (
+            "PATCH",
+            postmortem,
+            {"sections": {"summary": {"body": NUL, "is_public": True}}},
+            "sections",
+        ),
+        "action item": ("POST", f"{postmortem}/action-items", {"title": NUL}, "title"),
+    }
+
+
+CASES = [
+    "stop-paging", "component", "component status", "reopen", "declare", "declare region", "update", "patch",
+    "metrics severity", "metrics since", "maintenance", "maintenance offset", "timeline", "timeline offset",
+    "post-mortem due", "post-mortem section", "action item",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_it_refuses_nul_characters_and_impossible_offsets_on_postgresql(
+    requires_postgres: None, api: Client, web: Component, case: str
+) -> None:
+    method, url, data, field = _cases(api)[case]
+    before = (Incident.objects.count(), Maintenance.objects.count(), IncidentUpdate.objects.count())
+
+    response = send(api, method, url, data)
+
+    [error] = refused(response)["errors"]
+    assert error["field"] == field
+    assert (Incident.objects.count(), Maintenance.objects.count(), IncidentUpdate.objects.count()) == before
+
+
+def test_it_says_what_is_wrong_with_a_far_offset(api: Client) -> None:
+    response = send(api, "GET", "/api/v1/metrics?since=" + FAR.replace("+", "%2B"))
+    [error] = refused(response)["errors"]
+    assert (error["field"], error["type"]) == ("since", "datetime_offset")
+    assert "±14:00" in error["msg"]
+
+
+def test_it_refuses_a_nul_in_the_idempotency_key(requires_postgres: None, api: Client) -> None:
+    data = {"title": "T", "severity": "sev1"}
+
+    response = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": "alert\x00db-1"})
+
+    assert fields_of(response) == ["Idempotency-Key"]
+    assert not Incident.objects.exists()
+
+
+# --- errors are JSON, 500 and 413 included ------------------------------------------------------
+
+
+def test_it_answers_a_server_error_in_json_and_logs_it(staff: User, caplog: pytest.LogCaptureFixture) -> None:
+    # A real failure: the components table is gone (renamed inside the test's transaction).
+    client = Client(headers={"Authorization": f"Bearer {create_token(staff.username)}"}, raise_request_exception=False)
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE incidents_component RENAME TO incidents_component_gone")
+
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = client.get("/api/v1/components")
+
+    body = refused(response, 500)
+    assert body["code"] == "server_error"
+    assert "<html" not in response.content.decode().lower()
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_it_answers_an_oversized_body_with_a_json_413(api: Client, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+
+    response = send(api, "POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "message": "x" * 20_000})
+
+    body = refused(response, 413)
+    assert body["code"] == "too_large"
+    assert "10,000 bytes" in body["detail"]
+    assert not Incident.objects.exists()
+
+
+# --- unknown query parameters -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/api/v1/metrics?severty=sev1", "severty"),
+        ("/api/v1/incidents?stat=open", "stat"),
+        ("/api/v1/maintenances?state=upcoming&limt=5", "limt"),
+        ("/api/v1/components?group=1", "group"),
+    ],
+)
+def test_it_refuses_unknown_query_parameters(api: Client, url: str, field: str) -> None:
+    body = refused(api.get(url))
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert field in body["detail"]
+
+
+def test_it_still_reads_known_query_parameters_and_answers_404_for_unknown_urls(api: Client) -> None:
+    assert api.get("/api/v1/metrics?severity=sev1&since=2026-03-01T00:00:00Z").status_code == 200
+    assert api.get("/api/v1/incidents?state=open&limit=5&offset=0").status_code == 200
+    refused(api.get("/api/v1/nothing-here?x=1"), 404)
+
+
+# --- Idempotency-Key lasts 24 hours -------------------------------------------------------------
+
+
+def test_it_forgets_an_idempotency_key_after_24_hours(api: Client, _at_t0: Any) -> None:
+    def declare_with_key() -> Response:
+        data = {"title": "Disk full on db-1", "severity": "sev2"}
+        return send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": "alert-db-1-disk"})
+
+    first = declare_with_key()
+    assert first.status_code == 201
+
+    _at_t0.move_to(T0 + timedelta(hours=23, minutes=59))
+    retry = declare_with_key()
+    assert (retry.status_code, retry.json()["id"]) == (200, first.json()["id"])
+
+    _at_t0.move_to(T0 + timedelta(hours=24, seconds=1))
+    next_day = declare_with_key()
+    assert next_day.status_code == 201
+    assert next_day.json()["id"] != first.json()["id"]
+    again = declare_with_key()
+    assert (again.status_code, again.json()["id"]) == (200, next_day.json()["id"])
+    assert Incident.objects.count() == 2
+
+
+# --- maintenance windows may not end in the past (API and UI) -----------------------------------
+
+
+def test_the_api_refuses_a_window_that_ends_in_the_past(api: Client) -> None:
+    data = {"title": "Upgrade", "scheduled_for": "2026-03-01T22:00:00Z", "scheduled_until": "2026-03-02T08:59:00Z"}
+
+    body = refused(send(api, "POST", "/api/v1/maintenances", data))
+
+    assert (body["field"], body["code"]) == ("scheduled_until", "in_the_past")
+    assert not Maintenance.objects.exists()
+
+
+def test_the_api_takes_a_past_start_for_a_window_in_progress_now(api: Client) -> None:
+    data = {"title": "Upgrade", "scheduled_for": "2026-03-02T08:00:00Z", "scheduled_until": "2026-03-02T10:00:00Z"}
+
+    response = send(api, "POST", "/api/v1/maintenances", data)
+
+    assert response.status_code == 201, response.content
+    assert Maintenance.objects.get().scheduled_for == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+def test_the_api_refuses_to_move_a_window_s_end_into_the_past(api: Client) -> None:
+    data = {"title": "Upgrade", "scheduled_for": "2026-03-02T10:00:00Z", "scheduled_until": "2026-03-02T12:00:00Z"}
+    window = send(api, "POST", "/api/v1/maintenances", data).json()
+
+    response = send(
+        api,
+        "PATCH",
+        f"/api/v1/maintenances/{window['id']}",
+        {"scheduled_for": "2026-03-02T07:00:00Z", "scheduled_until": "2026-03-02T08:00:00Z"},
+    )
+
+    assert refused(response)["field"] == "scheduled_until"
+    assert Maintenance.objects.get().scheduled_until == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def errors_of(html: str, field_id: str) -> str:
+    """The text of the error list tied to a field (id="<field id>_error")."""
+    match = re.search(rf'id="{re.escape(field_id)}_error"[^>]*>(.*?)</ul>', html, re.S)
+    assert match, f"no errors shown next to {field_id}"
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_the_form_shows_a_window_ending_in_the_past_next_to_the_end(staff_client: Client, htmx: bool) -> None:
+    data = {"title": "Search reindex", "scheduled_for": "2026-03-01T22:00", "scheduled_until": "2026-03-02T08:30"}
+
+    response = staff_client.post("/manage/maintenance/new", data, headers={"HX-Request": "true"} if htmx else {})
+
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert errors_of(html, "id_scheduled_until").startswith("The window would end in the past (02 Mar 2026 08:30 UTC)")
+    assert 'value="Search reindex"' in html
+    assert not Maintenance.objects.exists()
+
+
+# --- regions: at most 20, of at most 100 characters (API and UI) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("regions", "field"),
+    [([f"r{n}" for n in range(21)], "regions"), (["EU", "x" * 101], "regions.1"), (["EU", " "], "regions.1")],
+)
+def test_the_api_refuses_too_many_or_too_long_regions(api: Client, regions: list[str], field: str) -> None:
+    response = send(api, "POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "regions": regions})
+    assert fields_of(response) == [field]
+
+    incident = declare(api, regions=["EU"])
+    response = send(api, "PATCH", f"/api/v1/incidents/{incident['id']}", {"regions": regions})
+    assert fields_of(response) == [field]
+    assert Incident.objects.get().regions == ["EU"]
+
+
+def test_the_api_takes_twenty_regions_of_a_hundred_characters(api: Client) -> None:
+    regions = [f"{n:02}" + "x" * 98 for n in range(20)]
+    assert declare(api, regions=regions)["regions"] == regions
+
+
+@pytest.mark.parametrize(
+    ("regions", "message"),
+    [
+        (", ".join(f"r{n}" for n in range(21)), "At most 20 regions; 21 were given."),
+        ("EU, " + "x" * 101, "A region may be at most 100 characters"),
+    ],
+)
+def test_the_forms_refuse_too_many_or_too_long_regions_next_to_the_field(
+    staff_client: Client, staff: User, regions: str, message: str
+) -> None:
+    declared = staff_client.post(
+        "/manage/incidents/new",
+        {
+            "title": "Search is down",
+            "severity": factories.severity("sev2").pk,
+            "public_status": "investigating",
+            "regions": regions,
+            "message_visibility": "public",
+        },
+    )
+    assert declared.status_code == 422
+    assert errors_of(declared.content.decode(), "id_regions").startswith(message)
+    assert not Incident.objects.exists()
+
+    incident = factories.declare(actor=staff, regions=["EU"])
+    scoped = staff_client.post(f"/manage/incidents/{incident.pk}/scope", {"regions": regions})
+    assert scoped.status_code == 422
+    assert errors_of(scoped.content.decode(), "scope-regions").startswith(message)
+    incident.refresh_from_db()
+    assert incident.regions == ["EU"]
