@@ -6,6 +6,7 @@ server (aiosmtpd). Concurrency runs on PostgreSQL with two sweeps in two connect
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 
 from incidents import actions, escalation
@@ -794,3 +796,27 @@ def test_the_declarer_is_not_paged_unless_alone_in_the_step(staff: User, other_s
     assert paged_addresses(incident) == [(1, "bob@example.com")]
     event = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).get()
     assert event.message == "Paged bob (step 1 of 2): just declared; did not page alice: declared the incident"
+
+
+def test_the_dashboard_warns_when_the_timer_sweep_stops(staff: User, staff_client: Client, settings: Any) -> None:
+    settings.TIMER_SWEEP_SECONDS = 15
+
+    def dashboard(at: datetime) -> str:
+        with time_machine.travel(at, tick=False):
+            return staff_client.get("/manage/").content.decode()
+
+    assert "Timers have not run yet: nobody is being paged" in dashboard(T0)
+    with time_machine.travel(T0 + timedelta(seconds=2), tick=False):
+        call_command("run_timers", stdout=io.StringIO())  # as one pass of `run_timers --loop` or beat
+    assert "nobody is being paged" not in dashboard(T0 + timedelta(seconds=32))  # two intervals: not yet
+    html = dashboard(T0 + timedelta(seconds=33))
+    assert '<p class="message message--error" role="status"><strong>Timers stopped at ' in html
+    assert '<time datetime="2026-03-02T09:00:02Z">09:00 UTC</time>: nobody is being paged</strong>' in html
+    # The banner is part of the polled fragment, so an open dashboard shows it without a reload.
+    with time_machine.travel(T0 + timedelta(seconds=33), tick=False):
+        fragment = staff_client.get("/manage/", headers={"HX-Request": "true"}).content.decode()
+    assert "Timers stopped at" in fragment
+
+    with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
+        call_command("run_timers", stdout=io.StringIO())
+    assert "nobody is being paged" not in dashboard(T0 + timedelta(minutes=5, seconds=10))
