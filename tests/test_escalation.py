@@ -530,8 +530,16 @@ def test_the_api_reads_the_paging_and_stops_it(policy: list[EscalationStep], sta
         first = body["steps"][0]
         assert first["recipients"] == ["alice"] and first["fired_at"] == "2026-03-02T09:00:01Z"
         assert first["notices"] == [
-            {"email": "alice@example.com", "status": "pending", "sent_at": None, "link_used_at": None}
+            {
+                "email": "alice@example.com",
+                "status": "pending",
+                "sent_at": None,
+                "link_used_at": None,
+                "failing_since": None,
+                "last_error": "",
+            }
         ]
+        assert first["paged"] == ["alice"] and first["problems"] == [] and first["not_paged"] == []
         assert [step["recipients"] for step in body["steps"]][1] == ["bob", "oncall@example.com"]
 
         refused = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": ""}, "application/json")
@@ -635,6 +643,13 @@ def test_a_target_without_an_address_is_shown_as_not_paged_in_red(staff: User, s
     assert f"; {red}could not page nomail: no email address</span>" in page  # the timeline
     assert "Paged nobody (step 1 of 1)" in dashboard
     assert f"{red}Could not page nomail: no email address</span>" in dashboard
+
+    from tests.test_api import client_for, create_token
+
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        body = client_for(create_token(staff.username)).get(f"/api/v1/incidents/{incident.pk}/paging").json()
+    [fired] = body["steps"]
+    assert fired["paged"] == [] and fired["problems"] == ["could not page nomail: no email address"]
 
 
 def test_each_page_shows_its_real_state_and_the_dashboard_warns_while_mail_is_refused(
