@@ -112,6 +112,20 @@ class Celery:
             "--without-heartbeat",
         )
 
+    def start_worker_with_beat(self) -> None:
+        """What `make worker` used to run: beat as a child of the worker."""
+        self.start(
+            "worker",
+            "--pool=solo",
+            "--beat",
+            f"--schedule={self.tmp_path / 'schedule'}",
+            f"--queues={self.queue}",
+            f"--hostname={self.queue}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        )
+
     def start_beat(self) -> None:
         self.start("beat", f"--schedule={self.tmp_path / 'schedule'}", f"--pidfile={self.tmp_path / 'beat.pid'}")
 
@@ -353,3 +367,11 @@ def test_a_killed_beat_shows_on_the_dashboard_and_nobody_is_paged_until_it_is_ba
     step.refresh_from_db()
     assert step.fired_at is not None and step.fired_at >= restarted, "nobody was paged while beat was dead"
     assert clocks.last_sweep() > stopped_at  # type: ignore[operator]
+
+
+def test_a_worker_with_beat_built_in_warns_that_beat_is_not_supervised(celery_processes: Celery) -> None:
+    celery_processes.start_worker_with_beat()
+    celery_processes.wait_for(
+        lambda: "beat is running inside this worker (worker --beat)" in celery_processes.log("worker"),
+        "the embedded-beat warning",
+    )
