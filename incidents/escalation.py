@@ -388,6 +388,7 @@ def _retry(notice: StaffNotice, claim: str, error: str, now: datetime, *, counts
             attempts=attempts,
             claim="",
             last_error=f"gave up after {attempts}: {error}"[:500],
+            failing_since=notice.failing_since or now,
         )
         log.error("gave up on %s after %d attempts: %s", notice, attempts, error)
         return
@@ -469,7 +470,10 @@ def _send_batch(now: datetime) -> tuple[int, bool]:
         reason = str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
         log.warning("staff notices: the mail server failed (%s); retrying with backoff", reason)
         for index, notice in enumerate(remaining):
-            _retry(notice, claim, reason, now, counts=index == 0 or notice.kind == NoticeKind.PAGE)
+            # A notice taken along before its own retry was due (to keep the order) counts no attempt:
+            # otherwise each new page during an outage would use up the attempts of every older one.
+            counts = (index == 0 or notice.kind == NoticeKind.PAGE) and notice.next_attempt_at <= now
+            _retry(notice, claim, reason, now, counts=counts)
         return sent, False
     return sent, len(notices) == SEND_BATCH
 

@@ -702,10 +702,20 @@ def test_pages_queued_during_an_outage_go_out_in_the_order_they_were_due(
     sweep(T0 + timedelta(minutes=1, seconds=1))
     send(T0 + timedelta(minutes=1, seconds=1))
     assert StaffNotice.objects.filter(status=NoticeStatus.PENDING).count() == 2
-    # Full jitter can put the first page's retry after the second's: so it is here.
-    StaffNotice.objects.filter(incident=first).update(next_attempt_at=T0 + timedelta(minutes=3))
-    StaffNotice.objects.filter(incident=second).update(next_attempt_at=T0 + timedelta(minutes=2))
 
+    # Full jitter can put the first page's retry after the second's: so it is here.
+    def jitter() -> None:
+        StaffNotice.objects.filter(incident=first).update(next_attempt_at=T0 + timedelta(minutes=3))
+        StaffNotice.objects.filter(incident=second).update(next_attempt_at=T0 + timedelta(minutes=2))
+
+    jitter()
+    attempts = dict(StaffNotice.objects.values_list("incident_id", "attempts"))
+    # Still down: the first page goes along with the second, but was not due, so it uses no attempt.
+    assert send(T0 + timedelta(minutes=2)) == 0
+    assert StaffNotice.objects.get(incident=first).attempts == attempts[first.pk]
+    assert StaffNotice.objects.get(incident=second).attempts == attempts[second.pk] + 1
+
+    jitter()
     smtp.start()
     assert send(T0 + timedelta(minutes=2)) == 2
     subjects = [received.message["Subject"] for received in smtp.received]
