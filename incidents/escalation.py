@@ -11,6 +11,12 @@ the steps that are due. A step fires once: the incident row is locked first (the
 actions that stop paging, so the two never deadlock), then a conditional UPDATE of `fired_at` decides
 who fires it, and its notices are unique per step and address. Acknowledging, resolving, changing the
 severity or stopping the paging by hand stops every step not yet fired, and cancels pages not yet sent.
+A step records on its recipients (JSON) what became of each when it fired: the address paged, the
+problem that stopped a page (no email address, a deactivated account: shown in red, never counted as
+paged), or `skipped` for the declarer (already looking at it) unless nobody else in the step can be
+paged. A raised severity's steps run from the change; a lowered one's keep the time since declaration
+and are copied already stopped where their time has passed, so nobody is paged again as if it were new.
+The clock sweep stamps a heartbeat (clocks.record_sweep) that the dashboard checks.
 
 Nudges. When the update-cadence clock reaches 75 % (the next public update is due soon) or breaches
 (it is overdue), and when the first-update clock breaches, the commander gets an email: one per
@@ -19,7 +25,9 @@ clock event (unique key), cancelled at sending time if an update went out meanwh
 Sending. Pages and nudges are StaffNotice rows, an outbox of their own so a page never queues behind a
 subscriber backlog; they are claimed, sent over one SMTP connection, and retried with backoff and
 full jitter (capped at PAGE_BACKOFF_CAP, since a page an hour late is no page) up to
-DELIVERY_MAX_ATTEMPTS. A page carries an acknowledgment link that requires a login, asks before it
+DELIVERY_MAX_ATTEMPTS, in the order they were queued (a notice backing off goes along with a later
+one that is due, without spending an attempt); `failing_since` says since when one is being retried.
+A page carries an acknowledgment link that requires a login, asks before it
 acts (mail scanners open links), and works once.
 """
 
