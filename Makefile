@@ -11,7 +11,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3 python; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; \
 	then echo $$p; break; fi; done)
 
-.PHONY: run install test lint typecheck pytest test-sqlite test-shifted worker timers screenshots clean
+.PHONY: run install test lint typecheck pytest test-sqlite test-shifted worker beat timers screenshots clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt package-lock.json
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (found none on PATH)"; exit 1; }
@@ -62,10 +62,17 @@ test-shifted: install
 	@command -v faketime >/dev/null 2>&1 || { echo "faketime is needed: apt-get install faketime"; exit 1; }
 	faketime -f +400d $(MAKE) --no-print-directory test-sqlite
 
-# Production mode: a Celery worker and beat (needs REDIS_URL).
+# Production mode: a Celery worker, and beat as its own process (both need REDIS_URL). Beat fires every
+# clock and page; embedded in a worker (worker --beat) it is not restarted when it dies, while the worker
+# looks healthy. Run each under a supervisor that restarts it (README, Production).
 worker: install
 	@test -n "$$REDIS_URL" || { echo "REDIS_URL must be set for the worker"; exit 1; }
-	$(VENV)/bin/celery -A statuspage worker --beat --loglevel=INFO -s var/celerybeat-schedule
+	$(VENV)/bin/celery -A statuspage worker --loglevel=INFO
+
+beat: install
+	@test -n "$$REDIS_URL" || { echo "REDIS_URL must be set for beat"; exit 1; }
+	@mkdir -p var
+	$(VENV)/bin/celery -A statuspage beat --loglevel=INFO -s var/celerybeat-schedule
 
 timers: install
 	$(PY) manage.py run_timers --loop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Count, F, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 
+from incidents import clocks
 from incidents.escalation import Escalation, escalations
 from incidents.models import (
     ActionItem,
@@ -29,6 +30,7 @@ from incidents.models import (
     Maintenance,
     MaintenanceUpdate,
     NoticeKind,
+    NoticeStatus,
     Postmortem,
     PostmortemEntry,
     PostmortemState,
@@ -195,6 +197,45 @@ def delivery_counts_for(user: Any, incident: Incident) -> dict[int, dict[str, in
         else:
             bucket["pending" if status in ("pending", "sending") else status] += n
     return counts
+
+
+@dataclass
+class Timers:
+    """The timer sweep as the dashboard tells it: stopped when its last run is older than two intervals."""
+
+    last_sweep: datetime | None
+    stopped: bool
+
+
+def timers_for(user: Any, now: datetime) -> Timers:
+    """Whether the sweep that fires pages and clocks is running (one query)."""
+    require_staff(user)
+    last = clocks.last_sweep()
+    return Timers(last, last is None or now - last > clocks.sweep_overdue_after())
+
+
+@dataclass
+class PagesStuck:
+    """Pages waiting on a mail server that refuses them: since when, and what it last said."""
+
+    since: datetime
+    last_error: str
+
+
+def stuck_pages_for(user: Any) -> PagesStuck | None:
+    """The oldest failure among pages still waiting to go out, or None when none is failing (one query)."""
+    require_staff(user)
+    row = (
+        StaffNotice.objects.filter(
+            kind=NoticeKind.PAGE,
+            status__in=[NoticeStatus.PENDING, NoticeStatus.SENDING],
+            failing_since__isnull=False,
+        )
+        .order_by("failing_since", "id")
+        .values_list("failing_since", "last_error")
+        .first()
+    )
+    return PagesStuck(row[0], row[1]) if row and row[0] else None
 
 
 def troubled_breakers_for(user: Any) -> list[CircuitBreaker]:

@@ -45,6 +45,18 @@ class EscalationStepForm(forms.ModelForm):
         assert isinstance(people, forms.ModelMultipleChoiceField)
         people.queryset = get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
 
+    def clean_users(self) -> Any:
+        users = self.cleaned_data["users"]
+        unreachable = sorted(user.get_username() for user in users if not (user.email or "").strip())
+        if unreachable:
+            names = ", ".join(unreachable)
+            has = "has" if len(unreachable) == 1 else "have"
+            raise ValidationError(
+                f"{names} {has} no email address, so a page cannot reach them. "
+                "Add one on the user's page, or choose someone else."
+            )
+        return users
+
     def clean_addresses(self) -> str:
         addresses = self.cleaned_data["addresses"]
         for address in EscalationStep(addresses=addresses).address_list():

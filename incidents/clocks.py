@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from incidents.models import Clock, ClockEventKind, ClockState, Maintenance
+from incidents.models import Clock, ClockEventKind, ClockState, Maintenance, SweepHeartbeat
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -25,6 +26,7 @@ THRESHOLDS: tuple[tuple[float, str], ...] = (
     (1.00, ClockEventKind.BREACH),
 )
 SWEEP_BATCH = 100
+HEARTBEAT = "timers"
 
 
 def elapsed(clock: Clock, now: datetime) -> float:
@@ -117,4 +119,26 @@ def sweep_due(now: datetime | None = None) -> int:
         if len(windows) < SWEEP_BATCH:
             break
     done += actions.remind_of_maintenance(now=now)
-    return done + escalation.fire_due(now)
+    done += escalation.fire_due(now)
+    record_sweep(now)
+    return done
+
+
+def record_sweep(now: datetime) -> None:
+    """Stamp the heartbeat once a sweep has completed: the dashboard warns when it goes stale.
+
+    Never moves backwards (two sweepers may finish out of order); the first sweep creates the row,
+    and a second one racing it is harmless (ignore_conflicts, then the conditional update).
+    """
+    if not SweepHeartbeat.objects.filter(name=HEARTBEAT, swept_at__lt=now).update(swept_at=now):
+        SweepHeartbeat.objects.bulk_create([SweepHeartbeat(name=HEARTBEAT, swept_at=now)], ignore_conflicts=True)
+
+
+def last_sweep() -> datetime | None:
+    """When the timer sweep last completed (None: never)."""
+    return SweepHeartbeat.objects.filter(name=HEARTBEAT).values_list("swept_at", flat=True).first()
+
+
+def sweep_overdue_after() -> timedelta:
+    """A sweep older than two intervals means the timers have stopped (one late sweep is not an alarm)."""
+    return timedelta(seconds=2 * settings.TIMER_SWEEP_SECONDS)

@@ -11,6 +11,12 @@ the steps that are due. A step fires once: the incident row is locked first (the
 actions that stop paging, so the two never deadlock), then a conditional UPDATE of `fired_at` decides
 who fires it, and its notices are unique per step and address. Acknowledging, resolving, changing the
 severity or stopping the paging by hand stops every step not yet fired, and cancels pages not yet sent.
+A step records on its recipients (JSON) what became of each when it fired: the address paged, the
+problem that stopped a page (no email address, a deactivated account: shown in red, never counted as
+paged), or `skipped` for the declarer (already looking at it) unless nobody else in the step can be
+paged. A raised severity's steps run from the change; a lowered one's keep the time since declaration
+and are copied already stopped where their time has passed, so nobody is paged again as if it were new.
+The clock sweep stamps a heartbeat (clocks.record_sweep) that the dashboard checks.
 
 Nudges. When the update-cadence clock reaches 75 % (the next public update is due soon) or breaches
 (it is overdue), and when the first-update clock breaches, the commander gets an email: one per
@@ -19,7 +25,9 @@ clock event (unique key), cancelled at sending time if an update went out meanwh
 Sending. Pages and nudges are StaffNotice rows, an outbox of their own so a page never queues behind a
 subscriber backlog; they are claimed, sent over one SMTP connection, and retried with backoff and
 full jitter (capped at PAGE_BACKOFF_CAP, since a page an hour late is no page) up to
-DELIVERY_MAX_ATTEMPTS. A page carries an acknowledgment link that requires a login, asks before it
+DELIVERY_MAX_ATTEMPTS, in the order they were queued (a notice backing off goes along with a later
+one that is due, without spending an attempt); `failing_since` says since when one is being retried.
+A page carries an acknowledgment link that requires a login, asks before it
 acts (mail scanners open links), and works once.
 """
 
@@ -38,7 +46,7 @@ from django.contrib.auth import get_user_model
 from django.core import mail, signing
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -80,8 +88,14 @@ SEND_BATCH = 50
 # --- the schedule -------------------------------------------------------------------------------
 
 
-def copy_policy(incident: Incident, severity: Severity, start: datetime) -> list[PageStep]:
-    """Copy the severity's steps onto the incident, timed from `start`; returns the new rows."""
+def copy_policy(
+    incident: Incident, severity: Severity, start: datetime, *, past_at: datetime | None = None, past_reason: str = ""
+) -> list[PageStep]:
+    """Copy the severity's steps onto the incident, timed from `start`; returns the new rows.
+
+    With `past_at`, steps due before it are copied already stopped (with `past_reason`): a lowered
+    severity keeps the time elapsed since the declaration, and pages nobody for a step whose time passed.
+    """
     steps = list(EscalationStep.objects.filter(severity=severity).prefetch_related("users").order_by("position", "id"))
     if not steps:
         return []
@@ -97,6 +111,8 @@ def copy_policy(incident: Incident, severity: Severity, start: datetime) -> list
                 {"user_id": user.pk, "name": user.get_username()} for user in step.users.all() if user.is_active
             ]
             recipients += [{"email": address} for address in step.address_list()]
+            due_at = start + run * run_length + timedelta(minutes=step.after_minutes)
+            past = past_at is not None and due_at < past_at
             rows.append(
                 PageStep(
                     incident=incident,
@@ -106,9 +122,11 @@ def copy_policy(incident: Incident, severity: Severity, start: datetime) -> list
                     position=index,
                     positions=len(steps),
                     severity_key=severity.key,
-                    due_at=start + run * run_length + timedelta(minutes=step.after_minutes),
+                    due_at=due_at,
                     recipients=recipients,
-                    created_at=start,
+                    stopped_at=past_at if past else None,
+                    stop_reason=past_reason[:200] if past else "",
+                    created_at=past_at or start,
                 )
             )
     return PageStep.objects.bulk_create(rows)
@@ -160,7 +178,10 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
     if not PageStep.objects.filter(pk=step.pk, fired_at__isnull=True, stopped_at__isnull=True).update(fired_at=now):
         return 0  # the conditional update is what decides, whatever the database's locking
     step.fired_at = now
-    addresses = _addresses(step.recipients)
+    recipients = resolve_recipients(step.recipients, declared_by_id=incident.declared_by_id)
+    PageStep.objects.filter(pk=step.pk).update(recipients=recipients)
+    step.recipients = recipients
+    addresses = [(r["address"], r.get("user_id")) for r in recipients if r.get("address")]
     StaffNotice.objects.bulk_create(
         [
             StaffNotice(
@@ -176,35 +197,74 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
         ],
         ignore_conflicts=True,
     )
-    names = ", ".join(step.names) or "nobody (the step has no one with an address)"
     waited = now - incident.declared_at
-    unacknowledged = "just declared" if waited < timedelta(minutes=1) else f"unacknowledged for {_minutes(waited)}"
+    # "Just declared" only for the policy copied at the declaration: a severity change's steps are not.
+    just_declared = waited < timedelta(minutes=1) and step.created_at <= incident.declared_at
+    unacknowledged = "just declared" if just_declared else f"unacknowledged for {_minutes(waited)}"
+    paged = f"Paged {', '.join(step.paged_names) or 'nobody'} ({step.label}): {unacknowledged}"
+    problems = step.problems
+    notes = [*problems, *step.not_paged]
     TimelineEvent.objects.create(
         incident=incident,
         kind=EventKind.PAGED,
-        message=f"Paged {names} ({step.label}): {unacknowledged}"[:500],
-        data={"step": step.number, "run": step.run, "position": step.position, "addresses": len(addresses)},
+        message="; ".join([paged, *notes])[:500],
+        data={
+            "step": step.number,
+            "run": step.run,
+            "position": step.position,
+            "addresses": len(addresses),
+            "paged_text": paged,
+            "problems": problems,
+            "not_paged": step.not_paged,
+        },
         created_at=now,
     )
-    if not addresses:
-        log.warning("incident %s: page step %s has nobody with an email address", incident.pk, step.number)
+    if problems:
+        log.warning("incident %s: page step %s: %s", incident.pk, step.number, "; ".join(problems))
     send_on_commit()
     return 1
 
 
-def _addresses(recipients: Iterable[dict[str, Any]]) -> list[tuple[str, int | None]]:
-    """(address, user id) for each recipient, users' current addresses; no address twice."""
-    recipients = list(recipients)
+NO_ADDRESS = "no email address"
+INACTIVE = "their account is deactivated"
+DECLARED_IT = "declared the incident"
+
+
+def resolve_recipients(recipients: Iterable[dict[str, Any]], *, declared_by_id: int | None) -> list[dict[str, Any]]:
+    """The step's recipients as they stand when it fires: each with the `address` it is paged at, or the
+    `problem` that stops it being paged, or `skipped` (the declarer, already looking at the incident,
+    unless nobody else in the step can be paged). Users' current addresses; no address twice."""
+    recipients = [dict(r) for r in recipients]
     users = get_user_model().objects.in_bulk([r["user_id"] for r in recipients if r.get("user_id")])
-    found: dict[str, int | None] = {}
+    seen: set[str] = set()
     for recipient in recipients:
+        for key in ("address", "problem", "skipped"):
+            recipient.pop(key, None)
         if recipient.get("user_id"):
             user = users.get(recipient["user_id"])
-            if user is not None and user.is_active and user.email:
-                found.setdefault(user.email.lower(), user.pk)
-        elif recipient.get("email"):
-            found.setdefault(recipient["email"].lower(), None)
-    return list(found.items())
+            if user is None or not user.is_active:
+                recipient["problem"] = INACTIVE
+                continue
+            address = (user.email or "").strip().lower()
+            if not address:
+                recipient["problem"] = NO_ADDRESS
+                continue
+        else:
+            address = str(recipient.get("email", "")).strip().lower()
+            if not address:
+                recipient["problem"] = NO_ADDRESS
+                continue
+        if address in seen:
+            continue
+        seen.add(address)
+        recipient["address"] = address
+    others = [r for r in recipients if r.get("address") and (not declared_by_id or r.get("user_id") != declared_by_id)]
+    if others:
+        for recipient in recipients:
+            if declared_by_id and recipient.get("user_id") == declared_by_id and recipient.get("address"):
+                del recipient["address"]
+                recipient["skipped"] = DECLARED_IT
+    return recipients
 
 
 def _minutes(delta: timedelta) -> str:
@@ -297,9 +357,16 @@ def send_on_commit() -> None:
 
 def _claim(now: datetime) -> tuple[str, list[StaffNotice]]:
     token = uuid.uuid4().hex
+    pending = StaffNotice.objects.filter(status=NoticeStatus.PENDING)
+    # In the order they were queued, not the order their jittered retries come due: after an outage the
+    # first page of an incident must not arrive after the second. A notice waiting out a backoff goes
+    # along with any later one that is due (one connection tries both, oldest first).
+    newest_due = pending.filter(next_attempt_at__lte=now).order_by("-created_at", "-id").values("created_at").first()
+    if newest_due is None:
+        return token, []
     ids = list(
-        StaffNotice.objects.filter(status=NoticeStatus.PENDING, next_attempt_at__lte=now)
-        .order_by("next_attempt_at", "id")
+        pending.filter(Q(next_attempt_at__lte=now) | Q(created_at__lte=newest_due["created_at"]))
+        .order_by("created_at", "id")
         .values_list("pk", flat=True)[:SEND_BATCH]
     )
     if ids:
@@ -312,7 +379,7 @@ def _claim(now: datetime) -> tuple[str, list[StaffNotice]]:
         .select_related(
             "incident", "incident__severity", "incident__commander", "step", "clock_event", "clock_event__clock"
         )
-        .order_by("id")
+        .order_by("created_at", "id")
     )
     return token, notices
 
@@ -329,12 +396,18 @@ def _retry(notice: StaffNotice, claim: str, error: str, now: datetime, *, counts
             attempts=attempts,
             claim="",
             last_error=f"gave up after {attempts}: {error}"[:500],
+            failing_since=notice.failing_since or now,
         )
         log.error("gave up on %s after %d attempts: %s", notice, attempts, error)
         return
     wait = min(backoff(max(1, attempts)), PAGE_BACKOFF_CAP)
     _fenced(notice, claim).update(
-        status=NoticeStatus.PENDING, attempts=attempts, next_attempt_at=now + wait, claim="", last_error=error[:500]
+        status=NoticeStatus.PENDING,
+        attempts=attempts,
+        next_attempt_at=now + wait,
+        claim="",
+        last_error=error[:500],
+        failing_since=notice.failing_since or now,
     )
 
 
@@ -397,6 +470,7 @@ def _send_batch(now: datetime) -> tuple[int, bool]:
                         sent_at=timezone.now(),
                         claim="",
                         last_error="",
+                        failing_since=None,
                     )
                     sent += 1
                 remaining.pop(0)
@@ -404,7 +478,10 @@ def _send_batch(now: datetime) -> tuple[int, bool]:
         reason = str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
         log.warning("staff notices: the mail server failed (%s); retrying with backoff", reason)
         for index, notice in enumerate(remaining):
-            _retry(notice, claim, reason, now, counts=index == 0 or notice.kind == NoticeKind.PAGE)
+            # A notice taken along before its own retry was due (to keep the order) counts no attempt:
+            # otherwise each new page during an outage would use up the attempts of every older one.
+            counts = (index == 0 or notice.kind == NoticeKind.PAGE) and notice.next_attempt_at <= now
+            _retry(notice, claim, reason, now, counts=counts)
         return sent, False
     return sent, len(notices) == SEND_BATCH
 
@@ -450,7 +527,9 @@ def build_email(notice: StaffNotice) -> EmailMultiAlternatives:
         if notice.kind == NoticeKind.PAGE
         else "",
         "unacknowledged": _minutes(timezone.now() - incident.declared_at),
-        "just_declared": timezone.now() - incident.declared_at < timedelta(minutes=1),
+        # A step copied by a later severity change is no news of a declaration.
+        "just_declared": timezone.now() - incident.declared_at < timedelta(minutes=1)
+        and (notice.step is None or notice.step.created_at <= incident.declared_at),
         "clock_event": notice.clock_event,
         "reason": notice.reason,
         "due_at": _update_due_at(notice),
@@ -504,10 +583,23 @@ class Escalation:
         return min(pending, key=lambda step: (step.due_at, step.number)) if pending else None
 
     @property
+    def current(self) -> list[PageStep]:
+        """The steps of the policy in force: the last copy (at the declaration, or the last severity change)."""
+        if not self.steps:
+            return []
+        latest = max(step.created_at for step in self.steps)
+        return [step for step in self.steps if step.created_at == latest]
+
+    @property
     def stopped(self) -> PageStep | None:
+        """The step whose stop ended the paging, or None while paging, or when every step in force fired.
+
+        Only the policy in force counts: steps an earlier severity's policy left stopped do not make
+        "every step has fired" read as "stopped".
+        """
         if self.next_step is not None:
             return None
-        stopped = [(step.stopped_at, step.number, step) for step in self.steps if step.stopped_at is not None]
+        stopped = [(step.stopped_at, step.number, step) for step in self.current if step.stopped_at is not None]
         return max(stopped, key=lambda row: (row[0], row[1]))[2] if stopped else None
 
     @property

@@ -991,6 +991,31 @@ class PageStep(models.Model):
         return [r.get("name") or r.get("email", "") for r in self.recipients]
 
     @property
+    def paged_names(self) -> list[str]:
+        """Who the step pages: before it fires, everyone in it; once fired, only those it reached."""
+        if self.fired_at is None:
+            return self.names
+        return [r.get("name") or r.get("email", "") for r in self.recipients if r.get("address")]
+
+    @property
+    def problems(self) -> list[str]:
+        """Why someone in a fired step could not be paged: 'could not page nomail: no email address'."""
+        return [
+            f"could not page {r.get('name') or r.get('email') or 'a recipient'}: {r['problem']}"
+            for r in self.recipients
+            if r.get("problem")
+        ]
+
+    @property
+    def not_paged(self) -> list[str]:
+        """Who a fired step left out on purpose: 'did not page alice: declared the incident'."""
+        return [
+            f"did not page {r.get('name') or r.get('email')}: {r['skipped']}"
+            for r in self.recipients
+            if r.get("skipped")
+        ]
+
+    @property
     def label(self) -> str:
         text = f"step {self.position} of {self.positions}"
         return f"{text}, run {self.run} of {self.runs}" if self.runs > 1 else text
@@ -1038,6 +1063,9 @@ class StaffNotice(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the failures it is retrying after began (empty once sent)."
+    )
     used_at = models.DateTimeField(null=True, blank=True, help_text="When its acknowledgment link was used.")
     used_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -1066,3 +1094,17 @@ class StaffNotice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} to {self.email} about incident {self.incident_id}: {self.status}"
+
+
+class SweepHeartbeat(models.Model):
+    """When a sweep last completed, so the web process (which does not sweep) can tell when the timers stop.
+
+    A row, not a cache key: the dashboard is served by another process than the sweeper (gunicorn vs
+    beat and its worker, or `run_timers --loop`), and without Redis each process has its own cache.
+    """
+
+    name = models.SlugField(max_length=32, unique=True)
+    swept_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} swept at {self.swept_at:%Y-%m-%d %H:%M:%S}"

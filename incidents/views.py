@@ -107,8 +107,11 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     paging = access.escalations_for(request.user, [incident.pk for incident in shown])
     for incident in shown:
         incident.escalation = paging.get(incident.pk)  # type: ignore[attr-defined]
+    now = timezone.now()
     context = {
-        "now": timezone.now(),
+        "now": now,
+        "timers": access.timers_for(request.user, now),
+        "stuck_pages": access.stuck_pages_for(request.user),
         "open_incidents": shown,
         "open_count": open_incidents.count(),
         "open_limit": OPEN_LIMIT,

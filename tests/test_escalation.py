@@ -6,6 +6,7 @@ server (aiosmtpd). Concurrency runs on PostgreSQL with two sweeps in two connect
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 
 from incidents import actions, escalation
@@ -528,8 +530,16 @@ def test_the_api_reads_the_paging_and_stops_it(policy: list[EscalationStep], sta
         first = body["steps"][0]
         assert first["recipients"] == ["alice"] and first["fired_at"] == "2026-03-02T09:00:01Z"
         assert first["notices"] == [
-            {"email": "alice@example.com", "status": "pending", "sent_at": None, "link_used_at": None}
+            {
+                "email": "alice@example.com",
+                "status": "pending",
+                "sent_at": None,
+                "link_used_at": None,
+                "failing_since": None,
+                "last_error": "",
+            }
         ]
+        assert first["paged"] == ["alice"] and first["problems"] == [] and first["not_paged"] == []
         assert [step["recipients"] for step in body["steps"]][1] == ["bob", "oncall@example.com"]
 
         refused = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": ""}, "application/json")
@@ -578,3 +588,260 @@ def test_the_admin_refuses_steps_that_would_fire_out_of_order(staff: User) -> No
     assert response.status_code == 200
     assert "Step 2 (after 10 min) would fire before step 1 (after 15 min)" in response.content.decode()
     assert not EscalationStep.objects.exists()
+
+
+# --- paging tells the truth (issue 11, section 4) -----------------------------------------------
+
+
+def test_the_admin_refuses_a_person_without_an_email_address(staff: User) -> None:
+    nomail = User.objects.create_user("nomail", email="", password="pw", is_staff=True)
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    sev2 = factories.severity("sev2")
+    url = f"/admin/incidents/severity/{sev2.pk}/change/"
+    form = {
+        "key": "sev2", "name": "SEV2", "description": sev2.description, "rank": 2,
+        "acknowledge_target": 900, "first_update_target": 1800, "update_cadence_target": 3600,
+        "resolve_target": 28800, "escalation_repeats": 0, "escalation_repeat_minutes": 30,
+        "escalation_steps-TOTAL_FORMS": 1, "escalation_steps-INITIAL_FORMS": 0,
+        "escalation_steps-0-position": 1, "escalation_steps-0-after_minutes": 5,
+        "escalation_steps-0-users": [staff.pk, nomail.pk],
+    }  # fmt: skip
+    response = client.post(url, form)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "nomail has no email address, so a page cannot reach them." in html
+    assert not EscalationStep.objects.filter(severity=sev2).exists()  # nothing saved
+
+    form["escalation_steps-0-users"] = [staff.pk]
+    assert client.post(url, form).status_code == 302
+    assert list(EscalationStep.objects.get(severity=sev2).users.all()) == [staff]
+
+
+def test_a_target_without_an_address_is_shown_as_not_paged_in_red(staff: User, staff_client: Client) -> None:
+    # Added before the admin refused it (or the address was removed since): the step can reach nobody.
+    nomail = User.objects.create_user("nomail", email="", password="pw", is_staff=True)
+    step = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    step.users.set([nomail])
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+
+    assert not StaffNotice.objects.filter(incident=incident).exists()
+    event = TimelineEvent.objects.get(incident=incident, kind=EventKind.PAGED)
+    assert event.message == "Paged nobody (step 1 of 1): just declared; could not page nomail: no email address"
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+        dashboard = staff_client.get("/manage/").content.decode()
+    red = '<span class="notice-status notice-status--failed">'
+    assert "Paged nomail" not in page and "Paged nomail" not in dashboard
+    assert "Every step has fired and nobody has acknowledged." in page
+    assert "<span>nobody</span>" in page  # the step, in the paging panel
+    assert (
+        '<span class="small notice-status notice-status--failed">Could not page nomail: no email address</span>' in page
+    )
+    assert f"; {red}could not page nomail: no email address</span>" in page  # the timeline
+    assert "Paged nobody (step 1 of 1)" in dashboard
+    assert f"{red}Could not page nomail: no email address</span>" in dashboard
+
+    from tests.test_api import client_for, create_token
+
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        body = client_for(create_token(staff.username)).get(f"/api/v1/incidents/{incident.pk}/paging").json()
+    [fired] = body["steps"]
+    assert fired["paged"] == [] and fired["problems"] == ["could not page nomail: no email address"]
+
+
+def test_each_page_shows_its_real_state_and_the_dashboard_warns_while_mail_is_refused(
+    policy: list[EscalationStep], staff: User, staff_client: Client, smtp: SmtpServer
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+
+    def panel(at: datetime) -> str:
+        with time_machine.travel(at, tick=False):
+            return staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+
+    def dashboard(at: datetime) -> str:
+        with time_machine.travel(at, tick=False):
+            return staff_client.get("/manage/").content.decode()
+
+    assert '<span class="notice-status notice-status--pending">queued</span>' in panel(T0 + timedelta(seconds=2))
+
+    smtp.stop()
+    send(T0 + timedelta(seconds=5))
+    html = panel(T0 + timedelta(seconds=30))
+    assert 'alice@example.com: <span class="notice-status notice-status--failed">retrying since' in html
+    assert ">09:00 UTC</time> (" in html
+    assert "Pages are not going out: the mail server has refused since" in dashboard(T0 + timedelta(seconds=30))
+    assert 'datetime="2026-03-02T09:00:05Z">09:00 UTC</time></strong>' in dashboard(T0 + timedelta(seconds=30))
+
+    smtp.start()
+    assert send(T0 + timedelta(minutes=3)) == 1
+    html = panel(T0 + timedelta(minutes=4))
+    assert 'alice@example.com: <span class="notice-status notice-status--sent">sent at <time' in html
+    assert ">09:03 UTC</time>" in html
+    assert "Pages are not going out" not in dashboard(T0 + timedelta(minutes=4))
+
+    # A page that runs out of attempts says it failed, and why.
+    notice = StaffNotice.objects.get(incident=incident)
+    StaffNotice.objects.filter(pk=notice.pk).update(status=NoticeStatus.FAILED, last_error="gave up after 8: refused")
+    assert '<span class="notice-status notice-status--failed">failed: gave up after 8: refused</span>' in panel(
+        T0 + timedelta(minutes=5)
+    )
+
+
+def test_pages_queued_during_an_outage_go_out_in_the_order_they_were_due(
+    policy: list[EscalationStep], staff: User, smtp: SmtpServer
+) -> None:
+    first = declare(staff, title="First")
+    second = declare(staff, title="Second", at=T0 + timedelta(minutes=1))
+    smtp.stop()
+    sweep(T0 + timedelta(seconds=1))
+    send(T0 + timedelta(seconds=1))
+    sweep(T0 + timedelta(minutes=1, seconds=1))
+    send(T0 + timedelta(minutes=1, seconds=1))
+    assert StaffNotice.objects.filter(status=NoticeStatus.PENDING).count() == 2
+
+    # Full jitter can put the first page's retry after the second's: so it is here.
+    def jitter() -> None:
+        StaffNotice.objects.filter(incident=first).update(next_attempt_at=T0 + timedelta(minutes=3))
+        StaffNotice.objects.filter(incident=second).update(next_attempt_at=T0 + timedelta(minutes=2))
+
+    jitter()
+    attempts = dict(StaffNotice.objects.values_list("incident_id", "attempts"))
+    # Still down: the first page goes along with the second, but was not due, so it uses no attempt.
+    assert send(T0 + timedelta(minutes=2)) == 0
+    assert StaffNotice.objects.get(incident=first).attempts == attempts[first.pk]
+    assert StaffNotice.objects.get(incident=second).attempts == attempts[second.pk] + 1
+
+    jitter()
+    smtp.start()
+    assert send(T0 + timedelta(minutes=2)) == 2
+    subjects = [received.message["Subject"] for received in smtp.received]
+    assert [subject.rsplit(": ", 1)[1] for subject in subjects] == ["First", "Second"]
+
+
+@pytest.fixture
+def sev2_policy(other_staff: User) -> list[EscalationStep]:
+    """SEV2: bob at once, and again after 30 minutes."""
+    sev2 = factories.severity("sev2")
+    steps = [
+        EscalationStep.objects.create(severity=sev2, position=1, after_minutes=0),
+        EscalationStep.objects.create(severity=sev2, position=2, after_minutes=30),
+    ]
+    for step in steps:
+        step.users.set([other_staff])
+    return steps
+
+
+def test_after_a_raise_whose_steps_all_fired_the_panel_says_so_not_stopped(
+    policy: list[EscalationStep], sev2_policy: list[EscalationStep], staff: User, staff_client: Client
+) -> None:
+    incident = declare(staff, severity_key="sev2")
+    sweep(T0 + timedelta(seconds=1))  # bob paged by SEV2's first step; its second stays pending
+    with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"))
+    sweep(T0 + timedelta(hours=2))  # every SEV1 step has fired since
+
+    with time_machine.travel(T0 + timedelta(hours=2), tick=False):
+        page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+        dashboard = staff_client.get("/manage/").content.decode()
+    assert "Every step has fired and nobody has acknowledged." in page
+    assert "Paging stopped" not in page
+    assert "not needed: severity changed to SEV1" in page  # the SEV2 step it replaced
+    assert "All steps fired" in dashboard and "Paging stopped" not in dashboard
+
+    # Changed to a severity without steps while steps were still to come: it says stopped, and why.
+    other = declare(staff, title="Other", at=T0 + timedelta(hours=2))
+    with time_machine.travel(T0 + timedelta(hours=2, minutes=1), tick=False):
+        actions.change_severity(other, actor=staff, severity=factories.severity("sev3"))
+        page = staff_client.get(f"/manage/incidents/{other.pk}").content.decode()
+    assert "Paging stopped at" in page and ": severity changed to SEV3." in page
+    assert "Every step has fired" not in page
+
+
+def test_lowering_the_severity_does_not_page_again_as_if_just_declared(
+    policy: list[EscalationStep], sev2_policy: list[EscalationStep], staff: User, smtp: SmtpServer
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+    send(T0 + timedelta(seconds=2))
+    assert smtp.copies() == {"alice@example.com": 1}
+
+    lowered = T0 + timedelta(seconds=30)
+    with time_machine.travel(lowered, tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev2"))
+    sweep(lowered + timedelta(seconds=1))
+    send(lowered + timedelta(seconds=2))
+    assert smtp.copies() == {"alice@example.com": 1}, "SEV2's first step (at once) was past: nobody re-paged"
+    event = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).latest("id")
+    assert event.message == (
+        "Paging follows SEV2's escalation from the declaration, skipping steps already past (1 step(s) to come)"
+    )
+    skipped = PageStep.objects.get(incident=incident, severity_key="sev2", position=1)
+    assert skipped.stop_reason == "its time had passed when the severity was lowered to SEV2"
+
+    # SEV2's second step keeps the time since the declaration: 30 minutes after it, not after the change.
+    sweep(T0 + timedelta(minutes=29, seconds=59))
+    assert smtp.copies() == {"alice@example.com": 1}
+    sweep(T0 + timedelta(minutes=30))
+    send(T0 + timedelta(minutes=30, seconds=1))
+    [email] = smtp.inbox("bob@example.com")
+    assert "just declared" not in email.get_content()
+    assert email["Subject"].startswith(f"[Page] SEV2 #{incident.pk} unacknowledged for 30 min")
+
+
+def test_a_raised_severity_s_first_page_does_not_say_just_declared(
+    policy: list[EscalationStep], staff: User, smtp: SmtpServer
+) -> None:
+    incident = declare(staff, severity_key="sev3")
+    with time_machine.travel(T0 + timedelta(seconds=20), tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"))
+    sweep(T0 + timedelta(seconds=21))
+    send(T0 + timedelta(seconds=22))
+    [email] = smtp.inbox("alice@example.com")
+    assert "was just declared" not in email.get_content()
+    event = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).latest("id")
+    assert "just declared" not in event.message
+
+
+def test_the_declarer_is_not_paged_unless_alone_in_the_step(staff: User, other_staff: User, carol: User) -> None:
+    sev1 = factories.severity("sev1")
+    both = EscalationStep.objects.create(severity=sev1, position=1, after_minutes=0)
+    both.users.set([staff, other_staff])
+    alone = EscalationStep.objects.create(severity=sev1, position=2, after_minutes=5)
+    alone.users.set([carol])
+    incident = declare(carol)  # carol declares: she is looking at it already
+    sweep(T0 + timedelta(minutes=6))
+
+    assert paged_addresses(incident) == [(1, "alice@example.com"), (1, "bob@example.com"), (2, "carol@example.com")]
+    incident = declare(staff, title="Second")  # alice declares: bob is paged, alice is not
+    sweep(T0 + timedelta(seconds=30))
+    assert paged_addresses(incident) == [(1, "bob@example.com")]
+    event = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).get()
+    assert event.message == "Paged bob (step 1 of 2): just declared; did not page alice: declared the incident"
+
+
+def test_the_dashboard_warns_when_the_timer_sweep_stops(staff: User, staff_client: Client, settings: Any) -> None:
+    settings.TIMER_SWEEP_SECONDS = 15
+
+    def dashboard(at: datetime) -> str:
+        with time_machine.travel(at, tick=False):
+            return staff_client.get("/manage/").content.decode()
+
+    assert "Timers have not run yet: nobody is being paged" in dashboard(T0)
+    with time_machine.travel(T0 + timedelta(seconds=2), tick=False):
+        call_command("run_timers", stdout=io.StringIO())  # as one pass of `run_timers --loop` or beat
+    assert "nobody is being paged" not in dashboard(T0 + timedelta(seconds=32))  # two intervals: not yet
+    html = dashboard(T0 + timedelta(seconds=33))
+    assert '<p class="message message--error" role="status"><strong>Timers stopped at ' in html
+    assert '<time datetime="2026-03-02T09:00:02Z">09:00 UTC</time>: nobody is being paged</strong>' in html
+    # The banner is part of the polled fragment, so an open dashboard shows it without a reload.
+    with time_machine.travel(T0 + timedelta(seconds=33), tick=False):
+        fragment = staff_client.get("/manage/", headers={"HX-Request": "true"}).content.decode()
+    assert "Timers stopped at" in fragment
+
+    with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
+        call_command("run_timers", stdout=io.StringIO())
+    assert "nobody is being paged" not in dashboard(T0 + timedelta(minutes=5, seconds=10))

@@ -17,11 +17,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from incidents import actions, clocks, publishing
@@ -103,6 +105,20 @@ class Celery:
         self.start(
             "worker",
             "--pool=solo",
+            f"--queues={self.queue}",
+            f"--hostname={self.queue}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        )
+
+    def start_worker_with_beat(self) -> None:
+        """What `make worker` used to run: beat as a child of the worker."""
+        self.start(
+            "worker",
+            "--pool=solo",
+            "--beat",
+            f"--schedule={self.tmp_path / 'schedule'}",
             f"--queues={self.queue}",
             f"--hostname={self.queue}@%h",
             "--without-gossip",
@@ -307,3 +323,55 @@ def test_beat_and_worker_page_once_and_stop_on_acknowledgment(celery_processes: 
         assert "[Page] SEV1" in smtp.inbox("alice@example.com")[0]["Subject"]
     assert StaffNotice.objects.get().status == NoticeStatus.SENT
     assert PageStep.objects.get(position=2).stop_reason == "acknowledged by alice"
+
+
+def test_a_killed_beat_shows_on_the_dashboard_and_nobody_is_paged_until_it_is_back(
+    celery_processes: Celery, settings: Any
+) -> None:
+    """Beat is the only clock driver: when it dies the worker looks healthy while nothing fires. The
+    dashboard must say so within two sweep intervals, and paging must resume when beat is back."""
+    settings.TIMER_SWEEP_SECONDS = 1  # as the subprocesses run (Celery.env)
+    alice = factories.make_user(username="alice")
+    bob = factories.make_user(username="bob")
+    EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0).users.set([bob])
+    client = Client()
+    client.force_login(alice)
+
+    def dashboard() -> str:
+        return client.get("/manage/", headers={"HX-Request": "true"}).content.decode()
+
+    with SmtpServer() as smtp:
+        celery_processes.env.update(smtp.env())
+        celery_processes.start_worker()
+        celery_processes.start_beat()
+        celery_processes.wait_for(lambda: clocks.last_sweep() is not None, "a sweep's heartbeat")
+        assert "nobody is being paged" not in dashboard()
+
+        beat = celery_processes.processes.pop("beat")
+        os.killpg(beat.pid, signal.SIGKILL)  # what an OOM kill or a crash does; the worker lives on
+        beat.wait(10)
+        celery_processes.wait_for(lambda: "nobody is being paged" in dashboard(), "the 'timers stopped' banner")
+        stopped_at = clocks.last_sweep()
+        assert stopped_at is not None
+        assert celery_processes.processes["worker"].poll() is None, "the worker looks healthy"
+        html = dashboard()
+        assert "Timers stopped at " in html and 'class="message message--error"' in html
+
+        incident = factories.declare(actor=alice)  # bob's step is due at once, but no clock fires
+        step = PageStep.objects.get(incident=incident)
+        restarted = timezone.now()
+        celery_processes.start_beat()
+        celery_processes.wait_for(lambda: len(smtp.inbox("bob@example.com")) > 0, "bob's page once beat is back")
+        celery_processes.wait_for(lambda: "nobody is being paged" not in dashboard(), "the banner to go")
+
+    step.refresh_from_db()
+    assert step.fired_at is not None and step.fired_at >= restarted, "nobody was paged while beat was dead"
+    assert clocks.last_sweep() > stopped_at  # type: ignore[operator]
+
+
+def test_a_worker_with_beat_built_in_warns_that_beat_is_not_supervised(celery_processes: Celery) -> None:
+    celery_processes.start_worker_with_beat()
+    celery_processes.wait_for(
+        lambda: "beat is running inside this worker (worker --beat)" in celery_processes.log("worker"),
+        "the embedded-beat warning",
+    )

@@ -315,19 +315,37 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
             new=severity.key,
         )
         if incident.acknowledged_at is None and not incident.is_resolved:
-            # Still unacknowledged: the new severity's escalation takes over, timed from now.
+            # Still unacknowledged: the new severity's escalation takes over. Raised, it starts now (it is
+            # more urgent than what was paged so far); lowered, it keeps the time since the declaration
+            # and skips the steps whose time has passed, so nobody is paged again as if it were new.
+            lowered = severity.rank > previous.rank
             stopped = escalation.stop_pending(incident, at, f"severity changed to {severity.name}")
-            steps = escalation.copy_policy(incident, severity, at)
+            if lowered:
+                steps = escalation.copy_policy(
+                    incident,
+                    severity,
+                    incident.declared_at,
+                    past_at=at,
+                    past_reason=f"its time had passed when the severity was lowered to {severity.name}",
+                )
+            else:
+                steps = escalation.copy_policy(incident, severity, at)
+            to_come = [step for step in steps if step.is_pending]
             if stopped or steps:
+                if to_come:
+                    timing = "from now" if not lowered else "from the declaration, skipping steps already past"
+                    text = f"Paging follows {severity.name}'s escalation {timing} ({len(to_come)} step(s) to come)"
+                elif steps:
+                    text = f"{severity.name}'s steps had all passed when the severity was lowered: paging stopped"
+                else:
+                    text = f"{severity.name} has no escalation steps: paging stopped"
                 _event(
                     incident,
-                    EventKind.PAGING_STOPPED if not steps else EventKind.PAGED,
-                    f"Paging follows {severity.name}'s escalation from now ({len(steps)} step(s))"
-                    if steps
-                    else f"{severity.name} has no escalation steps: paging stopped",
+                    EventKind.PAGED if to_come else EventKind.PAGING_STOPPED,
+                    text,
                     actor=None,
                     at=at,
-                    steps=len(steps),
+                    steps=len(to_come),
                 )
         return incident
 

@@ -491,6 +491,8 @@ class PageNoticeOut(Schema):
     status: str = Field(description="pending, sending, sent, failed, or cancelled (not needed any more).")
     sent_at: datetime | None
     link_used_at: datetime | None = Field(description="When its acknowledgment link was used.")
+    failing_since: datetime | None = Field(description="While it is being retried: when its failures began.")
+    last_error: str = Field(description="The mail server's last answer, or why it was not sent.")
 
 
 class PageStepOut(Schema):
@@ -504,6 +506,9 @@ class PageStepOut(Schema):
     stopped_at: datetime | None
     stop_reason: str
     recipients: list[str] = Field(description="Usernames and addresses, as copied at declaration.")
+    paged: list[str] = Field(description="Once fired, who it reached; before, everyone in it.")
+    problems: list[str] = Field(description="Who it could not page, and why ('could not page x: no email address').")
+    not_paged: list[str] = Field(description="Who it left out on purpose (the declarer, unless alone in the step).")
     notices: list[PageNoticeOut]
 
 
@@ -545,8 +550,18 @@ def paging_out(paging: Any) -> dict[str, Any]:
                 "stopped_at": step.stopped_at,
                 "stop_reason": step.stop_reason,
                 "recipients": step.names,
+                "paged": step.paged_names,
+                "problems": step.problems,
+                "not_paged": step.not_paged,
                 "notices": [
-                    {"email": n.email, "status": n.status, "sent_at": n.sent_at, "link_used_at": n.used_at}
+                    {
+                        "email": n.email,
+                        "status": n.status,
+                        "sent_at": n.sent_at,
+                        "link_used_at": n.used_at,
+                        "failing_since": n.failing_since,
+                        "last_error": n.last_error,
+                    }
                     for n in step.sent_notices
                 ],
             }

@@ -2,7 +2,9 @@
 
 Each pass records clock warnings and breaches, takes maintenance steps, and sends notifications that
 are due (new messages, retries after a backoff, rows a dead worker held); every REPUBLISH_SECONDS it
-also rebuilds the public snapshot.
+also rebuilds the public snapshot. Each completed clock sweep stamps the heartbeat the dashboard
+reads: its "Timers stopped" banner appears when the last one is older than two TIMER_SWEEP_SECONDS,
+so an --interval longer than that shows it too.
 """
 
 from __future__ import annotations
