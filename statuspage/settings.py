@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -105,6 +106,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "incidents",
     "statuspage.apps.StatuspageConfig",
+    "axes",  # sign-in throttling (statuspage/signin.py)
 ]
 
 MIDDLEWARE = [
@@ -121,6 +123,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: turns a sign-in refused for too many failures into the lockout answer (statuspage/signin.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "statuspage.urls"
@@ -240,6 +244,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Signing in (statuspage/signin.py): django-axes counts failed sign-ins on /login/ and /admin/login/ in
+# the database. AXES_FAILURE_LIMIT failures for one account, or from one client address (the
+# X-Forwarded-For entry with TRUST_X_FORWARDED_FOR), pause sign-in there for AXES_COOLOFF_MINUTES
+# after the last of them, the right password included. Attempts refused during the pause are not
+# counted, so the time the page shows holds. A successful sign-in does not clear earlier failures
+# (that would let anyone with an account clear their address's count between guesses).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5", minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("AXES_COOLOFF_MINUTES", "15", minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_CLIENT_IP_CALLABLE = "statuspage.signin.client_ip"
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "statuspage.signin.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Successful sign-ins are not logged by axes (an audit log belongs to the accounts app); failures are,
+# under "Access attempts" in /admin/, until they expire.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no start-up banner on every manage.py command
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "incidents:dashboard"
 LOGOUT_REDIRECT_URL = "login"

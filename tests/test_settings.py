@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTING_VARIABLES = (
     "DEBUG", "SECRET_KEY", "SITE_URL", "DATABASE_URL", "REDIS_URL", "TIMER_SWEEP_SECONDS", "EMAIL_HOST",
     "EMAIL_PORT", "DISPLAY_TIME_ZONE", "EMAIL_BACKEND", "SECURE_SSL_REDIRECT", "SECURE_REDIRECT_EXEMPT",
-    "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD",
+    "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "AXES_FAILURE_LIMIT",
+    "AXES_COOLOFF_MINUTES",
 )  # fmt: skip
 
 
@@ -66,6 +67,8 @@ def test_it_treats_empty_values_as_unset() -> None:
         ({"SECURE_SSL_REDIRECT": "true"}, "SECURE_SSL_REDIRECT needs an https SITE_URL"),
         ({"SECURE_HSTS_SECONDS": "a year"}, "SECURE_HSTS_SECONDS must be a whole number"),
         ({"SECURE_REDIRECT_EXEMPT": "^healthz(", "SITE_URL": "https://status.example.com"}, "SECURE_REDIRECT_EXEMPT"),
+        ({"AXES_FAILURE_LIMIT": "0"}, "AXES_FAILURE_LIMIT must be at least 1"),
+        ({"AXES_COOLOFF_MINUTES": "a while"}, "AXES_COOLOFF_MINUTES must be a whole number"),
     ],
 )
 def test_it_refuses_bad_values_naming_the_variable(env: dict[str, str], message: str) -> None:
