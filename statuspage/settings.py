@@ -313,7 +313,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Behind a reverse proxy every request comes from the proxy: trust the X-Forwarded-For it appends
-# (the last entry) so sign-up rate limits apply per visitor. Only turn on behind a proxy you run.
+# (the last entry) so sign-up and sign-in limits apply per visitor. Only turn on behind a proxy you run.
 TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "false")
 _https = SITE_URL.startswith("https://")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _https
@@ -327,7 +327,9 @@ if _https:
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "true" if _https else "false")
 if SECURE_SSL_REDIRECT and not _https:
     raise ImproperlyConfigured("SECURE_SSL_REDIRECT needs an https SITE_URL (it sends every request to https)")
-SECURE_REDIRECT_EXEMPT = [p.strip() for p in env("SECURE_REDIRECT_EXEMPT", r"^(healthz|readyz|livez)/?$").split(",")]
+SECURE_REDIRECT_EXEMPT = [
+    p.strip() for p in env("SECURE_REDIRECT_EXEMPT", r"^(healthz|readyz|livez)/?$").split(",") if p.strip()
+]  # an empty entry would match, and exempt, every path
 for _pattern in SECURE_REDIRECT_EXEMPT:
     try:
         re.compile(_pattern)

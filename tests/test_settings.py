@@ -237,6 +237,14 @@ def test_https_through_the_proxy_is_served_with_hsts_and_no_redirect_loop(behind
         assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains", path
 
 
+def test_an_empty_redirect_exemption_exempts_nothing() -> None:
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SECURE_REDIRECT_EXEMPT)"
+
+    result = run_alone("-c", code, SITE_URL="https://s.example.com", SECURE_REDIRECT_EXEMPT="^healthz$,, ")
+
+    assert result.stdout.strip() == "['^healthz$']", result.stderr
+
+
 @pytest.mark.django_db
 def test_a_health_probe_on_plain_http_is_not_redirected(behind_tls_proxy: None) -> None:
     response = Client().get("/healthz")
