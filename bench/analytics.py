@@ -37,6 +37,7 @@ def setup(database_url: str) -> None:
             "DATABASE_URL": database_url,
             "DEBUG": "false",
             "SECRET_KEY": "bench-only-not-secret",
+            "EMAIL_BACKEND": "console",  # no email is sent; DEBUG=false otherwise demands EMAIL_HOST
             "LOG_LEVEL": "ERROR",
             "PUBLISH_STATIC_SITE": "false",
         }

@@ -64,6 +64,7 @@ def prepare(tmp: Path) -> dict[str, str]:
         "PUBLISH_STATIC_SITE": "true",
         "DEBUG": "false",
         "SECRET_KEY": "bench-only-not-secret",
+        "EMAIL_BACKEND": "console",  # no email is sent; DEBUG=false otherwise demands EMAIL_HOST
         "STATIC_ROOT": str(tmp / "static"),
         "LOG_LEVEL": "WARNING",
     }

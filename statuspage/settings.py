@@ -7,7 +7,9 @@ documented in .env.example; a bad value stops start-up with a message naming it.
 from __future__ import annotations
 
 import os
+import re
 import zoneinfo
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -104,12 +106,14 @@ INSTALLED_APPS = [
     "django_htmx",
     "incidents",
     "statuspage.apps.StatuspageConfig",
+    "axes",  # sign-in throttling (statuspage/signin.py)
 ]
 
 MIDDLEWARE = [
+    # First, so the public side too is sent to https and carries HSTS (SECURE_SSL_REDIRECT below).
+    "django.middleware.security.SecurityMiddleware",
     # Public snapshot routes are answered here, ahead of sessions, auth and CSRF (statuspage/middleware.py).
     "statuspage.middleware.PublicFastPathMiddleware",
-    "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -119,6 +123,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: turns a sign-in refused for too many failures into the lockout answer (statuspage/signin.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "statuspage.urls"
@@ -191,6 +197,21 @@ BREAKER_COOLDOWN_SECONDS = envint("BREAKER_COOLDOWN_SECONDS", "60", minimum=1)
 # EMAIL_TIMEOUT); unset: console.
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Signalpost <status@localhost>")
 _email_host = env("EMAIL_HOST")
+# EMAIL_BACKEND says how mail leaves: smtp (EMAIL_HOST) or console (printed). Production must send it,
+# so with DEBUG=false and no EMAIL_HOST start-up stops, unless console is chosen on purpose: pages and
+# subscriber emails printed to a log nobody reads are lost without anyone knowing.
+_email_backend = env("EMAIL_BACKEND", "smtp" if _email_host else "").lower()
+if _email_backend not in {"", "smtp", "console"}:
+    raise ImproperlyConfigured(f"EMAIL_BACKEND must be smtp or console, not {_email_backend!r}")
+if _email_backend == "console" and _email_host:
+    raise ImproperlyConfigured("EMAIL_BACKEND=console would ignore EMAIL_HOST: unset one of them")
+if _email_backend == "smtp" and not _email_host:
+    raise ImproperlyConfigured("EMAIL_BACKEND=smtp needs EMAIL_HOST (the SMTP server to send through)")
+if not _email_host and not DEBUG and _email_backend != "console":
+    raise ImproperlyConfigured(
+        "EMAIL_HOST must be set when DEBUG is false: without it pages and subscriber emails are only "
+        "printed to the console. Set EMAIL_BACKEND=console to run without sending email on purpose."
+    )
 if _email_host and envbool("EMAIL_USE_TLS", "true") and envbool("EMAIL_USE_SSL", "false"):
     raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL: choose one (SSL for port 465, TLS for 587).")
 if _email_host:
@@ -210,6 +231,9 @@ if _email_host:
     }
 else:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+    if _email_backend == "console":
+        # Chosen on purpose: `check --deploy` need not repeat that console email goes nowhere.
+        SILENCED_SYSTEM_CHECKS.append("mail.E001")
 
 SNAPSHOT_DIR = Path(env("SNAPSHOT_DIR", str(BASE_DIR / "var" / "snapshot")))
 # Write the public site as files (SNAPSHOT_DIR/site) after each publish, for nginx to serve
@@ -220,6 +244,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Signing in (statuspage/signin.py): django-axes counts failed sign-ins on /login/ and /admin/login/ in
+# the database. AXES_FAILURE_LIMIT failures for one account, or from one client address (the
+# X-Forwarded-For entry with TRUST_X_FORWARDED_FOR), pause sign-in there for AXES_COOLOFF_MINUTES
+# after the last of them, the right password included. Attempts refused during the pause are not
+# counted, so the time the page shows holds. A successful sign-in does not clear earlier failures
+# (that would let anyone with an account clear their address's count between guesses).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5", minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("AXES_COOLOFF_MINUTES", "15", minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_CLIENT_IP_CALLABLE = "statuspage.signin.client_ip"
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "statuspage.signin.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Successful sign-ins are not logged by axes (an audit log belongs to the accounts app); failures are,
+# under "Access attempts" in /admin/, until they expire.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no start-up banner on every manage.py command
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "incidents:dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -266,11 +313,37 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Behind a reverse proxy every request comes from the proxy: trust the X-Forwarded-For it appends
-# (the last entry) so sign-up rate limits apply per visitor. Only turn on behind a proxy you run.
+# (the last entry) so sign-up and sign-in limits apply per visitor. Only turn on behind a proxy you run.
 TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", "false")
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SITE_URL.startswith("https://")
-if SITE_URL.startswith("https://"):
+_https = SITE_URL.startswith("https://")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _https
+if _https:
+    # The TLS-terminating proxy in front (deploy/nginx.conf) says the client's scheme in this header;
+    # the redirect below and HSTS rely on it, or every request would look like plain HTTP and loop.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# With an https SITE_URL, a request that reached us over plain HTTP is sent to https, and browsers are
+# told (HSTS) to use https only for this host. Health probes that call gunicorn directly on plain HTTP
+# are exempt: SECURE_REDIRECT_EXEMPT, path regexes without the leading slash.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "true" if _https else "false")
+if SECURE_SSL_REDIRECT and not _https:
+    raise ImproperlyConfigured("SECURE_SSL_REDIRECT needs an https SITE_URL (it sends every request to https)")
+SECURE_REDIRECT_EXEMPT = [
+    p.strip() for p in env("SECURE_REDIRECT_EXEMPT", r"^(healthz|readyz|livez)/?$").split(",") if p.strip()
+]  # an empty entry would match, and exempt, every path
+for _pattern in SECURE_REDIRECT_EXEMPT:
+    try:
+        re.compile(_pattern)
+    except re.error as error:
+        raise ImproperlyConfigured(
+            f"SECURE_REDIRECT_EXEMPT has a bad regular expression {_pattern!r}: {error}"
+        ) from None
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "31536000" if _https else "0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "true")
+# Preloading is the domain owner's decision (a submission to the browsers' list, hard to undo), so the
+# directive is off unless asked for, and Django's advice to send it (security.W021) is not repeated.
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "false")
+if not SECURE_HSTS_PRELOAD:
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
 
 LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -69,7 +69,8 @@ page_methods = require_http_methods(["GET", "HEAD", "POST"])
 
 def client_address(request: HttpRequest) -> str:
     """REMOTE_ADDR; behind a proxy that appends the client to X-Forwarded-For (deploy/nginx.conf), the
-    last entry when settings.TRUST_X_FORWARDED_FOR is on. Earlier entries are whatever the client sent."""
+    last entry when settings.TRUST_X_FORWARDED_FOR is on. Earlier entries are whatever the client sent.
+    Sign-in throttling counts addresses with it too (AXES_CLIENT_IP_CALLABLE)."""
     if getattr(settings, "TRUST_X_FORWARDED_FOR", False):
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
         if forwarded:

@@ -3,7 +3,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from incidents.api import api
-from statuspage import subscriptions
+from statuspage import signin, subscriptions
+
+# The admin's sign-in says until when it is paused after too many failures, as /login/ does.
+admin.site.login_form = signin.AdminSignInForm
 
 urlpatterns = [
     # Subscribing: ordinary pages (sessions, CSRF), not snapshot routes (statuspage/subscriptions.py).
@@ -16,6 +19,6 @@ urlpatterns = [
     path("manage/", include("incidents.urls")),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=signin.SignInForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

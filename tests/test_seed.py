@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from incidents import actions
 from incidents.models import (
@@ -161,7 +162,8 @@ def test_it_prints_a_login_that_works() -> None:
     output = seed()
 
     assert f"Log in at {settings.SITE_URL}/manage/ as oncall / signalpost" in output
-    user = authenticate(username="oncall", password="signalpost")
+    # Sign-in throttling (django-axes) counts per client address, so authenticate() needs the request.
+    user = authenticate(RequestFactory().post("/login/"), username="oncall", password="signalpost")
     assert user is not None and user.is_staff and user.is_superuser
     dana = User.objects.get(username="dana")
     assert dana.is_staff and not dana.is_superuser
@@ -177,7 +179,7 @@ def test_it_keeps_a_changed_password_and_stops_printing_the_old_one() -> None:
     output = seed()
 
     assert "oncall / signalpost" not in output
-    assert authenticate(username="oncall", password="a-better-secret") is not None
+    assert authenticate(RequestFactory().post("/login/"), username="oncall", password="a-better-secret") is not None
 
 
 @pytest.mark.django_db

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -13,7 +17,9 @@ from django.test import Client
 ROOT = Path(__file__).resolve().parent.parent
 SETTING_VARIABLES = (
     "DEBUG", "SECRET_KEY", "SITE_URL", "DATABASE_URL", "REDIS_URL", "TIMER_SWEEP_SECONDS", "EMAIL_HOST",
-    "EMAIL_PORT", "DISPLAY_TIME_ZONE",
+    "EMAIL_PORT", "DISPLAY_TIME_ZONE", "EMAIL_BACKEND", "SECURE_SSL_REDIRECT", "SECURE_REDIRECT_EXEMPT",
+    "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "AXES_FAILURE_LIMIT",
+    "AXES_COOLOFF_MINUTES",
 )  # fmt: skip
 
 
@@ -54,6 +60,15 @@ def test_it_treats_empty_values_as_unset() -> None:
         ({"EMAIL_HOST": "smtp.example.com", "EMAIL_USE_SSL": "true"}, "EMAIL_USE_TLS and EMAIL_USE_SSL: choose one"),
         ({"DISPLAY_TIME_ZONE": "Mars/Olympus"}, "DISPLAY_TIME_ZONE must be an IANA zone"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+        ({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "EMAIL_HOST must be set when DEBUG is false"),
+        ({"EMAIL_BACKEND": "pigeon"}, "EMAIL_BACKEND must be smtp or console"),
+        ({"EMAIL_BACKEND": "smtp"}, "EMAIL_BACKEND=smtp needs EMAIL_HOST"),
+        ({"EMAIL_BACKEND": "console", "EMAIL_HOST": "smtp.example.com"}, "EMAIL_BACKEND=console would ignore"),
+        ({"SECURE_SSL_REDIRECT": "true"}, "SECURE_SSL_REDIRECT needs an https SITE_URL"),
+        ({"SECURE_HSTS_SECONDS": "a year"}, "SECURE_HSTS_SECONDS must be a whole number"),
+        ({"SECURE_REDIRECT_EXEMPT": "^healthz(", "SITE_URL": "https://status.example.com"}, "SECURE_REDIRECT_EXEMPT"),
+        ({"AXES_FAILURE_LIMIT": "0"}, "AXES_FAILURE_LIMIT must be at least 1"),
+        ({"AXES_COOLOFF_MINUTES": "a while"}, "AXES_COOLOFF_MINUTES must be a whole number"),
     ],
 )
 def test_it_refuses_bad_values_naming_the_variable(env: dict[str, str], message: str) -> None:
@@ -114,3 +129,124 @@ def test_the_site_answers_favicon_ico(client: Client) -> None:
     response = client.get("/favicon.ico")
     assert response.status_code == 200
     assert response.getvalue()[:4] == b"\x00\x00\x01\x00"  # an ICO file
+
+
+# --- production: `check --deploy` -------------------------------------------------------------------
+
+
+def documented_production_environment() -> dict[str, str]:
+    """The variables the README's Production section exports, with each `…` placeholder filled in."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Production\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^export (.*?[^\\])$", section, re.MULTILINE | re.DOTALL)
+    assert block, "the Production section has no export line"
+    filler = secrets.token_urlsafe(50)  # a SECRET_KEY that security.W009 accepts
+    return dict(word.replace("…", filler).split("=", 1) for word in shlex.split(block.group(1).replace("\\\n", " ")))
+
+
+def run_alone(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Python in a fresh process that sees only the given variables (and PATH)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", ""), "DJANGO_SETTINGS_MODULE": "statuspage.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_alone("manage.py", *args, **env)
+
+
+def test_the_documented_production_environment_passes_check_deploy() -> None:
+    env = documented_production_environment()
+    assert env["DEBUG"] == "false" and env["SITE_URL"].startswith("https://") and env["EMAIL_HOST"]
+
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+    assert "WARNINGS" not in result.stdout + result.stderr
+
+
+def test_production_without_email_host_stops_naming_it() -> None:
+    env = {k: v for k, v in documented_production_environment().items() if not k.startswith("EMAIL_")}
+
+    result = manage("check", "--deploy", **env)
+
+    assert result.returncode != 0
+    assert "EMAIL_HOST must be set when DEBUG is false" in result.stderr
+    assert "EMAIL_BACKEND=console" in result.stderr  # and it says how to opt out
+
+
+def test_production_can_choose_console_email_on_purpose() -> None:
+    env = {k: v for k, v in documented_production_environment().items() if not k.startswith("EMAIL_")}
+    code = "import django; django.setup(); from django.conf import settings; print(settings.MAILERS['default'])"
+
+    checked = manage("check", "--deploy", "--fail-level", "WARNING", EMAIL_BACKEND="console", **env)
+    mailers = run_alone("-c", code, EMAIL_BACKEND="console", **env)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "console.EmailBackend" in mailers.stdout, mailers.stderr
+
+
+@pytest.fixture
+def behind_tls_proxy(settings: Any) -> None:
+    """Production's https settings, as an https SITE_URL gives them (see test_it_derives_https_settings…)."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|livez)/?$"]
+
+
+def test_it_derives_https_settings_from_an_https_site_url() -> None:
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
+        "s.SECURE_HSTS_PRELOAD, s.SECURE_PROXY_SSL_HEADER, s.SECURE_REDIRECT_EXEMPT)"
+    )
+
+    https = run_alone("-c", code, SITE_URL="https://s.example.com")
+    http = run_alone("-c", code)
+
+    assert https.stdout.strip() == (
+        "True 31536000 True False ('HTTP_X_FORWARDED_PROTO', 'https') ['^(healthz|readyz|livez)/?$']"
+    ), https.stderr
+    assert http.stdout.split()[:2] == ["False", "0"], http.stderr
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/login/", "/manage/", "/", "/api/v2/status.json"])
+def test_plain_http_is_sent_to_https_on_every_side(behind_tls_proxy: None, path: str) -> None:
+    response = Client().get(path)  # through the proxy without TLS, or straight to gunicorn
+
+    assert response.status_code == 301
+    assert response["Location"] == f"https://testserver{path}"
+
+
+@pytest.mark.django_db
+def test_https_through_the_proxy_is_served_with_hsts_and_no_redirect_loop(behind_tls_proxy: None) -> None:
+    client = Client(HTTP_X_FORWARDED_PROTO="https")  # what deploy/nginx.conf sets when it terminates TLS
+
+    for path in ("/login/", "/"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains", path
+
+
+def test_an_empty_redirect_exemption_exempts_nothing() -> None:
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SECURE_REDIRECT_EXEMPT)"
+
+    result = run_alone("-c", code, SITE_URL="https://s.example.com", SECURE_REDIRECT_EXEMPT="^healthz$,, ")
+
+    assert result.stdout.strip() == "['^healthz$']", result.stderr
+
+
+@pytest.mark.django_db
+def test_a_health_probe_on_plain_http_is_not_redirected(behind_tls_proxy: None) -> None:
+    response = Client().get("/healthz")
+
+    assert response.status_code != 301
