@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views import defaults
 
 from incidents.api import api
 from statuspage import signin, subscriptions
@@ -22,3 +24,14 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(authentication_form=signin.SignInForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A failure outside the API's own handlers (in a middleware, say) still answers an API client in JSON."""
+    if request.path.startswith("/api/"):
+        detail = "Something went wrong on our side. It has been logged; try again later."
+        return JsonResponse({"detail": detail, "code": "server_error"}, status=500)
+    return defaults.server_error(request)
+
+
+handler500 = server_error

@@ -374,6 +374,26 @@ def test_it_answers_a_server_error_in_json_and_logs_it(staff: User, caplog: pyte
     assert record.levelno == logging.ERROR and record.exc_info is not None
 
 
+def failing_middleware(get_response: Any) -> Any:
+    def middleware(request: Any) -> Any:
+        raise RuntimeError("a middleware failed before the API ran")
+
+    return middleware
+
+
+@pytest.mark.parametrize("url", ["/api/v1/components", "/api/v2/summary.json"])
+def test_it_answers_in_json_when_a_failure_comes_before_the_api(url: str, settings: Any) -> None:
+    settings.MIDDLEWARE = [f"{__name__}.failing_middleware", *settings.MIDDLEWARE]
+    client = Client(raise_request_exception=False)
+
+    response = client.get(url)
+
+    assert (response.status_code, response["Content-Type"]) == (500, "application/json")
+    assert response.json()["code"] == "server_error"
+    assert client.get("/").status_code == 500  # pages still get the HTML error page
+    assert "<html" in client.get("/").content.decode().lower()
+
+
 def test_it_answers_an_oversized_body_with_a_json_413(api: Client, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
 
