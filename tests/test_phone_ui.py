@@ -10,6 +10,7 @@ the real time, relative to now: nothing here depends on a date.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -18,10 +19,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from incidents import actions
-from incidents.models import EscalationStep, Incident, IncidentTemplate, Maintenance
+from incidents.models import EscalationStep, Incident, IncidentTemplate, Maintenance, SectionKey
 from tests import factories
 from tests.test_browser import watch_console
 
@@ -193,3 +194,118 @@ def test_long_words_wrap_on_every_staff_page_at_desktop_width(
 def test_the_dashboard_lists_open_incidents_before_maintenance(staff_client: Client, staff: User) -> None:
     html = staff_client.get("/manage/").content.decode()
     assert html.index('id="open-heading"') < html.index('id="maintenance-panel"')
+
+
+class Dialogs:
+    """Every dialog the page opens (beforeunload's "Leave site?", confirm()), answered as told."""
+
+    def __init__(self, page: Page) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.accept = False
+        page.on("dialog", self.answer)
+
+    def answer(self, dialog: Dialog) -> None:
+        self.seen.append((dialog.type, dialog.message))
+        if self.accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+
+def test_a_post_mortem_keeps_unsaved_section_text_through_every_other_button(
+    requires_chromium: None, live_server: Any, page: Page, staff_pages: StaffPages
+) -> None:
+    incident = staff_pages.resolved_incident
+    postmortem_url = f"{live_server.url}/manage/incidents/{incident.pk}/postmortem/"
+    problems = watch_console(page)
+    dialogs = Dialogs(page)
+    log_in(page, live_server.url)
+
+    # Nothing typed: leaving does not ask.
+    page.goto(postmortem_url)
+    page.get_by_role("link", name=f"#{incident.pk}").click()
+    expect(page).to_have_url(f"{live_server.url}/manage/incidents/{incident.pk}")
+    assert dialogs.seen == []
+
+    page.goto(postmortem_url)
+    page.evaluate("window.stillTheSamePage = true")
+    summary = page.locator("#section-summary").get_by_label("Summary")
+    cause = page.locator("#section-root_cause").get_by_label("Root cause")
+    summary.fill("A faulty switch slowed queries.")
+    cause.fill("Retries without backoff.")
+    line = page.locator(".pm-timeline__entry").filter(has_text="Failover to")
+
+    # Each of these swaps the whole body; the two sections keep what was typed, still unsaved.
+    line.get_by_role("button", name="Unstar").click()
+    expect(line.get_by_role("button", name="Star", exact=True)).to_be_visible()
+    expect(summary).to_have_value("A faulty switch slowed queries.")
+    line.get_by_role("button", name="Hide").click()
+    expect(line.get_by_role("button", name="Show")).to_be_visible()
+    expect(summary).to_have_value("A faulty switch slowed queries.")
+    page.get_by_text("Add an action item").click()
+    page.get_by_label("Title").fill("Add backoff to the query retries")
+    page.locator("#items-heading").locator("..").get_by_role("button", name="Add").click()
+    expect(page.locator(".action-items")).to_contain_text("Add backoff to the query retries")
+    expect(summary).to_have_value("A faulty switch slowed queries.")
+    page.get_by_role("button", name="Send for review").click()  # refused: nothing saved yet
+    expect(page.get_by_role("alert")).to_contain_text("Write the summary and the root cause")
+    expect(summary).to_have_value("A faulty switch slowed queries.")
+    expect(cause).to_have_value("Retries without backoff.")
+    expect(page.locator("#section-summary .unsaved-note")).to_be_visible()
+    assert page.evaluate("window.stillTheSamePage") is True
+    sections = {section.key: section.body for section in incident.postmortem.sections.all()}
+    assert (sections[SectionKey.SUMMARY], sections[SectionKey.ROOT_CAUSE]) == ("", "")
+
+    # Saving one section saves it alone; the other is still kept, and still unsaved.
+    page.locator("#section-summary").get_by_role("button", name="Save summary").click()
+    expect(page.locator("#section-summary").get_by_role("status")).to_have_text("Saved.")
+    expect(page.locator("#section-summary .unsaved-note")).to_be_hidden()
+    expect(cause).to_have_value("Retries without backoff.")
+    assert incident.postmortem.sections.get(key=SectionKey.SUMMARY).body == "A faulty switch slowed queries."
+
+    # Leaving with the root cause unsaved asks first; staying keeps it, leaving leaves.
+    breadcrumb = page.get_by_role("link", name=f"#{incident.pk}")
+    breadcrumb.click()
+    expect(cause).to_have_value("Retries without backoff.")
+    assert [kind for kind, _ in dialogs.seen] == ["beforeunload"]
+    assert page.evaluate("window.stillTheSamePage") is True
+    dialogs.accept = True
+    breadcrumb.click()
+    expect(page).to_have_url(f"{live_server.url}/manage/incidents/{incident.pk}")
+    assert [kind for kind, _ in dialogs.seen] == ["beforeunload", "beforeunload"]
+    assert problems == []
+
+
+def test_picking_a_template_asks_before_it_discards_what_was_typed(
+    requires_chromium: None, live_server: Any, page: Page, staff_pages: StaffPages
+) -> None:
+    problems = watch_console(page)
+    dialogs = Dialogs(page)
+    log_in(page, live_server.url)
+    page.goto(f"{live_server.url}/manage/incidents/new")
+    title = page.get_by_label("Title")
+    template = page.get_by_role("link", name="Database failover")
+
+    title.fill("Checkout is slow")
+    page.get_by_label("First message").fill("We are looking into slow checkouts.")
+    template.click()
+    assert dialogs.seen == [("confirm", "Replace what you typed with the template “Database failover”?")]
+    expect(page).to_have_url(f"{live_server.url}/manage/incidents/new")
+    expect(title).to_have_value("Checkout is slow")
+
+    # Yes: the template's fields, asked once (not again by the browser on leaving).
+    dialogs.accept = True
+    template.click()
+    expect(page).to_have_url(re.compile(r"/manage/incidents/new\?template=\d+$"))
+    expect(title).to_have_value("Primary database failed over")
+    assert [kind for kind, _ in dialogs.seen] == ["confirm", "confirm"]
+
+    # A prefilled form nobody has touched leaves without a question; declaring it does not ask either.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Incidents").click()
+    expect(page.get_by_role("heading", name="Incidents", level=1)).to_be_visible()
+    page.goto(f"{live_server.url}/manage/incidents/new?template={IncidentTemplate.objects.get().pk}")
+    page.get_by_label("First message").fill("The primary failed over at 03:10.")
+    page.get_by_role("button", name="Declare incident").last.click()
+    expect(page.get_by_role("heading", name="Primary database failed over", level=1)).to_be_visible()
+    assert [kind for kind, _ in dialogs.seen] == ["confirm", "confirm"]
+    assert problems == []
