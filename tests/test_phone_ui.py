@@ -21,13 +21,16 @@ from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Dialog, Page, expect
 
-from incidents import actions
-from incidents.models import EscalationStep, Incident, IncidentTemplate, Maintenance, SectionKey
+from incidents import actions, escalation
+from incidents.clocks import sweep_due
+from incidents.models import EscalationStep, Incident, IncidentTemplate, Maintenance, SectionKey, StaffNotice
 from tests import factories
 from tests.test_browser import watch_console
 
+pytestmark = pytest.mark.django_db(transaction=True)
+
 PHONE_WIDTHS = (390, 360)
-DESKTOP_WIDTH = 1280
+WIDER_WIDTHS = (768, 961, 1280)  # a tablet (or a phone held sideways), just past the stacked tables, a desktop
 # One word of 79 characters with nowhere to break a line (a hyphen would be one), as a region name
 # pasted from a cloud console.
 LONG_REGION = "europe_west1_frankfurt_availability_zone_c_dedicated_tenancy_pci_scope_cluster42"[:79]
@@ -63,6 +66,7 @@ class StaffPages:
     open_incident: Incident
     resolved_incident: Incident
     window: Maintenance
+    ack_token: str
 
     def urls(self) -> list[tuple[str, str]]:
         """Every staff page, as (name, path); the login page is visited before these."""
@@ -76,17 +80,21 @@ class StaffPages:
             ("maintenance window", f"/manage/maintenance/{self.window.pk}"),
             ("post-mortem", f"/manage/incidents/{self.resolved_incident.pk}/postmortem/"),
             ("reports", "/manage/reports/"),
+            ("acknowledge link", f"/manage/ack/{self.ack_token}/"),
         ]
 
 
 @pytest.fixture
 def staff_pages(staff: User, other_staff: User) -> StaffPages:
-    """An unacknowledged SEV1 that is paging (clocks, paging panel, every form), a resolved SEV1 with its
-    post-mortem draft, a maintenance window, a template: each with the 79-character region or title word."""
+    """A SEV1 unacknowledged past its target and paging bob (clocks, paging panel, every form, bob's link
+    to acknowledge), a resolved SEV1 with its post-mortem draft, a maintenance window, a template: each
+    with the 79-character region or title word."""
     factories.ensure_severities()
-    EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=5).users.set(
-        [other_staff]
-    )
+    for position, after_minutes in enumerate((5, 60), start=1):
+        step = EscalationStep.objects.create(
+            severity=factories.severity("sev1"), position=position, after_minutes=after_minutes
+        )
+        step.users.set([other_staff])
     platform = factories.make_component(name="Platform", is_group=True, actor=staff)
     api = factories.make_component(name="Query API", group=platform, actor=staff)
     web = factories.make_component(name=f"Web app {LONG_REGION}", actor=staff)
@@ -101,7 +109,7 @@ def staff_pages(staff: User, other_staff: User) -> StaffPages:
         customer_impact_percent=30,
         regions=[LONG_REGION, "us-east"],
         workaround=f"Retry against {LONG_REGION}.",
-        at=now - timedelta(minutes=3),
+        at=now - timedelta(minutes=10),
     )
     resolved_incident = factories.declare(
         actor=staff,
@@ -125,7 +133,14 @@ def staff_pages(staff: User, other_staff: User) -> StaffPages:
         components=[api, web],
         message="We upgrade the **database**.",
     )
-    return StaffPages(open_incident=open_incident, resolved_incident=resolved_incident, window=window)
+    sweep_due()  # the acknowledge clock breaches and the first page goes to bob
+    notice = StaffNotice.objects.get(incident=open_incident, user=other_staff)
+    return StaffPages(
+        open_incident=open_incident,
+        resolved_incident=resolved_incident,
+        window=window,
+        ack_token=escalation.ack_token(notice),
+    )
 
 
 def log_in(page: Page, base: str) -> None:
@@ -174,21 +189,25 @@ def test_every_staff_page_fits_a_phone(
             assert_in_view(page, ".site-nav a, .logout button", where)
             if name in {"dashboard", "open incident"}:
                 assert_in_view(page, "main .countdown", where)
+            if name == "acknowledge link":
+                assert_in_view(page, "main button, main .button", where)
             if name == "open incident":
                 assert_in_view(page, "#incident-header button:text-is('Acknowledge')", where)
                 assert_in_view(page, "#paging form button", where)
     assert problems == []
 
 
-def test_long_words_wrap_on_every_staff_page_at_desktop_width(
+def test_long_words_wrap_on_every_staff_page_at_tablet_and_desktop_width(
     requires_chromium: None, live_server: Any, page: Page, staff_pages: StaffPages
 ) -> None:
-    page.set_viewport_size({"width": DESKTOP_WIDTH, "height": 900})
     log_in(page, live_server.url)
-    for name, path in staff_pages.urls():
-        visit(page, f"{live_server.url}{path}", name)
-        assert_fits(page, f"{name} at {DESKTOP_WIDTH} px")
-        assert page.get_by_text(LONG_REGION).count() > 0 or name in {"declare", "schedule maintenance", "reports"}
+    for width in WIDER_WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, path in staff_pages.urls():
+            visit(page, f"{live_server.url}{path}", name)
+            assert_fits(page, f"{name} at {width} px")
+            if name not in {"declare", "schedule maintenance", "reports", "acknowledge link"}:
+                expect(page.get_by_text(LONG_REGION).first).to_be_visible()
 
 
 def test_the_dashboard_lists_open_incidents_before_maintenance(staff_client: Client, staff: User) -> None:
