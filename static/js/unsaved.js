@@ -51,6 +51,13 @@
       }
       return false;
     }
+    if (field.tagName === "INPUT") {
+      // The browser normalises some values (a datetime-local's seconds): compare like with like.
+      var probe = document.createElement("input");
+      probe.type = field.type;
+      probe.value = field.defaultValue;
+      return field.value !== probe.value;
+    }
     return field.value !== field.defaultValue;
   }
 
