@@ -54,6 +54,15 @@ MEASURE = """() => {
   return {scrollWidth, innerWidth: width, outside: outside.slice(0, 8), scrollers};
 }"""
 
+# Stacked table cells whose content overlaps their label (the label is drawn in the cell's left 38%).
+OVER_THEIR_LABEL = """() => [...document.querySelectorAll(".table--stack [data-label]")].filter((cell) => {
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  const content = range.getBoundingClientRect();
+  const box = cell.getBoundingClientRect();
+  return content.width > 0 && content.left < box.left + 0.3 * box.width;
+}).map((cell) => cell.dataset.label + ": " + cell.textContent.trim().slice(0, 40))"""
+
 # Left and right edge of each element the selector matches.
 EDGES = """(elements) => elements.map((element) => {
   const box = element.getBoundingClientRect();
@@ -185,6 +194,7 @@ def test_every_staff_page_fits_a_phone(
             where = f"{name} at {width} px"
             visit(page, f"{live_server.url}{path}", name)
             assert_fits(page, where)
+            assert page.evaluate(OVER_THEIR_LABEL) == [], where
             # The top bar wraps rather than pushing Declare, Reports and Log out off the screen.
             assert_in_view(page, ".site-nav a, .logout button", where)
             if name in {"dashboard", "open incident"}:
