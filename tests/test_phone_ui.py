@@ -294,12 +294,14 @@ def test_a_post_mortem_keeps_unsaved_section_text_through_every_other_button(
 
     # Leaving with the root cause unsaved asks first; staying keeps it, leaving leaves.
     breadcrumb = page.get_by_role("link", name=f"#{incident.pk}")
-    breadcrumb.click()
+    with page.expect_event("dialog"):
+        breadcrumb.click()
     expect(cause).to_have_value("Retries without backoff.")
     assert [kind for kind, _ in dialogs.seen] == ["beforeunload"]
     assert page.evaluate("window.stillTheSamePage") is True
     dialogs.accept = True
-    breadcrumb.click()
+    with page.expect_event("dialog"):
+        breadcrumb.click()
     expect(page).to_have_url(f"{live_server.url}/manage/incidents/{incident.pk}")
     assert [kind for kind, _ in dialogs.seen] == ["beforeunload", "beforeunload"]
     assert problems == []
@@ -317,14 +319,16 @@ def test_picking_a_template_asks_before_it_discards_what_was_typed(
 
     title.fill("Checkout is slow")
     page.get_by_label("First message").fill("We are looking into slow checkouts.")
-    template.click()
+    with page.expect_event("dialog"):
+        template.click()
     assert dialogs.seen == [("confirm", "Replace what you typed with the template “Database failover”?")]
     expect(page).to_have_url(f"{live_server.url}/manage/incidents/new")
     expect(title).to_have_value("Checkout is slow")
 
     # Yes: the template's fields, asked once (not again by the browser on leaving).
     dialogs.accept = True
-    template.click()
+    with page.expect_event("dialog"):
+        template.click()
     expect(page).to_have_url(re.compile(r"/manage/incidents/new\?template=\d+$"))
     expect(title).to_have_value("Primary database failed over")
     assert [kind for kind, _ in dialogs.seen] == ["confirm", "confirm"]
