@@ -2,7 +2,9 @@
 
 Seeds a throwaway SQLite database with the demo, serves it on a free local port, captures the public
 status page, then logs in as the demo user and captures the dashboard, the story incident, the response
-report and the story's published post-mortem into docs/.
+report and the story's published post-mortem into docs/. Then, on a 390 px phone, declares a SEV2
+through the form and captures the dashboard and that incident's header (the Acknowledge button and the
+clocks) as docs/phone-dashboard.png and docs/phone-incident.png.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser, ViewportSize, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 STORY = "Query API degraded for US customers"
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 def free_port() -> int:
@@ -89,11 +92,39 @@ def main() -> None:
                 page.get_by_role("link", name=STORY).first.click()
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=ROOT / "docs" / "postmortem.png", full_page=True)
+                phone_screenshots(browser, base)
                 browser.close()
         finally:
             server.terminate()
             server.wait(15)
-    print("wrote docs/status-page.png, dashboard.png, incident.png, report.png and postmortem.png")
+    print(
+        "wrote docs/status-page.png, dashboard.png, incident.png, report.png, postmortem.png, "
+        "phone-dashboard.png and phone-incident.png"
+    )
+
+
+def phone_screenshots(browser: Browser, base: str) -> None:
+    """The on-call side at night, on a phone: a fresh SEV2 nobody has acknowledged yet."""
+    page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.goto(f"{base}/login/?next=/manage/incidents/new")
+    page.get_by_label("Username").fill("oncall")
+    page.get_by_label("Password").fill("signalpost")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_label("Title").fill("Checkout requests time out")
+    page.get_by_role("radio", name="SEV2", exact=False).first.check()
+    page.get_by_label("Customers affected (%)").fill("30")
+    page.get_by_label("Regions or segments").fill("eu-west, us-east")
+    page.get_by_label("First message").fill("We are investigating timeouts at checkout.")
+    page.get_by_role("button", name="Declare incident").last.click()
+    page.wait_for_url(f"{base}/manage/incidents/*")
+    incident_url = page.url
+    page.goto(f"{base}/manage/")
+    page.locator("#maintenance-panel .panel__head p").get_by_text("upcoming").wait_for()
+    page.screenshot(path=ROOT / "docs" / "phone-dashboard.png")
+    page.goto(incident_url)
+    page.wait_for_load_state("networkidle")
+    page.locator("#incident-header").screenshot(path=ROOT / "docs" / "phone-incident.png")
+    page.close()
 
 
 if __name__ == "__main__":
