@@ -39,6 +39,7 @@ def _at_t0() -> Any:
 
 @pytest.fixture
 def api(staff: User) -> Client:
+    factories.ensure_severities()  # an earlier transactional test's flush removes the seeded ones
     return Client(headers={"Authorization": f"Bearer {create_token(staff.username)}"})
 
 
