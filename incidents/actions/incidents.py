@@ -585,25 +585,18 @@ def reopen_incident(
             **paused,
         )
         message = message.strip()
-        if message:
-            _post_update_locked(
-                incident,
-                actor=actor,
-                body=message,
-                public_status=PublicStatus.INVESTIGATING,
-                is_public=is_public,
-                component_changes=[],
-                at=at,
-            )
+        posts = [(message, is_public)] if message else []
         if incident.published_at is not None and not (message and is_public):
             # Customers were told it is resolved: the page must not show an active incident whose latest
             # update says so.
+            posts.append((REOPENED_PUBLIC_MESSAGE, True))
+        for body, public in posts:
             _post_update_locked(
                 incident,
                 actor=actor,
-                body=REOPENED_PUBLIC_MESSAGE,
+                body=body,
                 public_status=PublicStatus.INVESTIGATING,
-                is_public=True,
+                is_public=public,
                 component_changes=[],
                 at=at,
             )
