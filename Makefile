@@ -72,7 +72,7 @@ worker: install
 beat: install
 	@test -n "$$REDIS_URL" || { echo "REDIS_URL must be set for beat"; exit 1; }
 	@mkdir -p var
-	$(VENV)/bin/celery -A statuspage beat --loglevel=INFO -s var/celerybeat-schedule
+	$(VENV)/bin/celery -A statuspage beat --loglevel=INFO
 
 timers: install
 	$(PY) manage.py run_timers --loop

@@ -183,6 +183,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Beat keeps its schedule in memory, not in a shelve file: every periodic task is a short idempotent sweep,
+# so a restarted beat just sweeps at once, and there is no file to lock, corrupt or leave behind (Python
+# 3.13's dbm.sqlite3 shelve failed with "locking protocol" under an embedded beat).
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 TIMER_SWEEP_SECONDS = envint("TIMER_SWEEP_SECONDS", "15", minimum=1)
 REPUBLISH_SECONDS = envint("REPUBLISH_SECONDS", "300", minimum=10)
 # Notification delivery (incidents/notifications.py): retries, the stale-claim timeout, the breaker.

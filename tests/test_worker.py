@@ -118,7 +118,6 @@ class Celery:
             "worker",
             "--pool=solo",
             "--beat",
-            f"--schedule={self.tmp_path / 'schedule'}",
             f"--queues={self.queue}",
             f"--hostname={self.queue}@%h",
             "--without-gossip",
@@ -127,7 +126,7 @@ class Celery:
         )
 
     def start_beat(self) -> None:
-        self.start("beat", f"--schedule={self.tmp_path / 'schedule'}", f"--pidfile={self.tmp_path / 'beat.pid'}")
+        self.start("beat", f"--pidfile={self.tmp_path / 'beat.pid'}")
 
     def log(self, name: str) -> str:
         path = self.tmp_path / f"{name}.log"
