@@ -16,8 +16,10 @@ from django.contrib.auth import get_user_model
 
 from incidents.actions import ActionRefused
 from incidents.models import (
+    MAX_MESSAGE_LENGTH,
     MAX_REGION_LENGTH,
     MAX_REGIONS,
+    MAX_WORKAROUND_LENGTH,
     Component,
     ComponentStatus,
     Impact,
@@ -164,6 +166,7 @@ class DeclareForm(ComponentStatusForm):
         choices=OPEN_PUBLIC_STATUSES, initial=PublicStatus.INVESTIGATING, label="Public status"
     )
     message = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH,
         required=False,
         widget=forms.Textarea(attrs={"rows": 4}),
         label="First message",
@@ -202,7 +205,9 @@ class UpdateForm(ComponentStatusForm):
     refusal_fields = {"status": "public_status", "body": "body"}
 
     public_status = forms.ChoiceField(choices=OPEN_PUBLIC_STATUSES, label="Public status")
-    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), label="Message", help_text="Markdown.")
+    body = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH, widget=forms.Textarea(attrs={"rows": 5}), label="Message", help_text="Markdown."
+    )
     visibility = forms.ChoiceField(choices=VISIBILITY_CHOICES, initial="public", widget=forms.RadioSelect)
 
     def __init__(self, *args: Any, incident: Incident, **kwargs: Any) -> None:
@@ -258,7 +263,9 @@ class ScopeForm(StaffForm):
     regions = forms.CharField(
         required=False, max_length=REGIONS_INPUT_LENGTH, label="Regions or segments", help_text="Comma-separated."
     )
-    workaround = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    workaround = forms.CharField(
+        max_length=MAX_WORKAROUND_LENGTH, required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
     impact_override = forms.ChoiceField(
         required=False,
         choices=[("", "Derived from component statuses"), *Impact.choices],
@@ -283,6 +290,7 @@ class ResolveForm(StaffForm):
     refusal_fields = {"body": "message"}
 
     message = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH,
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         label="Final message (optional)",
@@ -305,6 +313,7 @@ class ResolveForm(StaffForm):
 class ReopenForm(StaffForm):
     reason = forms.CharField(max_length=400, label="Why reopen?", help_text="For the timeline (internal).")
     message = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH,
         required=False,
         label="Tell customers (optional)",
         widget=forms.Textarea(attrs={"rows": 3}),

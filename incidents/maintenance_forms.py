@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.forms.boundfield import BoundWidget
 
 from incidents.forms import StaffForm
-from incidents.models import Component, Maintenance, MaintenanceStatus
+from incidents.models import MAX_MESSAGE_LENGTH, Component, Maintenance, MaintenanceStatus
 
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
 # What browsers send from <input type="datetime-local">: seconds only when the value had them.
@@ -103,6 +103,7 @@ class ScheduleForm(StaffForm):
         help_text="They show “Under maintenance” while the window is in progress, and get back their status after.",
     )
     message = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH,
         required=False,
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Markdown, shown on the status page. Leave empty to announce just the window.",
@@ -149,7 +150,9 @@ class ScheduleForm(StaffForm):
 
 class MaintenanceUpdateForm(StaffForm):
     status = forms.ChoiceField(choices=UPDATE_STATUSES)
-    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), label="Message", help_text="Markdown.")
+    body = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH, widget=forms.Textarea(attrs={"rows": 4}), label="Message", help_text="Markdown."
+    )
 
     def __init__(self, *args: Any, maintenance: Maintenance, **kwargs: Any) -> None:
         # The natural next step: a scheduled window starts, an ongoing one keeps its status.
@@ -165,6 +168,7 @@ class MaintenanceUpdateForm(StaffForm):
 
 class RescheduleForm(StaffForm):
     message = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH,
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         label="Note (optional)",

@@ -186,6 +186,11 @@ class IncidentQuerySet(models.QuerySet["Incident"]):
 # Limits on Incident.regions, refused by the actions (never cut) and stated in the API schema.
 MAX_REGIONS = 20
 MAX_REGION_LENGTH = 100
+# What one update, announcement or closing message may hold (Markdown), a workaround, and a reason given
+# for an action (kept on the timeline): longer is refused, never cut.
+MAX_MESSAGE_LENGTH = 20_000
+MAX_WORKAROUND_LENGTH = 2_000
+MAX_REASON_LENGTH = 500
 
 
 class Incident(models.Model):

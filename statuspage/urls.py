@@ -4,7 +4,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
 
-from incidents.api import api
+from incidents.api import urls as api_urls
 from statuspage import signin, subscriptions
 
 # The admin's sign-in says until when it is paused after too many failures, as /login/ does.
@@ -19,7 +19,7 @@ urlpatterns = [
     path("", include("statuspage.urls_public")),
     path("", include("statuspage.urls_api_v2")),
     path("manage/", include("incidents.urls")),
-    path("api/v1/", api.urls),
+    path("api/v1/", api_urls()),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(authentication_form=signin.SignInForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

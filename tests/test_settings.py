@@ -179,6 +179,9 @@ def test_production_without_email_host_stops_naming_it() -> None:
     assert result.returncode != 0
     assert "EMAIL_HOST must be set when DEBUG is false" in result.stderr
     assert "EMAIL_BACKEND=console" in result.stderr  # and it says how to opt out
+    # The message alone, not at the foot of a 40-line traceback.
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("Configuration error: EMAIL_HOST must be set"), result.stderr
 
 
 def test_production_can_choose_console_email_on_purpose() -> None:

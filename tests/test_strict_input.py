@@ -562,3 +562,115 @@ def test_the_forms_refuse_too_many_or_too_long_regions_next_to_the_field(
     assert errors_of(scoped.content.decode(), "scope-regions").startswith(message)
     incident.refresh_from_db()
     assert incident.regions == ["EU"]
+
+
+# --- what a fresh-clone review found still guessed at ----------------------------------------------
+
+
+def test_a_url_asked_with_a_method_it_does_not_take_answers_json_naming_the_ones_it_does(api: Client) -> None:
+    incident = declare(api)
+    url = f"/api/v1/incidents/{incident['id']}"
+
+    for method in ("DELETE", "PUT", "OPTIONS"):
+        response = api.generic(method, url)
+        body = refused(response, 405)
+        assert body["code"] == "method_not_allowed"
+        assert body["detail"] == "This URL takes GET, PATCH only."
+        assert response["Allow"] == "GET, PATCH"
+    assert refused(api.patch("/api/v1/severities"), 405)["detail"] == "This URL takes GET only."
+
+
+def test_a_key_given_twice_in_a_body_is_refused_not_the_last_one_kept(api: Client) -> None:
+    response = send(api, "POST", "/api/v1/incidents", '{"title": "T", "title": "U", "severity": "sev1"}')
+
+    body = refused(response)
+    assert body["detail"] == "The request body gives 'title' twice; give each field once."
+    assert not Incident.objects.exists()
+
+
+def test_a_query_parameter_given_twice_is_refused(api: Client) -> None:
+    body = refused(api.get("/api/v1/incidents?state=open&state=resolved"))
+
+    assert [(e["field"], e["type"]) for e in body["errors"]] == [("state", "duplicate")]
+
+
+def test_a_body_that_is_not_json_is_a_415(api: Client) -> None:
+    payload = '{"title": "T", "severity": "sev1"}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = api.post("/api/v1/incidents", payload, content_type=content_type)
+        body = refused(response, 415)
+        assert body["code"] == "unsupported_media_type"
+        assert "Content-Type: application/json" in body["detail"]
+    assert not Incident.objects.exists()
+    # application/json with a charset, and +json types, are JSON.
+    response = api.post("/api/v1/incidents", payload, content_type="application/json; charset=utf-8")
+    assert response.status_code == 201, response.content
+
+
+def test_json_nested_too_deeply_is_bad_input(api: Client) -> None:
+    deep = '{"title": "T", "severity": "sev1", "regions": ' + "[" * 200_000 + "]" * 200_000 + "}"
+
+    body = refused(send(api, "POST", "/api/v1/incidents", deep))
+
+    assert body["detail"] == "The request body is nested too deeply."
+
+
+def test_an_idempotency_key_where_it_is_not_honoured_is_refused(api: Client) -> None:
+    incident = declare(api)
+    url = f"/api/v1/incidents/{incident['id']}/updates"
+
+    response = send(api, "POST", url, {"body": "x"}, **{"Idempotency-Key": "u1"})
+
+    body = refused(response)
+    assert body["errors"][0]["field"] == "Idempotency-Key"
+    assert "Only POST /api/v1/incidents honours an Idempotency-Key" in body["errors"][0]["msg"]
+    assert not IncidentUpdate.objects.filter(body="x").exists()
+    assert send(api, "POST", url, {"body": "x"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "limit"),
+    [
+        ("/api/v1/incidents/{id}/updates", "body", 20_000),
+        ("/api/v1/incidents/{id}", "workaround", 2_000),
+        ("/api/v1/incidents/{id}/reopen", "reason", 500),
+    ],
+)
+def test_free_text_beyond_its_limit_is_refused_not_cut(api: Client, url: str, field: str, limit: int) -> None:
+    incident = declare(api)
+    target = url.format(id=incident["id"])
+    method = "PATCH" if field == "workaround" else "POST"
+
+    response = send(api, method, target, {field: "x" * (limit + 1)})
+
+    assert fields_of(response) == [field]
+    assert "at most" in refused(response)["errors"][0]["msg"]
+
+
+def test_an_empty_commander_is_refused_in_words(api: Client) -> None:
+    incident = declare(api)
+
+    body = refused(send(api, "PATCH", f"/api/v1/incidents/{incident['id']}", {"commander": None}))
+
+    assert body["field"] == "commander"
+    assert body["detail"] == "Commander cannot be empty: give the username of an active staff user."
+
+
+def test_error_summaries_end_with_one_full_stop(api: Client) -> None:
+    both = {"title": "T", "severity": "sev1", "is_public": True, "message_is_public": True}
+
+    detail = refused(send(api, "POST", "/api/v1/incidents", both))["detail"]
+
+    assert detail.endswith("older name).") and ".." not in detail
+
+
+def test_an_unknown_postmortem_section_is_named_by_its_key(api: Client) -> None:
+    response = send(api, "PATCH", with_postmortem(api), {"sections": {"bogus": {"body": "x", "is_public": True}}})
+
+    assert fields_of(response) == ["sections.bogus"]
+
+
+def test_regions_that_differ_only_in_case_are_one_region(api: Client) -> None:
+    incident = declare(api, regions=["US", "us", "EU"])
+
+    assert incident["regions"] == ["US", "EU"]

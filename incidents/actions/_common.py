@@ -86,7 +86,8 @@ def _clean_percent(value: Decimal | float | int | str | None) -> Decimal | None:
 
 
 def _clean_regions(regions: Iterable[str] | str | None) -> list[str]:
-    """Regions without blanks or repeats; more than MAX_REGIONS, or one longer than MAX_REGION_LENGTH,
+    """Regions without blanks or repeats (ignoring case: "US" and "us" are one region, spelled as first
+    given); more than MAX_REGIONS, or one longer than MAX_REGION_LENGTH,
     is refused (naming it) rather than cut, so what was typed is never silently lost."""
     if regions is None:
         return []
@@ -101,7 +102,7 @@ def _clean_regions(regions: Iterable[str] | str | None) -> list[str]:
                 field="regions",
                 code="too_long",
             )
-        if region and region not in cleaned:
+        if region and region.casefold() not in {seen.casefold() for seen in cleaned}:
             cleaned.append(region)
     if len(cleaned) > MAX_REGIONS:
         raise ActionRefused(

@@ -6,14 +6,16 @@ app, and the page would break our no-CDN rule and CSP. Point any OpenAPI viewer 
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI, Router
 from ninja.operation import Operation
 
 from incidents.api.auth import ApiTokenAuth
 from incidents.api.endpoints import router
-from incidents.api.errors import install_error_handlers
-from incidents.api.fields import refuse_unknown_input
+from incidents.api.errors import answer_wrong_methods_in_json, install_error_handlers
+from incidents.api.fields import StrictParser, refuse_unknown_input
 
 
 class StaffAPI(NinjaAPI):
@@ -32,6 +34,7 @@ api = StaffAPI(
     urls_namespace="api-v1",
     auth=ApiTokenAuth(),
     docs_url=None,
+    parser=StrictParser(),
 )
 install_error_handlers(api)
 api.add_decorator(refuse_unknown_input, mode="view")
@@ -50,3 +53,8 @@ def unknown_endpoint(request: HttpRequest, rest: str) -> None:
 
 
 api.add_router("", fallback)
+
+
+def urls() -> tuple[list[Any], str, str]:
+    """What statuspage/urls.py includes at /api/v1/."""
+    return answer_wrong_methods_in_json(api.urls)

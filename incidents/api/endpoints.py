@@ -183,7 +183,13 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
                 raise ActionRefused("Severity cannot be empty.", field="severity", code="invalid")
             actions.change_severity(incident, actor=user, severity=_severity(user, payload.severity))
         if "commander" in given:
-            commander = access.staff_users_for(user).filter(username=payload.commander or "").first()
+            if not (payload.commander or "").strip():
+                raise ActionRefused(
+                    "Commander cannot be empty: give the username of an active staff user.",
+                    field="commander",
+                    code="invalid",
+                )
+            commander = access.staff_users_for(user).filter(username=payload.commander).first()
             if commander is None:
                 raise ActionRefused(
                     f"No active staff user is called {payload.commander!r}.", field="commander", code="unknown"

@@ -7,17 +7,21 @@ body over DATA_UPLOAD_MAX_MEMORY_SIZE; 500 our fault (logged as Django logs it, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.signals import got_request_exception
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
+from django.urls import URLPattern
 from django.utils.log import log_response
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from incidents.actions import ActionRefused
+from incidents.api.fields import BodyRefused
 
 if TYPE_CHECKING:
     from ninja import NinjaAPI
@@ -27,7 +31,9 @@ _CODES = {
     401: "not_authenticated",
     403: "forbidden",
     404: "not_found",
+    405: "method_not_allowed",
     413: "too_large",
+    415: "unsupported_media_type",
     429: "throttled",
 }
 _SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
@@ -40,6 +46,10 @@ def field_name(loc: Sequence[Any]) -> str:
     # A body schema is wrapped in the view's parameter name, which means nothing to the client.
     if source == "body" and parts[:1] == ["payload"]:
         parts.pop(0)
+    # pydantic marks a bad dictionary key ("sections": {"bogus": …}) with a last part "[key]": the key
+    # itself is the field at fault.
+    if parts[-1:] == ["[key]"]:
+        parts.pop()
     return ".".join(str(part) for part in parts) or "body"
 
 
@@ -82,7 +92,7 @@ def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(ValidationError)
     def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
         errors = _error_list(exc.errors)
-        summary = "; ".join(f"{e['field']}: {e['msg']}" for e in errors[:5])
+        summary = "; ".join(f"{e['field']}: {e['msg'].rstrip('.')}" for e in errors[:5])
         if len(errors) > 5:
             summary += f"; and {len(errors) - 5} more"
         return error(request, 422, f"Invalid input: {summary}.", "invalid", errors=errors)
@@ -111,6 +121,10 @@ def install_error_handlers(api: NinjaAPI) -> None:
 
     @api.exception_handler(HttpError)
     def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        if isinstance(exc.__cause__, BodyRefused):  # StrictParser: not JSON, a key twice, nested too deep
+            refused = exc.__cause__
+            errors = [{"field": "body", "msg": refused.message, "type": refused.code}]
+            return error(request, refused.status, refused.message, refused.code, errors=errors)
         if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
             # ninja could not decode the body (JSONDecodeError and UnicodeDecodeError are ValueErrors):
             # bad input like any other, so 422 in the same shape.
@@ -118,3 +132,31 @@ def install_error_handlers(api: NinjaAPI) -> None:
             errors = [{"field": "body", "msg": detail, "type": "json_invalid"}]
             return error(request, 422, detail, "invalid", errors=errors)
         return error(request, exc.status_code, exc.message, _CODES.get(exc.status_code, "error"))
+
+
+def answer_wrong_methods_in_json(urls: tuple[list[Any], str, str]) -> tuple[list[Any], str, str]:
+    """api.urls with every view wrapped so that a known URL asked with a method it does not take answers
+    a 405 in JSON, naming the methods it takes (ninja answers those in plain text, before any exception
+    handler)."""
+    patterns, app_name, namespace = urls
+
+    def wrap(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            response = view(request, *args, **kwargs)
+            if not isinstance(response, HttpResponseNotAllowed):
+                return response
+            methods = sorted(method.strip() for method in response["Allow"].split(","))
+            detail = f"This URL takes {', '.join(methods)} only."
+            answer = HttpResponse(
+                json.dumps({"detail": detail, "code": "method_not_allowed"}),
+                status=405,
+                content_type="application/json",
+            )
+            answer["Allow"] = ", ".join(methods)
+            return answer
+
+        return wrapped
+
+    wrapped = [URLPattern(p.pattern, wrap(p.callback), p.default_args, p.name) for p in patterns]
+    return wrapped, app_name, namespace

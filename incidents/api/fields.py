@@ -8,8 +8,10 @@ the field types they are built from.
 - No string anywhere may hold a NUL character (PostgreSQL's text cannot store one).
 - A time is an ISO 8601 string with a UTC offset between -14:00 and +14:00, from 2000 to 2099, and is
   read as UTC (`Moment`); a date is YYYY-MM-DD in the same years (`Day`).
-- A query string names only known parameters (checked for every operation by `refuse_unknown_input`,
-  which also refuses a body sent to an operation that takes none).
+- A query string names only known parameters, each once (checked for every operation by
+  `refuse_unknown_input`, which also refuses a body sent to an operation that takes none, and an
+  Idempotency-Key sent to an operation that does not honour it).
+- A body is JSON (`Content-Type: application/json`, else 415) with no key given twice (`StrictParser`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from django.http import HttpRequest, HttpResponseBase
 from ninja import Schema
 from ninja.errors import ValidationError
+from ninja.parser import Parser
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -37,7 +40,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from incidents.models import MAX_REGION_LENGTH, MAX_REGIONS
+from incidents.models import (
+    MAX_MESSAGE_LENGTH,
+    MAX_REASON_LENGTH,
+    MAX_REGION_LENGTH,
+    MAX_REGIONS,
+    MAX_WORKAROUND_LENGTH,
+)
 
 if TYPE_CHECKING:
     from ninja.operation import Operation
@@ -132,7 +141,7 @@ def _moment(value: Any) -> datetime:
         raise PydanticCustomError("datetime_offset", "has a UTC offset beyond ±14:00, which no place uses")
     in_utc = moment.astimezone(UTC)
     if not EARLIEST <= in_utc < LATEST:
-        raise PydanticCustomError("datetime_range", "must be from the year 2000 to 2099")
+        raise PydanticCustomError("datetime_range", "must be from 2000 to 2099 in UTC (before 2100-01-01T00:00:00Z)")
     return in_utc
 
 
@@ -167,6 +176,16 @@ Day = Annotated[
 # A string that must say something. The actions refuse empty or blank text with their own message
 # (which names the field); this states the rule in the OpenAPI schema as minLength and pattern.
 NonBlank = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]
+# Free text, with the limits the domain keeps (refused beyond them, never cut).
+Markdown = Annotated[str, Field(max_length=MAX_MESSAGE_LENGTH)]
+Workaround = Annotated[str, Field(max_length=MAX_WORKAROUND_LENGTH)]
+Reason = Annotated[str, Field(max_length=MAX_REASON_LENGTH)]
+NonBlankMarkdown = Annotated[
+    str, Field(max_length=MAX_MESSAGE_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"})
+]
+NonBlankReason = Annotated[
+    str, Field(max_length=MAX_REASON_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"})
+]
 # A choice (an enum whose JSON form is a string): BodyIn's strict mode would want an enum instance.
 Choice = Strict(False)
 Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
@@ -174,7 +193,72 @@ Region = Annotated[str, Field(min_length=1, max_length=MAX_REGION_LENGTH), After
 Regions = Annotated[list[Region], Field(max_length=MAX_REGIONS)]
 
 
+# --- parsing: JSON only, each key once ----------------------------------------------------------
+
+
+class BodyRefused(ValueError):
+    """A body the API will not read; `status` is what it answers (422, or 415 for a body that is not JSON)."""
+
+    def __init__(self, message: str, status: int = 422, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.message, self.status, self.code = message, status, code
+
+
+def _pairs_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise BodyRefused(f"The request body gives {key!r} twice; give each field once.")
+        seen[key] = value
+    return seen
+
+
+def _is_json(content_type: str | None) -> bool:
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+class StrictParser(Parser):
+    """ninja's parser, stricter: a body must say it is JSON and give each key once (json.loads would keep
+    the last of two), and nesting too deep for the decoder is bad input, not a server fault. Query
+    strings name each parameter once, unless it is a list."""
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        if not _is_json(request.content_type):
+            raise BodyRefused(
+                f"Send the body as JSON with Content-Type: application/json (not {request.content_type or 'none'}).",
+                status=415,
+                code="unsupported_media_type",
+            )
+        try:
+            return json.loads(request.body, object_pairs_hook=_pairs_once)
+        except RecursionError:
+            raise BodyRefused("The request body is nested too deeply.") from None
+
+    def parse_querydict(self, data: Any, list_fields: list[str], request: HttpRequest) -> dict[str, Any]:
+        repeated = sorted(key for key in data if key not in list_fields and len(data.getlist(key)) > 1)
+        if repeated:
+            raise ValidationError(
+                [
+                    {"loc": ("query", key), "msg": "Given more than once; give it once", "type": "duplicate"}
+                    for key in repeated
+                ]
+            )
+        return super().parse_querydict(data, list_fields, request)
+
+
 # --- per operation: unknown query parameters, and a body where none is taken -------------------
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _header_names(operation: Operation) -> set[str]:
+    names: set[str] = set()
+    for model in operation.models:
+        if model.__ninja_param_source__ == "header":
+            names |= {(field.alias or name).lower() for name, field in model.model_fields.items()}
+    return names
 
 
 def _query_names(operation: Operation) -> set[str]:
@@ -211,6 +295,9 @@ def refuse_unknown_input(run: Callable[..., HttpResponseBase]) -> Callable[..., 
         return run  # the catch-all 404 for unknown URLs
     allowed = _query_names(operation)
     takes_body = any(model.__ninja_param_source__ in ("body", "form", "file") for model in operation.models)
+    # Only declaring honours an Idempotency-Key: elsewhere a client that relies on one to make a retry
+    # safe would post twice without knowing, so it is told.
+    honours_key = IDEMPOTENCY_HEADER.lower() in _header_names(operation)
 
     @wraps(run)
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -234,6 +321,15 @@ def refuse_unknown_input(run: Callable[..., HttpResponseBase]) -> Callable[..., 
         ]
         if not takes_body and request.method in ("POST", "PUT", "PATCH") and not _empty_body(request):
             errors.append({"loc": ("body",), "msg": "This endpoint takes no request body", "type": "extra_forbidden"})
+        if not honours_key and IDEMPOTENCY_HEADER in request.headers and request.method != "GET":
+            errors.append(
+                {
+                    "loc": ("header", IDEMPOTENCY_HEADER),
+                    "msg": "Only POST /api/v1/incidents honours an Idempotency-Key; this request would not be "
+                    "made safe to retry by it, so it is refused. Send it without the header",
+                    "type": "extra_forbidden",
+                }
+            )
         return errors
 
     return checked

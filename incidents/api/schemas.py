@@ -13,7 +13,19 @@ from ninja import Field, Schema
 from pydantic import AliasChoices, BeforeValidator, model_validator
 from pydantic_core import PydanticCustomError
 
-from incidents.api.fields import BodyIn, Choice, Id, Moment, NonBlank, QueryIn, Regions
+from incidents.api.fields import (
+    BodyIn,
+    Choice,
+    Id,
+    Markdown,
+    Moment,
+    NonBlank,
+    NonBlankMarkdown,
+    NonBlankReason,
+    QueryIn,
+    Regions,
+    Workaround,
+)
 from incidents.models import (
     ClockState,
     Component,
@@ -92,12 +104,12 @@ class DeclareIn(VisibilityIn):
     )
     title: NonBlank = Field(min_length=1, max_length=200)
     severity: NonBlank = Field(max_length=16, description='A severity key, e.g. "sev1" (see GET /severities).')
-    message: str = Field("", description="The first update (Markdown); none if empty. is_public says who sees it.")
+    message: Markdown = Field("", description="The first update (Markdown); none if empty. is_public says who sees it.")
     public_status: Annotated[PublicStatus, Choice] = PublicStatus.INVESTIGATING
     components: list[ComponentStatusIn] = Field(default_factory=list)
     customer_impact_percent: float | None = _percent()
     regions: Regions = Field(default_factory=list, description=_REGIONS)
-    workaround: str = ""
+    workaround: Workaround = ""
     impact_override: ImpactOverride = Field(None, description="Null or empty: impact derives from components.")
 
     @model_validator(mode="before")
@@ -109,18 +121,18 @@ class DeclareIn(VisibilityIn):
 
 
 class UpdateIn(VisibilityIn):
-    body: NonBlank = Field(description="Markdown.")
+    body: NonBlankMarkdown = Field(description="Markdown.")
     status: Annotated[PublicStatus | None, Choice] = Field(None, description="The public status; unchanged if omitted.")
     components: list[ComponentStatusIn] = Field(default_factory=list)
 
 
 class ResolveIn(VisibilityIn):
-    message: str = Field("", description="A closing update (Markdown); none if empty.")
+    message: Markdown = Field("", description="A closing update (Markdown); none if empty.")
 
 
 class ReopenIn(VisibilityIn):
-    reason: NonBlank = Field(description="Why the incident is reopened (required, recorded on the timeline).")
-    message: str = Field("", description="An update to post at once (otherwise the next one falls due).")
+    reason: NonBlankReason = Field(description="Why the incident is reopened (required, recorded on the timeline).")
+    message: Markdown = Field("", description="An update to post at once (otherwise the next one falls due).")
 
 
 class IncidentPatchIn(BodyIn):
@@ -132,7 +144,7 @@ class IncidentPatchIn(BodyIn):
     )
     customer_impact_percent: float | None = _percent()
     regions: Regions | None = Field(None, description=_REGIONS)
-    workaround: str | None = None
+    workaround: Workaround | None = None
     impact_override: ImpactOverride = Field(None, description="Null or empty clears the override.")
 
 
@@ -364,7 +376,7 @@ class MaintenanceIn(BodyIn):
     components: list[Id] = Field(
         default_factory=list, description="Ids of the components (not groups) the window affects."
     )
-    message: str = Field("", description="The announcement (Markdown); a default naming the window if empty.")
+    message: Markdown = Field("", description="The announcement (Markdown); a default naming the window if empty.")
     auto_start: bool = Field(True, description="The sweep starts the window at scheduled_for.")
     auto_complete: bool = Field(True, description="The sweep completes the window at scheduled_until.")
 
@@ -374,22 +386,22 @@ class MaintenancePatchIn(BodyIn):
 
     scheduled_for: Moment | None = Field(None, description="ISO 8601 with an offset.")
     scheduled_until: Moment | None = Field(None, description=_WINDOW_END)
-    message: str = Field("", description="The update announcing the new window (Markdown); a default if empty.")
+    message: Markdown = Field("", description="The update announcing the new window (Markdown); a default if empty.")
 
 
 class MaintenanceUpdateIn(BodyIn):
-    body: NonBlank = Field(description="Markdown.")
+    body: NonBlankMarkdown = Field(description="Markdown.")
     status: Annotated[MaintenanceStatus | None, Choice] = Field(
         None, description="in_progress starts a scheduled window, completed completes it; unchanged if omitted."
     )
 
 
 class MaintenanceMessageIn(BodyIn):
-    message: str = Field("", description="The update posted with the change (Markdown); a default if empty.")
+    message: Markdown = Field("", description="The update posted with the change (Markdown); a default if empty.")
 
 
 class MaintenanceCancelIn(BodyIn):
-    reason: str = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
+    reason: Markdown = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
 
 
 class MaintenanceListQuery(QueryIn):
@@ -528,7 +540,7 @@ class PagingOut(Schema):
 
 
 class StopPagingIn(BodyIn):
-    reason: NonBlank = Field(description="Why paging stops (required, recorded on the timeline).")
+    reason: NonBlankReason = Field(description="Why paging stops (required, recorded on the timeline).")
 
 
 def paging_out(paging: Any) -> dict[str, Any]:
