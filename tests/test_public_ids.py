@@ -260,7 +260,9 @@ def test_a_public_id_is_never_a_decimal_number() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_gives_existing_windows_public_ids_and_rewrites_frozen_webhook_bodies() -> None:
     executor = MigrationExecutor(connection)
-    before, after = [("incidents", "0017_paging_truth")], [("incidents", "0018_maintenance_public_ids")]
+    # By name, whatever number it has: from the state just before it to the state just after.
+    [after] = [key for key in executor.loader.disk_migrations if key[1].endswith("_maintenance_public_ids")]
+    before = [node.key for node in executor.loader.graph.node_map[after].parents if node.key[0] == "incidents"]
     executor.migrate(before)
     old = executor.loader.project_state(before).apps
     window = old.get_model("incidents", "Maintenance").objects.create(
@@ -285,8 +287,8 @@ def test_the_migration_gives_existing_windows_public_ids_and_rewrites_frozen_web
     )
     try:
         executor = MigrationExecutor(connection)
-        executor.migrate(after)
-        new = executor.loader.project_state(after).apps
+        executor.migrate([after])
+        new = executor.loader.project_state([after]).apps
         migrated = new.get_model("incidents", "Maintenance").objects.get(pk=window.pk)
         update_ids = dict(
             new.get_model("incidents", "MaintenanceUpdate").objects.values_list("pk", "public_id").order_by("pk")
@@ -306,8 +308,11 @@ def test_the_migration_gives_existing_windows_public_ids_and_rewrites_frozen_web
         factories.ensure_severities()
 
 
-def test_the_migration_is_importable_on_its_own() -> None:
-    module = importlib.import_module("incidents.migrations.0018_maintenance_public_ids")
+def test_the_migrations_ids_are_public_ids() -> None:
+    [name] = [
+        p.stem for p in (Path(__file__).parent.parent / "incidents" / "migrations").glob("*_maintenance_public_ids.py")
+    ]
+    module = importlib.import_module(f"incidents.migrations.{name}")
     taken: set[str] = set()
     assert all(is_public_id(module._new_id(taken)) for _ in range(100)) and len(taken) == 100
 
