@@ -123,7 +123,8 @@ def context_for(message: Message, subscriber: Any, subscriber_links: dict[str, s
             [str(c) for c in message.maintenance.components.all()] if message.maintenance else []
         )
         context["update"] = message.maintenance_update
-        context["maintenance_url"] = f"{settings.SITE_URL}/maintenance/{message.maintenance_id}"
+        public_id = message.maintenance.public_id if message.maintenance else ""
+        context["maintenance_url"] = f"{settings.SITE_URL}/maintenance/{public_id}"
     return context
 
 

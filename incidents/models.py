@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
+import string
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -482,6 +484,28 @@ class ApiToken(models.Model):
         return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Public ids of maintenance windows and their updates: Statuspage-style opaque strings, 12 lowercase
+# letters and digits. The first is always a letter, so one can never equal an incident's or an incident
+# update's id (their primary keys, decimal digits only): clients that key on ids see two objects.
+PUBLIC_ID_LENGTH = 12
+PUBLIC_ID_FIRST = string.ascii_lowercase
+PUBLIC_ID_REST = string.ascii_lowercase + string.digits
+
+
+def new_public_id() -> str:
+    return secrets.choice(PUBLIC_ID_FIRST) + "".join(
+        secrets.choice(PUBLIC_ID_REST) for _ in range(PUBLIC_ID_LENGTH - 1)
+    )
+
+
+def is_public_id(value: str) -> bool:
+    return (
+        len(value) == PUBLIC_ID_LENGTH
+        and value[0] in PUBLIC_ID_FIRST
+        and all(character in PUBLIC_ID_REST for character in value)
+    )
+
+
 class MaintenanceStatus(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
     IN_PROGRESS = "in_progress", "In progress"
@@ -493,6 +517,13 @@ class Maintenance(models.Model):
     """A maintenance window. `next_action_at` is the next automatic step (start or completion) that
     the sweep claims; the affected components' statuses before the start are kept to restore them."""
 
+    public_id = models.CharField(
+        max_length=PUBLIC_ID_LENGTH,
+        unique=True,
+        default=new_public_id,
+        editable=False,
+        help_text="Its id on the status page, in the v2 API, webhooks, feeds and the calendar; never changes.",
+    )
     title = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=MaintenanceStatus.choices, default=MaintenanceStatus.SCHEDULED)
     scheduled_for = models.DateTimeField()
@@ -531,6 +562,13 @@ class Maintenance(models.Model):
 
 
 class MaintenanceUpdate(models.Model):
+    public_id = models.CharField(
+        max_length=PUBLIC_ID_LENGTH,
+        unique=True,
+        default=new_public_id,
+        editable=False,
+        help_text="Its id in the v2 API, webhooks and feeds; never changes.",
+    )
     maintenance = models.ForeignKey(Maintenance, on_delete=models.CASCADE, related_name="updates")
     status = models.CharField(max_length=16, choices=MaintenanceStatus.choices)
     body = models.TextField()

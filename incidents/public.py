@@ -10,7 +10,11 @@ in the page's zone) with a few extra keys of ours, which the v2 API leaves out:
     postmortem_body_last_updated_at and postmortem_published_at, which the v2 API keeps.
   components[*]: uptime (for showcased components)
   scheduled_maintenances[*]: body_html on updates, cancelled_at, sequence (cancelled windows stay in
-    the document, so calendars can remove them; the v2 API leaves them out)
+    the document, so calendars can remove them; the v2 API leaves them out), legacy_id (the number
+    its page had before windows got public ids, for the redirect from old links)
+Maintenance windows and their updates carry their public ids (Maintenance.public_id: opaque strings
+that start with a letter), never their primary keys, so no id is shared with an incident or an
+incident update (decimal ids).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from incidents.markup import render_markdown
@@ -73,11 +77,20 @@ def page_zone() -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(settings.DISPLAY_TIME_ZONE)
 
 
+# Statuspage (Rails) writes "Z" for a time in UTC itself, and the offset for any other zone, even one
+# at +00:00 that day (Europe/London in winter is "+00:00"): the zone's abbreviation decides.
+UTC_ABBREVIATIONS = frozenset({"UTC", "UCT"})
+
+
 def stamp(moment: datetime | None) -> str | None:
-    """Statuspage's timestamps: milliseconds and the page's UTC offset."""
+    """Statuspage's timestamps: milliseconds and the page's UTC offset ("Z" on a page in UTC)."""
     if moment is None:
         return None
-    return moment.astimezone(page_zone()).isoformat(timespec="milliseconds")
+    local = moment.astimezone(page_zone())
+    text = local.isoformat(timespec="milliseconds")
+    if local.tzname() in UTC_ABBREVIATIONS and text.endswith("+00:00"):
+        return text.removesuffix("+00:00") + "Z"
+    return text
 
 
 def page_id() -> str:
@@ -237,7 +250,7 @@ def overall_status(component_statuses: Iterable[str], open_impacts: Iterable[str
 
 def _update_row(update: IncidentUpdate | MaintenanceUpdate, incident_id: str) -> dict[str, Any]:
     return {
-        "id": str(update.pk),
+        "id": update.public_id if isinstance(update, MaintenanceUpdate) else str(update.pk),
         "status": update.status,
         "body": update.body,
         "incident_id": incident_id,
@@ -348,7 +361,7 @@ def _without_uptime(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    maintenance_id = str(maintenance.pk)
+    maintenance_id = maintenance.public_id
     updates = list(maintenance.updates.all())  # prefetched, newest first
     return {
         "id": maintenance_id,
@@ -370,6 +383,8 @@ def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[st
         "scheduled_until": stamp(maintenance.scheduled_until),
         "cancelled_at": stamp(maintenance.cancelled_at),
         "sequence": maintenance.sequence,
+        # Its page was /maintenance/<legacy_id> before windows had public ids: that URL redirects here.
+        "legacy_id": str(maintenance.pk),
     }
 
 
@@ -387,24 +402,61 @@ def component_rows() -> tuple[list[Component], dict[int, str], dict[int, dict[st
     return components, statuses, {c.pk: _component_row(c, children[c.pk], statuses) for c in components}
 
 
-def incident_row(incident: Incident, now: datetime | None = None) -> dict[str, Any]:
-    """One incident as the document has it (for webhooks, which tell about one incident at a time)."""
-    _, _, rows = component_rows()
-    fresh = Incident.objects.prefetch_related(
+def _incidents_with_rows() -> QuerySet[Incident]:
+    """Incidents with what their rows need, prefetched (three queries more)."""
+    return Incident.objects.prefetch_related(
         Prefetch("updates", queryset=IncidentUpdate.objects.filter(is_public=True).order_by("-created_at", "-id")),
         Prefetch("clocks", queryset=Clock.objects.filter(metric=Metric.UPDATE_CADENCE)),
         "components",
-    ).get(pk=incident.pk)
+    )
+
+
+def _maintenances_with_rows() -> QuerySet[Maintenance]:
+    return Maintenance.objects.prefetch_related(
+        Prefetch("updates", queryset=MaintenanceUpdate.objects.order_by("-created_at", "-id")), "components"
+    )
+
+
+def incident_row(incident: Incident, now: datetime | None = None) -> dict[str, Any]:
+    """One incident as the document has it (for webhooks, which tell about one incident at a time)."""
+    _, _, rows = component_rows()
+    fresh = _incidents_with_rows().get(pk=incident.pk)
     return _incident_row(fresh, rows, now or timezone.now(), published_postmortems([incident.pk]).get(incident.pk))
 
 
 def maintenance_rows(ids: list[int]) -> list[dict[str, Any]]:
     """Some maintenance windows as the document has them."""
     _, _, rows = component_rows()
-    windows = Maintenance.objects.filter(pk__in=ids).prefetch_related(
-        Prefetch("updates", queryset=MaintenanceUpdate.objects.order_by("-created_at", "-id")), "components"
-    )
-    return [_maintenance_row(window, rows) for window in windows]
+    return [_maintenance_row(window, rows) for window in _maintenances_with_rows().filter(pk__in=ids)]
+
+
+# --- pages older than the document --------------------------------------------------------------
+# The document keeps the newest HISTORY_LIMIT incidents and the windows of the last UPTIME_DAYS; the
+# public pages of older ones are read from the database, one at a time, as the document would have them.
+
+
+def archived_incident_row(incident_id: int, now: datetime | None = None) -> dict[str, Any] | None:
+    """A public incident's row, or None when there is no public incident with that id."""
+    incident = _incidents_with_rows().filter(pk=incident_id, published_at__isnull=False).first()
+    if incident is None:
+        return None
+    _, _, rows = component_rows()
+    postmortem = published_postmortems([incident.pk]).get(incident.pk)
+    return _incident_row(incident, rows, now or timezone.now(), postmortem)
+
+
+def archived_maintenance_row(public_id: str) -> dict[str, Any] | None:
+    """A maintenance window's row by its public id, or None when there is none."""
+    window = _maintenances_with_rows().filter(public_id=public_id).first()
+    if window is None:
+        return None
+    _, _, rows = component_rows()
+    return _maintenance_row(window, rows)
+
+
+def maintenance_public_id(legacy_id: int) -> str | None:
+    """The public id of the window whose page was /maintenance/<legacy_id> (its primary key)."""
+    return Maintenance.objects.filter(pk=legacy_id).values_list("public_id", flat=True).first()
 
 
 def current_impact(incident: Incident, statuses: dict[int, str]) -> str:

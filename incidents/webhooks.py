@@ -111,7 +111,7 @@ def shared_body(message: Message) -> dict[str, Any]:
     elif message.maintenance is not None:
         # Statuspage sends maintenance as an "incident" with its window.
         document_rows = {row["id"]: row for row in public.maintenance_rows([message.maintenance.pk])}
-        body["incident"] = statuspage_format.maintenance(document_rows[str(message.maintenance.pk)])
+        body["incident"] = statuspage_format.maintenance(document_rows[message.maintenance.public_id])
     return body
 
 

@@ -7,6 +7,7 @@ It never touches the database.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -65,9 +66,7 @@ def snapshot_response(
     snapshot = published()
     polled = vary_on_htmx and bool(request.headers.get("HX-Request"))
     etag = f'"v{snapshot.version}-hx"' if polled else snapshot.etag
-    # Weak comparison, as RFC 9110 allows for GET: a CDN may have marked our tag weak (W/"v12").
-    presented = {tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")}
-    if etag in presented:
+    if etag in presented_etags(request):
         response: HttpResponse = HttpResponseNotModified()
     else:
         cache_key = f"{key}#hx" if polled else key
@@ -77,6 +76,23 @@ def snapshot_response(
     response["Cache-Control"] = POLL_CACHE_CONTROL if polled else CACHE_CONTROL
     if vary_on_htmx:
         patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def presented_etags(request: HttpRequest) -> set[str]:
+    # Weak comparison, as RFC 9110 allows for GET: a CDN may have marked our tag weak (W/"v12").
+    return {tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")}
+
+
+def bytes_response(request: HttpRequest, body: bytes, content_type: str) -> HttpResponse:
+    """A 200 for bytes rendered outside the snapshot's cache (a page read from the database), tagged by
+    their content, or a 304 when the client has these bytes already."""
+    etag = f'"c{hashlib.sha256(body).hexdigest()[:24]}"'
+    response = (
+        HttpResponseNotModified() if etag in presented_etags(request) else HttpResponse(body, content_type=content_type)
+    )
+    response["ETag"] = etag
+    response["Cache-Control"] = CACHE_CONTROL
     return response
 
 

@@ -1,7 +1,10 @@
 """Public pages (status, history, incident, maintenance, uptime), served from the published snapshot.
 
-No request here touches the database: every page renders from the snapshot document alone, once per
-version and route (statuspage/http.py caches the bytes and answers 304 to a client that has them).
+Every page renders from the snapshot document alone, once per version and route (statuspage/http.py
+caches the bytes and answers 304 to a client that has them), without touching the database. The one
+exception keeps old links working: an incident or maintenance window older than the document keeps
+(the newest 500 incidents, the windows of the last 90 days) has its page read from the database, and
+while the database is down that page says it is temporarily unavailable (503) instead.
 The templates get a plain context, with no request and no context processors, so nothing in them
 can reach for `user`, `messages` or a per-request CSP nonce: the scripts are same-origin files that
 the policy's 'self' admits, and the cached bytes are the same for every reader.
@@ -9,18 +12,31 @@ the policy's 'self' admits, and the cached bytes are the same for every reader.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import date, datetime
 from functools import wraps
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from statuspage.http import CACHE_CONTROL, SnapshotUnavailable, cached_render, published, snapshot_response
+from incidents import public
+from incidents.models import is_public_id
+from statuspage.http import (
+    CACHE_CONTROL,
+    SnapshotUnavailable,
+    bytes_response,
+    cached_render,
+    published,
+    snapshot_response,
+)
 from statuspage.snapshot import Published
+
+log = logging.getLogger(__name__)
 
 HTML = "text/html; charset=utf-8"
 # History pages hold this many calendar months each, newest first (page 1 ends with the current month).
@@ -260,19 +276,94 @@ def _find(rows: list[dict[str, Any]], row_id: str) -> dict[str, Any] | None:
     return next((row for row in rows if row["id"] == row_id), None)
 
 
+def _incident_context(row: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {"incident": {**row, "components": _named(row["components"], names)}}
+
+
+def _maintenance_context(row: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {"incident": {**row, "components": _named(row["components"], names)}, "is_maintenance": True}
+
+
+def _database_unavailable(snapshot: Published, what: str) -> HttpResponse:
+    """The page of an old incident or window while the database is down: a 503 in the page's style."""
+    body = cached_render(
+        snapshot, f"503:{what}", lambda s: _render("public/database_unavailable.html", s, {"what": what})
+    )
+    response = HttpResponse(body, content_type=HTML, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _from_database(
+    request: HttpRequest,
+    snapshot: Published,
+    what: str,
+    read: Callable[[], dict[str, Any] | None],
+    context: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]],
+) -> HttpResponse:
+    """The page of an incident or window the snapshot no longer holds, read from the database (a few
+    queries, on the rare visit to an old link), in the current snapshot's frame."""
+    try:
+        row = read()
+    except DatabaseError:
+        log.warning("public page of an old %s: the database is unavailable", what, exc_info=True)
+        return _database_unavailable(snapshot, what)
+    if row is None:
+        return _not_found(request, snapshot, what)
+    body = _render("public/incident.html", snapshot, context(row, display_names(snapshot.document)))
+    return bytes_response(request, body, HTML)
+
+
+# Primary keys as the database keeps them (bigint): longer digit strings are no id of ours.
+MAX_ID_DIGITS = 18
+
+
+def _as_id(value: str) -> int | None:
+    """A primary key written as our URLs write it (digits, no sign or leading zero), else None."""
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_ID_DIGITS or value != str(int(value)):
+        return None
+    return int(value)
+
+
 @public_page
 def incident(request: HttpRequest, incident_id: str) -> HttpResponse:
     snapshot = published()
     found = _find(snapshot.document.get("incidents", []), incident_id)
     if found is None:
-        return _not_found(request, snapshot, "incident")
+        number = _as_id(incident_id)
+        if number is None:
+            return _not_found(request, snapshot, "incident")
+        return _from_database(
+            request, snapshot, "incident", lambda: public.archived_incident_row(number), _incident_context
+        )
 
     def render(s: Published) -> bytes:
-        names = display_names(s.document)
         row = _find(s.document.get("incidents", []), incident_id) or found
-        return _render("public/incident.html", s, {"incident": {**row, "components": _named(row["components"], names)}})
+        return _render("public/incident.html", s, _incident_context(row, display_names(s.document)))
 
     return snapshot_response(request, f"incident/{found['id']}", render, HTML)
+
+
+def _redirect_to_maintenance(request: HttpRequest, public_id: str) -> HttpResponse:
+    query = request.META.get("QUERY_STRING", "")
+    return HttpResponsePermanentRedirect(reverse("maintenance", args=[public_id]) + (f"?{query}" if query else ""))
+
+
+def _legacy_maintenance(request: HttpRequest, snapshot: Published, legacy_id: int) -> HttpResponse:
+    """/maintenance/<number>, the page's address before windows had public ids: 301 to the new one."""
+    rows = snapshot.document.get("scheduled_maintenances", [])
+    found = next((row for row in rows if row.get("legacy_id") == str(legacy_id)), None)
+    if found is not None:
+        return _redirect_to_maintenance(request, found["id"])
+    try:
+        public_id = public.maintenance_public_id(legacy_id)
+    except DatabaseError:
+        log.warning("old maintenance link: the database is unavailable", exc_info=True)
+        return _database_unavailable(snapshot, "maintenance")
+    if public_id is None:
+        return _not_found(request, snapshot, "maintenance")
+    return _redirect_to_maintenance(request, public_id)
 
 
 @public_page
@@ -280,13 +371,22 @@ def maintenance(request: HttpRequest, maintenance_id: str) -> HttpResponse:
     snapshot = published()
     found = _find(snapshot.document.get("scheduled_maintenances", []), maintenance_id)
     if found is None:
-        return _not_found(request, snapshot, "maintenance")
+        legacy_id = _as_id(maintenance_id)
+        if legacy_id is not None:
+            return _legacy_maintenance(request, snapshot, legacy_id)
+        if not is_public_id(maintenance_id):
+            return _not_found(request, snapshot, "maintenance")
+        return _from_database(
+            request,
+            snapshot,
+            "maintenance",
+            lambda: public.archived_maintenance_row(maintenance_id),
+            _maintenance_context,
+        )
 
     def render(s: Published) -> bytes:
-        names = display_names(s.document)
         row = _find(s.document.get("scheduled_maintenances", []), maintenance_id) or found
-        context = {"incident": {**row, "components": _named(row["components"], names)}, "is_maintenance": True}
-        return _render("public/incident.html", s, context)
+        return _render("public/incident.html", s, _maintenance_context(row, display_names(s.document)))
 
     return snapshot_response(request, f"maintenance/{found['id']}", render, HTML)
 

@@ -26,10 +26,10 @@ START, END = "2026-03-03T22:00:00Z", "2026-03-04T01:00:00Z"
 pytestmark = pytest.mark.django_db
 
 MAINTENANCE_FIELDS = {
-    "id", "title", "status", "scheduled_for", "scheduled_until", "started_at", "completed_at", "cancelled_at",
-    "auto_start", "auto_complete", "components", "updates",
+    "id", "public_id", "title", "status", "scheduled_for", "scheduled_until", "started_at", "completed_at",
+    "cancelled_at", "auto_start", "auto_complete", "components", "updates",
 }  # fmt: skip
-UPDATE_FIELDS = {"id", "status", "body", "body_html", "created_at", "author", "component_changes"}
+UPDATE_FIELDS = {"id", "public_id", "status", "body", "body_html", "created_at", "author", "component_changes"}
 
 
 @pytest.fixture(autouse=True)
@@ -176,6 +176,7 @@ def test_it_schedules_a_window(api: Client, us: Component, web: Component) -> No
     assert update["component_changes"] == []
     maintenance = Maintenance.objects.get()
     assert (maintenance.pk, maintenance.next_action_at) == (body["id"], datetime(2026, 3, 3, 22, tzinfo=UTC))
+    assert (body["public_id"], update["public_id"]) == (maintenance.public_id, maintenance.updates.get().public_id)
 
 
 def test_it_announces_the_window_by_default(api: Client) -> None:

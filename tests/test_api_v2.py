@@ -49,6 +49,7 @@ ENDPOINTS = {
 PUBLIC_URLS = [*ENDPOINTS, "/history.atom", "/history.rss", "/maintenance.ics"]
 OUR_EXTRA_KEYS = {
     "uptime", "body_html", "impact_scope", "next_update_at", "duration_seconds", "cancelled_at", "sequence",
+    "legacy_id",
 }  # fmt: skip
 
 COMPONENT_STATUSES = {"operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"}

@@ -207,7 +207,7 @@ def events(client: Client) -> dict[str, icalendar.Event]:
 
 
 def uid(maintenance: Maintenance) -> str:
-    return f"maintenance-{maintenance.pk}@127.0.0.1"
+    return f"maintenance-{maintenance.public_id}@127.0.0.1"
 
 
 def test_the_calendar_has_one_event_per_window(client: Client, windows: dict[str, Maintenance]) -> None:
@@ -222,7 +222,7 @@ def test_the_calendar_has_one_event_per_window(client: Client, windows: dict[str
     assert b"DTSTART:" + T0.strftime("%Y").encode() in upcoming.to_ical()
     assert upcoming.status == "CONFIRMED"
     assert upcoming.sequence == 0
-    assert upcoming.url == f"{settings.SITE_URL}/maintenance/{windows['upcoming'].pk}"
+    assert upcoming.url == f"{settings.SITE_URL}/maintenance/{windows['upcoming'].public_id}"
     description = upcoming.description or ""
     assert "Writes pause for a few minutes; reads continue." in description
     assert "Affected: Platform - Query API" in description
@@ -310,7 +310,7 @@ def test_a_completed_window_is_in_the_history_and_the_feeds(client: Client, wind
     not history."""
     completed = windows["completed"]
     html = client.get("/history").content.decode()
-    assert f'href="/maintenance/{completed.pk}">Kernel patch</a>' in html
+    assert f'href="/maintenance/{completed.public_id}">Kernel patch</a>' in html
     assert "Database upgrade" not in html and "Network move" not in html
     assert "Maintenance" in html
 
@@ -322,5 +322,5 @@ def test_a_completed_window_is_in_the_history_and_the_feeds(client: Client, wind
             "[In progress] Kernel patch",
             "[Scheduled] Kernel patch",
         ]
-        assert {e.link for e in kernel} == {f"{settings.SITE_URL}/maintenance/{completed.pk}"}
+        assert {e.link for e in kernel} == {f"{settings.SITE_URL}/maintenance/{completed.public_id}"}
         assert any(e.title == "[Scheduled] Database upgrade" for e in entries)

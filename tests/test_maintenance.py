@@ -190,7 +190,7 @@ def test_it_publishes_windows_including_cancelled_ones(staff: User, window: Main
         1,
     )
     assert row["cancelled_at"] is not None
-    assert row["scheduled_for"] == "2026-03-03T00:00:00.000+00:00"
+    assert row["scheduled_for"] == "2026-03-03T00:00:00.000Z"
     assert row["incident_updates"][0]["body"] == "This maintenance has been cancelled."
 
 

@@ -34,7 +34,7 @@ def axe_source() -> str:
 
 
 @pytest.fixture
-def published(settings: Any) -> dict[str, int]:
+def published(settings: Any) -> dict[str, int | str]:
     """A realistic page: groups, an open and a resolved incident, upcoming maintenance."""
     settings.DISPLAY_TIME_ZONE = "Europe/Berlin"
     factories.ensure_severities()  # a transactional test's flush removes the seeded ones
@@ -76,7 +76,7 @@ def published(settings: Any) -> dict[str, int]:
             at=T0 - timedelta(days=1),
         )
         publishing.publish()
-    return {"open": incident.pk, "resolved": resolved.pk, "maintenance": maintenance.pk}
+    return {"open": incident.pk, "resolved": resolved.pk, "maintenance": maintenance.public_id}
 
 
 def watch_console(page: Page) -> list[str]:
@@ -108,7 +108,7 @@ def test_it_has_no_serious_accessibility_problems(
     requires_chromium: None,
     live_server: Any,
     page: Page,
-    published: dict[str, int],
+    published: dict[str, int | str],
     axe_source: str,
     scheme: Literal["light", "dark"],
 ) -> None:
@@ -134,7 +134,7 @@ def test_it_has_no_serious_accessibility_problems(
 
 
 def test_it_shows_times_in_the_readers_zone_and_keeps_open_groups_open(
-    requires_chromium: None, live_server: Any, browser: Browser, published: dict[str, int]
+    requires_chromium: None, live_server: Any, browser: Browser, published: dict[str, int | str]
 ) -> None:
     context = browser.new_context(timezone_id="America/New_York")
     page = context.new_page()

@@ -45,7 +45,7 @@ class Site:
     version: int
 
     def url(self, route: str) -> str:
-        return route.format(open=self.open.pk, resolved=self.resolved.pk, soon=self.soon.pk)
+        return route.format(open=self.open.pk, resolved=self.resolved.pk, soon=self.soon.public_id)
 
 
 def text(response: Any) -> str:
@@ -299,7 +299,7 @@ def test_it_shows_an_open_incident_without_internal_updates(client: Client, site
 
 
 def test_it_shows_a_maintenance_window(client: Client, site: Site) -> None:
-    page = words(text(client.get(f"/maintenance/{site.soon.pk}")))
+    page = words(text(client.get(f"/maintenance/{site.soon.public_id}")))
 
     assert "Database upgrade in EU" in page
     assert "Scheduled 10 Nov 2026, 03:00 CET to 05:00 CET" in page
@@ -400,7 +400,10 @@ def test_it_answers_a_cold_first_request_without_a_query(
     assert response["ETag"] == f'"v{site.version}"'
 
 
-@pytest.mark.parametrize("url", ["/incidents/999999", "/incidents/not-a-number", "/maintenance/999999", "/history/9"])
+@pytest.mark.parametrize(
+    "url",
+    ["/incidents/not-a-number", "/incidents/0042", "/maintenance/not-an-id", "/maintenance/Abcdefghijkl", "/history/9"],
+)
 def test_it_answers_404_for_what_the_snapshot_does_not_have_without_a_query(
     client: Client, site: Site, url: str, django_assert_num_queries: Callable[..., Any]
 ) -> None:

@@ -174,7 +174,7 @@ def test_it_shows_the_promised_next_update(staff: User) -> None:
 
     with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
         row = build_document()["incidents"][0]
-    assert row["next_update_at"] == "2026-03-02T00:30:00.000+00:00"
+    assert row["next_update_at"] == "2026-03-02T00:30:00.000Z"
     assert row["impact_scope"] == {"customer_impact_percent": None, "regions": [], "workaround": ""}
 
 

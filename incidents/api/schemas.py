@@ -416,6 +416,7 @@ class MaintenanceListQuery(QueryIn):
 
 class MaintenanceUpdateOut(Schema):
     id: int
+    public_id: str = Field(description="Its id in the public v2 API, webhooks and feeds.")
     status: MaintenanceStatus
     body: str
     body_html: str
@@ -426,6 +427,9 @@ class MaintenanceUpdateOut(Schema):
 
 class MaintenanceOut(Schema):
     id: int
+    public_id: str = Field(
+        description="Its id on the status page (/maintenance/<public_id>), in the public v2 API, webhooks and feeds."
+    )
     title: str
     status: MaintenanceStatus = Field(description="A cancelled window keeps the status it had; see cancelled_at.")
     scheduled_for: datetime
@@ -449,6 +453,7 @@ class MaintenanceListOut(Schema):
 def maintenance_update_out(update: MaintenanceUpdate) -> dict[str, Any]:
     return {
         "id": update.pk,
+        "public_id": update.public_id,
         "status": update.status,
         "body": update.body,
         "body_html": update.body_html,
@@ -462,6 +467,7 @@ def maintenance_out(maintenance: Maintenance) -> dict[str, Any]:
     """A window as the API reads it back, from access.maintenances_in_full_for (query-free here)."""
     return {
         "id": maintenance.pk,
+        "public_id": maintenance.public_id,
         "title": maintenance.title,
         "status": maintenance.status,
         "scheduled_for": maintenance.scheduled_for,
