@@ -4,8 +4,9 @@ The document is the contract between publishing and the public site: the public 
 Statuspage v2 API, the feeds and the static export all render from it and never touch the database.
 Its objects are shaped like Statuspage's v2 payloads (ids as strings, timestamps with milliseconds
 in the page's zone) with a few extra keys of ours, which the v2 API leaves out:
-  incidents[*]: body_html on updates, impact_scope, next_update_at, duration_seconds, postmortem (the
-    published post-mortem's public sections as HTML and its public timeline, or null). An incident
+  incidents[*]: body_html on updates, impact_scope, next_update_at and next_update_overdue (whether it
+    had passed when the document was built; the page judges it again when it is read), duration_seconds,
+    postmortem (the published post-mortem's public sections as HTML and its public timeline, or null). An incident
     with a published post-mortem has status "postmortem" and Statuspage's postmortem_body (Markdown),
     postmortem_body_last_updated_at and postmortem_published_at, which the v2 API keeps.
   components[*]: uptime (for showcased components)
@@ -331,6 +332,7 @@ def _incident_row(
             "workaround": incident.workaround,
         },
         "next_update_at": stamp(next_update) if not incident.is_resolved else None,
+        "next_update_overdue": next_update is not None and not incident.is_resolved and next_update < now,
         # Only once resolved: a running duration would make every build differ.
         "duration_seconds": round(incident.duration().total_seconds()) if incident.is_resolved else None,
         "postmortem": _postmortem_part(postmortem) if postmortem is not None else None,

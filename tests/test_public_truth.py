@@ -16,6 +16,7 @@ import pytest
 import time_machine
 from django.contrib.auth.models import User
 from django.test import Client
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from incidents import actions, clocks, publishing
 from incidents.models import Component, Maintenance
@@ -142,3 +143,108 @@ def test_an_outage_that_begins_during_a_window_wins_over_it(
 
     sweep_at(END + timedelta(seconds=5))
     assert status_of(exports) == "partial_outage"  # the incident still has it
+
+
+# --- a promised update time that has passed says so ---------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: the sweep's publish runs as in production
+def test_a_passed_next_update_time_reads_as_overdue_once_the_sweep_republishes(client: Client) -> None:
+    staff = factories.make_user(username="alice")
+    with time_machine.travel(T0, tick=False):
+        factories.declare(actor=staff, title="Exports fail")  # SEV1: the next update within 30 min
+    with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
+        before = publishing.publish().version
+    reader.reset()
+    card = words(text(client.get("/")))
+    assert "Next update by 22:30 UTC" in card
+
+    # The promised time passes with nobody posting: the sweep records the breach and republishes.
+    sweep_at(T0 + timedelta(minutes=31))
+    latest = publishing.Snapshot.objects.latest()
+    assert latest.version > before
+    assert latest.document["generated_at"] == "2026-03-02T22:31:00.000+00:00"
+    assert latest.document["incidents"][0]["next_update_overdue"] is True
+    reader.reset()
+
+    html = text(client.get("/"))
+    assert "Update overdue since 22:30 UTC" in words(html)
+    assert "Next update by" not in words(html)
+    # The page also carries both phrasings and the time, for public.js to judge again when it is read.
+    assert (
+        '<p class="next-update is-overdue" data-due="2026-03-02T22:30:00+00:00" data-promise="Next update by"'
+        ' data-overdue="Update overdue since"><span data-due-label>Update overdue since</span>'
+        ' <time datetime="2026-03-02T22:30:00+00:00" data-local="nearby">22:30 UTC</time></p>'
+    ) in html
+    incident_page = words(text(client.get(f"/incidents/{latest.document['incidents'][0]['id']}")))
+    assert "Next update overdue since 22:30 UTC" in incident_page
+
+
+def test_a_next_update_time_on_another_day_shows_its_date(client: Client, staff: User) -> None:
+    late = T0 + timedelta(hours=1, minutes=50)  # 23:50; the next update is due by 00:20 on 3 March
+    factories.declare(actor=staff, title="Exports fail", at=late)
+    publish_at(late + timedelta(minutes=1))
+
+    assert "Next update by 3 Mar 2026, 00:20 UTC" in words(text(client.get("/")))
+
+
+# --- in the reader's own zone and clock (public.js) ---------------------------------------------
+
+
+def said(locator: Locator) -> str:
+    return " ".join((locator.first.text_content() or "").split())
+
+
+def watch_console(page: Page) -> list[str]:
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    return problems
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_reader_sees_an_update_go_overdue_and_a_range_across_midnight_with_its_end_date(
+    requires_chromium: None, live_server: Any, browser: Browser
+) -> None:
+    staff = factories.make_user(username="alice")
+    with time_machine.travel(T0, tick=False):
+        exports = actions.create_component(actor=staff, name="Exports", at=T0 - timedelta(days=3))
+        incident = factories.declare(actor=staff, title="Exports fail")  # next update by 22:30 UTC
+        # 05:17 to 08:16 UTC on 3 March: one day in UTC, 21:17 to 00:16 across midnight in Los Angeles.
+        window = actions.schedule_maintenance(
+            actor=staff,
+            title="Database upgrade",
+            scheduled_for=datetime(2026, 3, 3, 5, 17, tzinfo=UTC),
+            scheduled_until=datetime(2026, 3, 3, 8, 16, tzinfo=UTC),
+            components=[exports],
+        )
+    with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
+        publishing.publish()
+
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    page = context.new_page()
+    problems = watch_console(page)
+    # The reader's clock: 22:10 UTC (14:10 PST), 20 minutes before the promised update.
+    page.clock.install(time=T0 + timedelta(minutes=10))
+    page.goto(f"{live_server.url}/")
+
+    promise = page.locator(".next-update")
+    assert said(promise) == "Next update by 14:30 PST"
+    card = page.locator("article", has=page.locator(f"#maintenance-{window.pk}"))
+    assert "2 Mar 2026, 21:17 PST to 3 Mar 2026, 00:16 PST" in said(card)
+
+    # The page stays open past the promised time: it says overdue, with no new snapshot needed.
+    page.clock.fast_forward("21:00")
+    expect(promise).to_have_class(re.compile(r"\bis-overdue\b"))
+    assert said(promise) == "Update overdue since 14:30 PST"
+
+    # The incident's own page, opened later, judges at once.
+    page.goto(f"{live_server.url}/incidents/{incident.pk}")
+    assert said(page.locator(".due")) == "overdue since 14:30 PST"
+    # A time on another day in the reader's zone shows its date.
+    page.clock.fast_forward("12:00:00")  # 02:31 PST on 3 March, reading a promise made for 2 March
+    expect(page.locator(".due time")).to_have_text(re.compile(r"^2 Mar"))
+    assert said(page.locator(".due")) == "overdue since 2 Mar 2026, 14:30 PST"
+    assert problems == []
+    context.close()
