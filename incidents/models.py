@@ -484,6 +484,17 @@ class MaintenanceStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
 
 
+class MaintenanceUpdateStatus(models.TextChoices):
+    """What an update says of its window: a window's statuses, and "cancelled" for the update that
+    cancels one (the window itself keeps the status it had, and its `cancelled_at`)."""
+
+    SCHEDULED = "scheduled", "Scheduled"
+    IN_PROGRESS = "in_progress", "In progress"
+    VERIFYING = "verifying", "Verifying"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
 class Maintenance(models.Model):
     """A maintenance window. `next_action_at` is the next automatic step (start or completion) that
     the sweep claims; the affected components' statuses before the start are kept to restore them."""
@@ -527,7 +538,7 @@ class Maintenance(models.Model):
 
 class MaintenanceUpdate(models.Model):
     maintenance = models.ForeignKey(Maintenance, on_delete=models.CASCADE, related_name="updates")
-    status = models.CharField(max_length=16, choices=MaintenanceStatus.choices)
+    status = models.CharField(max_length=16, choices=MaintenanceUpdateStatus.choices)
     body = models.TextField()
     body_html = models.TextField()
     component_changes = models.JSONField(default=list, blank=True)

@@ -11,7 +11,7 @@ in the page's zone) with a few extra keys of ours, which the v2 API leaves out:
     postmortem_body_last_updated_at and postmortem_published_at, which the v2 API keeps.
   components[*]: uptime (for showcased components)
   scheduled_maintenances[*]: body_html on updates, cancelled_at, sequence (cancelled windows stay in
-    the document, so calendars can remove them; the v2 API leaves them out)
+    the document, with status "cancelled", so calendars can remove them; the v2 API leaves them out)
 """
 
 from __future__ import annotations
@@ -355,7 +355,8 @@ def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[st
     return {
         "id": maintenance_id,
         "name": maintenance.title,
-        "status": maintenance.status,
+        # A cancelled window says so (its update too): it never reads "scheduled" in a webhook or a badge.
+        "status": "cancelled" if maintenance.is_cancelled else maintenance.status,
         "created_at": stamp(maintenance.created_at),
         "updated_at": stamp(maintenance.updated_at),
         "monitoring_at": stamp(next((u.created_at for u in reversed(updates) if u.status == "verifying"), None)),

@@ -248,3 +248,99 @@ def test_the_reader_sees_an_update_go_overdue_and_a_range_across_midnight_with_i
     assert said(page.locator(".due")) == "overdue since 2 Mar 2026, 14:30 PST"
     assert problems == []
     context.close()
+
+
+# --- a cancelled window says cancelled everywhere -----------------------------------------------
+
+
+def test_a_cancelled_window_says_cancelled_in_the_email_on_the_page_in_webhooks_and_feeds(
+    client: Client, staff: User, window: Maintenance
+) -> None:
+    from django.core import mail
+
+    from incidents import notifications, webhooks
+    from incidents.models import Message
+
+    reader_ = actions.subscribe(email="reader@example.com", at=T0)
+    actions.confirm_subscription(reader_)
+    actions.cancel_maintenance(window, actor=staff, reason="The vendor postponed it.", at=T0 + timedelta(minutes=5))
+
+    cancellation = Message.objects.get(maintenance_update__body="The vendor postponed it.")
+    notifications.fan_out(cancellation.pk)
+    mail.outbox.clear()
+    notifications.deliver_due()
+    assert [m.subject for m in mail.outbox] == ["[Maintenance cancelled] Database upgrade"]
+    assert "Status: Cancelled" in str(mail.outbox[0].body)
+
+    hook = webhooks.shared_body(cancellation)["incident"]
+    assert (hook["status"], hook["incident_updates"][0]["status"]) == ("cancelled", "cancelled")
+
+    publish_at(T0 + timedelta(minutes=6))
+    html = text(client.get(f"/maintenance/{window.pk}"))
+    assert '<span class="state state--cancelled">Cancelled</span>' in html  # the badge
+    detail = words(html)
+    assert "Database upgrade Maintenance Cancelled This maintenance was cancelled 2 Mar 2026, 22:05 UTC" in detail
+    assert "Was planned for 2 Mar 2026, 23:00 UTC to 3 Mar 2026, 01:00 UTC" in detail
+    # The updates, newest first: the cancellation, then the announcement it cancels.
+    assert "Cancelled The vendor postponed it. Posted 2 Mar 2026, 22:05 UTC Scheduled Database upgrade" in detail
+    assert "<title>[Cancelled] Database upgrade</title>" in text(client.get("/history.atom"))
+
+
+# --- times say what really happened -------------------------------------------------------------
+
+
+def test_a_window_completed_early_shows_when_it_really_ran(client: Client, staff: User, window: Maintenance) -> None:
+    from django.core import mail
+
+    from incidents import notifications
+    from incidents.models import Message
+
+    reader_ = actions.subscribe(email="reader@example.com", at=T0)
+    actions.confirm_subscription(reader_)
+    # Planned for 23:00 to 01:00; started by hand at 22:10 and done by 22:40.
+    actions.start_maintenance(window, actor=staff, at=T0 + timedelta(minutes=10))
+    actions.complete_maintenance(window, actor=staff, message="All done early.", at=T0 + timedelta(minutes=40))
+
+    publish_at(T0 + timedelta(minutes=45))
+    detail = words(text(client.get(f"/maintenance/{window.pk}")))
+    assert "This maintenance has been completed." in detail
+    assert (
+        "Carried out 2 Mar 2026, 22:10 UTC to 22:40 UTC Planned 2 Mar 2026, 23:00 UTC to 3 Mar 2026, 01:00 UTC"
+    ) in detail
+    history = words(text(client.get("/history")))
+    assert "Database upgrade Maintenance Completed – All done early. 2 Mar 2026, 22:10 UTC to 22:40 UTC" in history
+
+    done = Message.objects.get(maintenance_update__body="All done early.")
+    notifications.fan_out(done.pk)
+    mail.outbox.clear()
+    notifications.deliver_due()
+    body = str(mail.outbox[0].body)
+    assert (
+        "Carried out: 2 Mar 2026, 22:10 to 2 Mar 2026, 22:40 UTC\nPlanned: 2 Mar 2026, 23:00 to 3 Mar 2026, 01:00 UTC"
+        in body
+    )
+    html = str(mail.outbox[0].alternatives[0][0])  # type: ignore[attr-defined]
+    assert "Carried out 2 Mar 2026, 22:10 to 2 Mar 2026, 22:40 UTC · planned 2 Mar 2026, 23:00" in html
+
+
+def test_a_range_across_midnight_in_the_page_zone_gives_its_end_a_date(
+    client: Client, staff: User, exports: Component, settings: Any
+) -> None:
+    settings.DISPLAY_TIME_ZONE = "America/Los_Angeles"
+    window = actions.schedule_maintenance(
+        actor=staff,
+        title="Database upgrade",
+        scheduled_for=datetime(2026, 3, 3, 5, 17, tzinfo=UTC),  # 21:17 PST on 2 March
+        scheduled_until=datetime(2026, 3, 3, 8, 16, tzinfo=UTC),  # 00:16 PST on 3 March
+        components=[exports],
+        at=T0,
+    )
+    publish_at(T0 + timedelta(minutes=1))
+
+    html = text(client.get(f"/maintenance/{window.pk}"))
+    assert "Scheduled 2 Mar 2026, 21:17 PST to 3 Mar 2026, 00:16 PST" in words(html)
+    # public.js gets the start with the end, to give the end its date in the reader's zone too.
+    assert (
+        '<time datetime="2026-03-03T00:16:00-08:00" data-local="end" data-start="2026-03-02T21:17:00-08:00">'
+        "3 Mar 2026, 00:16 PST</time>"
+    ) in html

@@ -31,6 +31,7 @@ from incidents.models import (
     Maintenance,
     MaintenanceStatus,
     MaintenanceUpdate,
+    MaintenanceUpdateStatus,
     TimelineEvent,
 )
 from incidents.publishing import request_publish
@@ -339,7 +340,7 @@ def cancel_maintenance(
         return _record(
             maintenance,
             ["cancelled_at", "sequence", "next_action_at"],
-            status=maintenance.status,
+            status=MaintenanceUpdateStatus.CANCELLED,
             body=reason.strip() or "This maintenance has been cancelled.",
             changes=[],
             kind=EventKind.MAINTENANCE_CANCELLED,

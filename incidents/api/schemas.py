@@ -24,6 +24,7 @@ from incidents.models import (
     IncidentUpdate,
     Maintenance,
     MaintenanceStatus,
+    MaintenanceUpdateStatus,
     MaintenanceUpdate,
     Metric,
     PublicStatus,
@@ -404,7 +405,7 @@ class MaintenanceListQuery(QueryIn):
 
 class MaintenanceUpdateOut(Schema):
     id: int
-    status: MaintenanceStatus
+    status: MaintenanceUpdateStatus = Field(description="The update that cancels a window says cancelled.")
     body: str
     body_html: str
     created_at: datetime

@@ -41,6 +41,7 @@ UPDATE_STATUS_LABELS = {
     "in_progress": "In progress",
     "verifying": "Verifying",
     "completed": "Completed",
+    "cancelled": "Cancelled",
 }
 IMPACT_LABELS = {
     "none": "No impact",
