@@ -22,6 +22,7 @@ from incidents import actions, clocks, publishing
 from incidents.models import Component, Maintenance
 from statuspage.snapshot import reader
 from tests import factories
+from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.django_db
 
@@ -344,3 +345,54 @@ def test_a_range_across_midnight_in_the_page_zone_gives_its_end_a_date(
         '<time datetime="2026-03-03T00:16:00-08:00" data-local="end" data-start="2026-03-02T21:17:00-08:00">'
         "3 Mar 2026, 00:16 PST</time>"
     ) in html
+
+
+# --- emails name their list (RFC 2919) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("site_name", "list_id"),
+    [
+        ("Acme Cloud", "Acme Cloud status updates <acme-cloud.status.example.com>"),
+        ('Zürich "Transit", AG', "Zürich Transit, AG status updates <zurich-transit-ag.status.example.com>"),
+        ("Acme, Inc.", '"Acme, Inc. status updates" <acme-inc.status.example.com>'),
+    ],
+)
+def test_every_subscriber_email_carries_a_list_id(
+    smtp: SmtpServer,
+    staff: User,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+    site_name: str,
+    list_id: str,
+) -> None:
+    settings.SITE_NAME = site_name
+    with django_capture_on_commit_callbacks(execute=True):
+        ann = actions.subscribe(email="ann@example.com")
+    [confirmation] = smtp.inbox("ann@example.com")  # built whole, for her alone
+    actions.confirm_subscription(ann)
+    smtp.reset()
+    with django_capture_on_commit_callbacks(execute=True):
+        factories.declare(actor=staff, title="Queries are slow")
+    [update] = smtp.inbox("ann@example.com")  # merged from the message's shared MIME text
+
+    assert confirmation["List-Id"] == update["List-Id"] == list_id
+    if site_name.isascii():
+        [raw] = smtp.raw("ann@example.com")
+        assert f"\r\nList-Id: {list_id}\r\n".encode() in raw  # one line, as written
+
+
+@pytest.mark.parametrize(
+    ("site_url", "list_id"),
+    [
+        ("https://Status.Example.com", "Signalpost status updates <signalpost.status.example.com>"),
+        ("http://127.0.0.1:8000", "Signalpost status updates <signalpost.localhost>"),
+        ("http://[::1]:8000", "Signalpost status updates <signalpost.localhost>"),
+        ("http://localhost:8000", "Signalpost status updates <signalpost.localhost>"),
+    ],
+)
+def test_a_list_id_without_a_domain_uses_the_localhost_namespace(settings: Any, site_url: str, list_id: str) -> None:
+    from incidents.emails import list_id as make_list_id
+
+    settings.SITE_URL, settings.SITE_NAME = site_url, "Signalpost"
+    assert make_list_id() == list_id
