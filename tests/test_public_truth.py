@@ -174,8 +174,8 @@ def test_a_passed_next_update_time_reads_as_overdue_once_the_sweep_republishes(c
     # The page also carries both phrasings and the time, for public.js to judge again when it is read.
     assert (
         '<p class="next-update is-overdue" data-due="2026-03-02T22:30:00+00:00" data-promise="Next update by"'
-        ' data-overdue="Update overdue since"><span data-due-label>Update overdue since</span>'
-        ' <time datetime="2026-03-02T22:30:00+00:00" data-local="nearby">22:30 UTC</time></p>'
+        ' data-overdue="Update overdue since"><span><span data-due-label>Update overdue since</span>'
+        ' <time datetime="2026-03-02T22:30:00+00:00" data-local="nearby">22:30 UTC</time></span></p>'
     ) in html
     incident_page = words(text(client.get(f"/incidents/{latest.document['incidents'][0]['id']}")))
     assert "Next update overdue since 22:30 UTC" in incident_page
@@ -396,3 +396,67 @@ def test_a_list_id_without_a_domain_uses_the_localhost_namespace(settings: Any, 
 
     settings.SITE_URL, settings.SITE_NAME = site_url, "Signalpost"
     assert make_list_id() == list_id
+
+
+# --- on a phone ---------------------------------------------------------------------------------
+
+FITS = """() => ({scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth})"""
+IN_VIEW = """(elements) => elements.map((e) => { const b = e.getBoundingClientRect(); return [b.left, b.right]; })"""
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_what_these_pages_now_say_fits_a_phone_and_a_desktop(
+    requires_chromium: None, live_server: Any, page: Page
+) -> None:
+    staff = factories.make_user(username="alice")
+    with time_machine.travel(T0, tick=False):
+        group = actions.create_component(actor=staff, name="Data platform", is_group=True, at=T0 - timedelta(days=3))
+        exports = actions.create_component(
+            actor=staff, name="Scheduled exports to customer warehouses", group=group, at=T0 - timedelta(days=3)
+        )
+        incident = factories.declare(
+            actor=staff, title="Exports fail for every warehouse", components={exports: "major_outage"}
+        )
+        running = actions.schedule_maintenance(
+            actor=staff,
+            title="Warehouse connector upgrade",
+            scheduled_for=T0 + timedelta(minutes=10),
+            scheduled_until=T0 + timedelta(hours=3),
+            components=[exports],
+        )
+        cancelled = actions.schedule_maintenance(
+            actor=staff,
+            title="Network change",
+            scheduled_for=T0 + timedelta(days=1),
+            scheduled_until=T0 + timedelta(days=1, hours=1),
+        )
+        actions.cancel_maintenance(cancelled, actor=staff, reason="Not needed after all.")
+        done = actions.schedule_maintenance(
+            actor=staff,
+            title="Certificate rotation",
+            scheduled_for=T0 + timedelta(hours=5),
+            scheduled_until=T0 + timedelta(hours=6),
+        )
+        actions.start_maintenance(done, actor=staff, at=T0 + timedelta(minutes=1))
+        actions.complete_maintenance(done, actor=staff, at=T0 + timedelta(minutes=5))
+    sweep_at(T0 + timedelta(minutes=40))  # the window starts; the promised update time passes
+    with time_machine.travel(T0 + timedelta(minutes=41), tick=False):
+        publishing.publish()
+
+    page.clock.install(time=T0 + timedelta(minutes=45))
+    paths = ["/", f"/incidents/{incident.pk}", f"/maintenance/{running.pk}", f"/maintenance/{cancelled.pk}"]
+    paths.append(f"/maintenance/{done.pk}")
+    for width in (390, 360, 1280):
+        page.set_viewport_size({"width": width, "height": 800})
+        for path in paths:
+            page.goto(f"{live_server.url}{path}")
+            page.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+            sizes = page.evaluate(FITS)
+            assert sizes["scrollWidth"] <= sizes["innerWidth"], f"{path} at {width} px scrolls sideways: {sizes}"
+            for selector in (".status--beside", ".next-update", ".due", ".state"):
+                for left, right in page.locator(selector).evaluate_all(IN_VIEW):
+                    assert left >= 0 and right <= width, f"{selector} on {path} at {width} px: {left}–{right}"
+        page.goto(f"{live_server.url}/")
+        expect(page.locator(".status--beside")).to_have_text("Maintenance in progress")
+        expect(page.locator(".next-update")).to_contain_text("Update overdue since")

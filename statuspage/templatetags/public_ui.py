@@ -169,7 +169,8 @@ def next_update(
     style = "time" if built is not None and due.date() == built.date() else "datetime"
     return format_html(
         '<{tag} class="{css}{state}" data-due="{due}" data-promise="{promise}" data-overdue="{overdue}">'
-        '<span data-due-label>{label}</span> <time datetime="{due}" data-local="nearby">{text}</time></{tag}>',
+        '<span><span data-due-label>{label}</span> <time datetime="{due}" data-local="nearby">{text}</time></span>'
+        "</{tag}>",
         tag=tag,
         css=css,
         state=" is-overdue" if is_overdue else "",
