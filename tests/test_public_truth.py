@@ -320,7 +320,7 @@ def test_a_window_completed_early_shows_when_it_really_ran(client: Client, staff
         "Carried out: 2 Mar 2026, 22:10 to 2 Mar 2026, 22:40 UTC\nPlanned: 2 Mar 2026, 23:00 to 3 Mar 2026, 01:00 UTC"
         in body
     )
-    html = str(mail.outbox[0].alternatives[0][0])  # type: ignore[attr-defined]
+    html = str(mail.outbox[0].alternatives[0][0])  # type: ignore[union-attr]
     assert "Carried out 2 Mar 2026, 22:10 to 2 Mar 2026, 22:40 UTC · planned 2 Mar 2026, 23:00" in html
 
 
