@@ -7,6 +7,7 @@ to that incident's thread root, so mail clients group them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import escape
+from django.utils.text import slugify
 
 from incidents.markup import render_markdown
 from incidents.models import Delivery, Message, MessageKind, Subscriber
@@ -48,6 +50,33 @@ TEMPLATES = {
 
 def site_domain() -> str:
     return urlsplit(settings.SITE_URL).hostname or "localhost"
+
+
+# RFC 5322's atext, and the space between words: a phrase of these needs no quoting.
+_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
+
+
+def list_id() -> str:
+    """RFC 2919's List-Id for every email to subscribers: 'Acme status updates <acme.status.acme.com>'.
+
+    Mail clients and providers file and filter by it (and Gmail offers its unsubscribe for it). The
+    identifier is the site name's slug under the site's host; a site on an IP address or localhost uses
+    the namespace RFC 2919 keeps for lists without a domain (`.localhost`).
+    """
+    host = site_domain().lower().rstrip(".")
+    label = slugify(settings.SITE_NAME) or "status"
+    try:
+        ipaddress.ip_address(host)
+        namespace = "localhost"
+    except ValueError:
+        namespace = host if host != "localhost" and re.fullmatch(r"[a-z0-9.-]+", host) else "localhost"
+    phrase = " ".join(f"{settings.SITE_NAME} status updates".split())
+    if not _ATOM_PHRASE.fullmatch(phrase):
+        if phrase.isascii():
+            phrase = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        else:  # written as RFC 2047 encoded words by the email package; keep nothing that ends the phrase
+            phrase = re.sub(r'["<>\\]', "", phrase)
+    return f"{phrase} <{label}.{namespace}>"
 
 
 def links(subscriber: Subscriber, *, confirm: bool = True) -> dict[str, str]:
@@ -325,6 +354,7 @@ def _email(
             # RFC 8058: mail providers show an unsubscribe button that POSTs here, no login, one click.
             "List-Unsubscribe": f"<{subscriber_links['unsubscribe_url']}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": list_id(),
             "Auto-Submitted": "auto-generated",
         },
     )

@@ -513,6 +513,17 @@ class MaintenanceStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
 
 
+class MaintenanceUpdateStatus(models.TextChoices):
+    """What an update says of its window: a window's statuses, and "cancelled" for the update that
+    cancels one (the window itself keeps the status it had, and its `cancelled_at`)."""
+
+    SCHEDULED = "scheduled", "Scheduled"
+    IN_PROGRESS = "in_progress", "In progress"
+    VERIFYING = "verifying", "Verifying"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
 class Maintenance(models.Model):
     """A maintenance window. `next_action_at` is the next automatic step (start or completion) that
     the sweep claims; the affected components' statuses before the start are kept to restore them."""
@@ -570,7 +581,7 @@ class MaintenanceUpdate(models.Model):
         help_text="Its id in the v2 API, webhooks and feeds; never changes.",
     )
     maintenance = models.ForeignKey(Maintenance, on_delete=models.CASCADE, related_name="updates")
-    status = models.CharField(max_length=16, choices=MaintenanceStatus.choices)
+    status = models.CharField(max_length=16, choices=MaintenanceUpdateStatus.choices)
     body = models.TextField()
     body_html = models.TextField()
     component_changes = models.JSONField(default=list, blank=True)

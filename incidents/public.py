@@ -4,14 +4,15 @@ The document is the contract between publishing and the public site: the public 
 Statuspage v2 API, the feeds and the static export all render from it and never touch the database.
 Its objects are shaped like Statuspage's v2 payloads (ids as strings, timestamps with milliseconds
 in the page's zone) with a few extra keys of ours, which the v2 API leaves out:
-  incidents[*]: body_html on updates, impact_scope, next_update_at, duration_seconds, postmortem (the
-    published post-mortem's public sections as HTML and its public timeline, or null). An incident
+  incidents[*]: body_html on updates, impact_scope, next_update_at and next_update_overdue (whether it
+    had passed when the document was built; the page judges it again when it is read), duration_seconds,
+    postmortem (the published post-mortem's public sections as HTML and its public timeline, or null). An incident
     with a published post-mortem has status "postmortem" and Statuspage's postmortem_body (Markdown),
     postmortem_body_last_updated_at and postmortem_published_at, which the v2 API keeps.
   components[*]: uptime (for showcased components)
   scheduled_maintenances[*]: body_html on updates, cancelled_at, sequence (cancelled windows stay in
-    the document, so calendars can remove them; the v2 API leaves them out), legacy_id (the number
-    its page had before windows got public ids, for the redirect from old links)
+    the document, with status "cancelled", so calendars can remove them; the v2 API leaves them out),
+    legacy_id (the number its page had before windows got public ids, for the redirect from old links)
 Maintenance windows and their updates carry their public ids (Maintenance.public_id: opaque strings
 that start with a letter), never their primary keys, so no id is shared with an incident or an
 incident update (decimal ids).
@@ -344,6 +345,7 @@ def _incident_row(
             "workaround": incident.workaround,
         },
         "next_update_at": stamp(next_update) if not incident.is_resolved else None,
+        "next_update_overdue": next_update is not None and not incident.is_resolved and next_update < now,
         # Only once resolved: a running duration would make every build differ.
         "duration_seconds": round(incident.duration().total_seconds()) if incident.is_resolved else None,
         "postmortem": _postmortem_part(postmortem) if postmortem is not None else None,
@@ -366,7 +368,8 @@ def _maintenance_row(maintenance: Maintenance, component_rows: dict[int, dict[st
     return {
         "id": maintenance_id,
         "name": maintenance.title,
-        "status": maintenance.status,
+        # A cancelled window says so (its update too): it never reads "scheduled" in a webhook or a badge.
+        "status": "cancelled" if maintenance.is_cancelled else maintenance.status,
         "created_at": stamp(maintenance.created_at),
         "updated_at": stamp(maintenance.updated_at),
         "monitoring_at": stamp(next((u.created_at for u in reversed(updates) if u.status == "verifying"), None)),

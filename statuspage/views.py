@@ -169,6 +169,8 @@ def status_context(document: dict[str, Any]) -> dict[str, Any]:
         "tree": component_tree(document),
         "active_incidents": active,
         "recent_incidents": recent,
+        # Components a running window covers, shown beside their own status when an outage wins over it.
+        "in_maintenance": {c["id"] for m in maintenance_active for c in m["components"]},
         "maintenance_active": [{**m, "components": _named(m["components"], names)} for m in maintenance_active],
         "maintenance_upcoming": [{**m, "components": _named(m["components"], names)} for m in maintenance_upcoming],
         "recent_days": RECENT_DAYS,

@@ -198,7 +198,10 @@ def test_it_shows_the_open_incident_with_its_public_updates_only(client: Client,
     assert "db-eu-3" not in html
     assert "Internal:" not in html
     # The next update is promised 30 minutes (SEV1's cadence) after the last public one.
-    assert 'Next update by <time datetime="2026-11-08T15:25:00+01:00" data-local="time">15:25 CET</time>' in html
+    assert (
+        '<span data-due-label>Next update by</span> <time datetime="2026-11-08T15:25:00+01:00" data-local="nearby">'
+        "15:25 CET</time>"
+    ) in html
 
 
 def test_it_lists_incidents_resolved_in_the_last_week(client: Client, site: Site) -> None:

@@ -25,6 +25,8 @@ from incidents.models import (
     ComponentStatusChange,
     Impact,
     Incident,
+    Maintenance,
+    MaintenanceStatus,
     Message,
     MessageKind,
     Subscriber,
@@ -118,11 +120,50 @@ def _check_status(status: str, field: str = "status") -> str:
     return status
 
 
+# Statuses that say a component is (partly) down. Set by an open incident, each wins over maintenance:
+# a window never hides an outage, on the page or in the uptime figures (the window shows beside it).
+OUTAGE_STATUSES = frozenset(
+    {ComponentStatus.DEGRADED_PERFORMANCE, ComponentStatus.PARTIAL_OUTAGE, ComponentStatus.MAJOR_OUTAGE}
+)
+RUNNING_MAINTENANCE = (MaintenanceStatus.IN_PROGRESS, MaintenanceStatus.VERIFYING)
+
+
+def components_in_running_maintenance(component_ids: Iterable[int], *, besides: Maintenance | None = None) -> set[int]:
+    """Which of these components a running (started, not completed or cancelled) window covers."""
+    ids = list(component_ids)
+    if not ids:
+        return set()
+    running = Maintenance.objects.filter(status__in=RUNNING_MAINTENANCE, cancelled_at__isnull=True)
+    if besides is not None:
+        running = running.exclude(pk=besides.pk)
+    return set(running.filter(components__in=ids).values_list("components", flat=True)) & set(ids)
+
+
+def components_in_open_incidents(component_ids: Iterable[int]) -> set[int]:
+    """Which of these components an unresolved incident lists."""
+    ids = list(component_ids)
+    if not ids:
+        return set()
+    return set(Incident.objects.open().filter(components__in=ids).values_list("components", flat=True)) & set(ids)
+
+
 def _apply_component_changes(
-    incident: Incident | None, changes: Iterable[ComponentChange], *, actor: Actor, at: datetime
+    incident: Incident | None,
+    changes: Iterable[ComponentChange],
+    *,
+    actor: Actor,
+    at: datetime,
+    completing: Maintenance | None = None,
 ) -> list[dict[str, Any]]:
     """Set component statuses, recording each real change in the component's history (and telling
-    webhook subscribers, who get component updates as Statuspage sends them)."""
+    webhook subscribers, who get component updates as Statuspage sends them).
+
+    A component whose outage ends while a running window covers it (an incident resolved during the
+    window) is under maintenance, not operational; `completing` is the window whose completion this is."""
+    changes = list(changes)
+    held = components_in_running_maintenance(
+        (c.component.pk for c in changes if c.status == ComponentStatus.OPERATIONAL), besides=completing
+    )
     applied: list[dict[str, Any]] = []
     webhooks = None
     for change in changes:
@@ -132,12 +173,15 @@ def _apply_component_changes(
             raise ActionRefused(
                 f"{component.name} is a group; set the status of its components instead.", field="components"
             )
-        if component.status == change.status:
+        status = change.status
+        if component.pk in held and component.status in OUTAGE_STATUSES:
+            status = ComponentStatus.UNDER_MAINTENANCE
+        if component.status == status:
             continue
         recorded = ComponentStatusChange.objects.create(
             component=component,
             old_status=component.status,
-            new_status=change.status,
+            new_status=status,
             changed_at=at,
             incident=incident,
             actor=_user(actor),
@@ -159,10 +203,10 @@ def _apply_component_changes(
                 "component_id": component.pk,
                 "name": component.display_name,
                 "old_status": component.status,
-                "new_status": change.status,
+                "new_status": status,
             }
         )
-        component.status = change.status
+        component.status = status
         component.updated_at = at
         component.save(update_fields=["status", "updated_at"])
     return applied

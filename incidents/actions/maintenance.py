@@ -11,6 +11,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from incidents.actions._common import (
+    OUTAGE_STATUSES,
     ActionRefused,
     Actor,
     ComponentChange,
@@ -18,6 +19,7 @@ from incidents.actions._common import (
     _apply_component_changes,
     _user,
     _when,
+    components_in_open_incidents,
 )
 from incidents.actions.subscriptions import _message_for_maintenance
 from incidents.markup import render_markdown
@@ -29,6 +31,7 @@ from incidents.models import (
     Maintenance,
     MaintenanceStatus,
     MaintenanceUpdate,
+    MaintenanceUpdateStatus,
     TimelineEvent,
 )
 from incidents.publishing import request_publish
@@ -201,7 +204,8 @@ def _record(
 def start_maintenance(
     maintenance: Maintenance, *, actor: Actor, message: str = "", at: datetime | None = None
 ) -> Maintenance:
-    """Start the window: its components go under maintenance (their statuses are kept to restore)."""
+    """Start the window: its components go under maintenance (their statuses are kept to restore), except
+    those in an outage: an incident's status wins over maintenance, and the window shows beside it."""
     at = at or timezone.now()
     with transaction.atomic():
         maintenance = _lock_maintenance(maintenance)
@@ -209,7 +213,9 @@ def start_maintenance(
             raise ActionRefused("This maintenance was cancelled.")
         if maintenance.status != MaintenanceStatus.SCHEDULED:
             raise ActionRefused("This maintenance has already started.", code="already_started")
-        components = list(maintenance.components.all())
+        covered = list(maintenance.components.all())
+        in_incidents = components_in_open_incidents(c.pk for c in covered if c.status in OUTAGE_STATUSES)
+        components = [c for c in covered if c.pk not in in_incidents]
         maintenance.restore_statuses = {str(c.pk): c.status for c in components}
         changes = _apply_component_changes(
             None, [ComponentChange(c, ComponentStatus.UNDER_MAINTENANCE) for c in components], actor=actor, at=at
@@ -260,7 +266,7 @@ def complete_maintenance(
                 if before == ComponentStatus.UNDER_MAINTENANCE:
                     before = ComponentStatus.OPERATIONAL
                 restore.append(ComponentChange(component, before))
-        changes = _apply_component_changes(None, restore, actor=actor, at=at)
+        changes = _apply_component_changes(None, restore, actor=actor, at=at, completing=maintenance)
         maintenance.status = MaintenanceStatus.COMPLETED
         maintenance.completed_at = at
         maintenance.next_action_at = None
@@ -334,7 +340,7 @@ def cancel_maintenance(
         return _record(
             maintenance,
             ["cancelled_at", "sequence", "next_action_at"],
-            status=maintenance.status,
+            status=MaintenanceUpdateStatus.CANCELLED,
             body=reason.strip() or "This maintenance has been cancelled.",
             changes=[],
             kind=EventKind.MAINTENANCE_CANCELLED,

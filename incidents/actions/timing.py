@@ -21,6 +21,7 @@ from incidents.models import (
     PublicStatus,
     Severity,
 )
+from incidents.publishing import request_publish
 
 
 def _start_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
@@ -60,6 +61,10 @@ def _record_clock_event(clock: Clock, kind: str, due: datetime, *, nudge: bool =
         return False  # recorded already: exactly once, whoever got there first
     if nudge:
         escalation.nudge(clock, recorded)
+    if kind == ClockEventKind.BREACH and clock.metric == Metric.UPDATE_CADENCE:
+        # The page's "next update by" has passed: republish so that it reads as overdue (the document
+        # says so), also for readers without JavaScript and for the static files.
+        request_publish()
     share = {ClockEventKind.WARNING_75.value: "75%", ClockEventKind.WARNING_90.value: "90%"}.get(kind)
     label = Metric(clock.metric).label
     if share:

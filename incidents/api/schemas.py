@@ -37,6 +37,7 @@ from incidents.models import (
     Maintenance,
     MaintenanceStatus,
     MaintenanceUpdate,
+    MaintenanceUpdateStatus,
     Metric,
     PublicStatus,
     Severity,
@@ -417,7 +418,7 @@ class MaintenanceListQuery(QueryIn):
 class MaintenanceUpdateOut(Schema):
     id: int
     public_id: str = Field(description="Its id in the public v2 API, webhooks and feeds.")
-    status: MaintenanceStatus
+    status: MaintenanceUpdateStatus = Field(description="The update that cancels a window says cancelled.")
     body: str
     body_html: str
     created_at: datetime

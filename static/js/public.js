@@ -1,5 +1,8 @@
 // The public pages work without this file. With it:
-// - times (<time data-local datetime="…">, written in the page's zone) are shown in the reader's zone;
+// - times (<time data-local datetime="…">, written in the page's zone) are shown in the reader's zone,
+//   with the date wherever it is another day there (a range's end, a promised update time);
+// - a promised update time ([data-due]) that has passed reads as overdue, judged by the reader's clock
+//   (the page may be a static file or a cached copy, written before the time passed);
 // - a component group the reader opened or closed stays so when htmx refreshes the status part;
 // - an uptime bar shows its words (which screen readers read from the list) above it on hover or tap.
 (function () {
@@ -29,24 +32,80 @@
     return name.replace(/^GMT(?=[+-])/, "UTC");
   }
 
+  function sameDay(a, b) {
+    return a.toDateString() === b.toDateString(); // in the reader's zone
+  }
+
+  // "end": a range's end, its date shown when it is not the start's day; "nearby": a time, its date
+  // shown when it is not today.
+  function styleOf(element, moment) {
+    var style = element.getAttribute("data-local");
+    if (style === "end") {
+      var start = new Date(element.getAttribute("data-start"));
+      return !isNaN(start.getTime()) && sameDay(start, moment) ? "time" : "datetime";
+    }
+    if (style === "nearby") {
+      return sameDay(new Date(), moment) ? "time" : "datetime";
+    }
+    return style;
+  }
+
+  function writeLocal(element) {
+    var moment = new Date(element.getAttribute("datetime"));
+    var options = STYLES[styleOf(element, moment)];
+    if (!options || isNaN(moment.getTime())) {
+      return;
+    }
+    if (!element.hasAttribute("data-localised")) {
+      element.title = element.textContent; // the page's own wording stays available on hover
+      element.setAttribute("data-localised", "");
+    }
+    element.textContent = new Intl.DateTimeFormat("en-GB", options).format(moment) + " " + zoneName(moment);
+  }
+
   function localise(root) {
     var elements = root.querySelectorAll("time[data-local]");
     for (var i = 0; i < elements.length; i++) {
-      var element = elements[i];
-      var options = STYLES[element.getAttribute("data-local")];
-      var moment = new Date(element.getAttribute("datetime"));
-      if (!options || isNaN(moment.getTime()) || element.hasAttribute("data-localised")) {
-        continue;
+      if (!elements[i].hasAttribute("data-localised")) {
+        writeLocal(elements[i]);
       }
-      // The page's own wording stays available on hover.
-      element.title = element.textContent;
-      element.textContent = new Intl.DateTimeFormat("en-GB", options).format(moment) + " " + zoneName(moment);
-      element.setAttribute("data-localised", "");
     }
     var notes = root.querySelectorAll("[data-zone-note]");
     var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     for (var j = 0; j < notes.length; j++) {
       notes[j].textContent = "Times are shown in your time zone" + (zone ? " (" + zone + ")." : ".");
+    }
+  }
+
+  // Promised update times: "Next update by 03:09 UTC" until then, "Update overdue since 03:09 UTC" after.
+  var dueTimer = null;
+
+  function judgeDue() {
+    var now = Date.now();
+    var next = Infinity;
+    var items = document.querySelectorAll("[data-due]");
+    for (var i = 0; i < items.length; i++) {
+      var item = items[i];
+      var due = new Date(item.getAttribute("data-due")).getTime();
+      var label = item.querySelector("[data-due-label]");
+      if (isNaN(due) || !label) {
+        continue;
+      }
+      var overdue = now > due;
+      label.textContent = item.getAttribute(overdue ? "data-overdue" : "data-promise");
+      item.classList.toggle("is-overdue", overdue);
+      var time = item.querySelector("time[data-local]");
+      if (time) {
+        writeLocal(time); // "today" may have moved on since the page was written
+      }
+      if (!overdue) {
+        next = Math.min(next, due);
+      }
+    }
+    clearTimeout(dueTimer);
+    if (items.length) {
+      // Just after the next promised time, and at least every minute (a laptop waking from sleep).
+      dueTimer = setTimeout(judgeDue, Math.max(250, Math.min(next - now + 250, 60000)));
     }
   }
 
@@ -139,13 +198,16 @@
   document.addEventListener("htmx:afterSettle", function () {
     restoreGroups(document);
     localise(document);
+    judgeDue();
   });
 
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () {
       localise(document);
+      judgeDue();
     });
   } else {
     localise(document);
+    judgeDue();
   }
 })();

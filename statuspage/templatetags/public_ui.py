@@ -41,6 +41,7 @@ UPDATE_STATUS_LABELS = {
     "in_progress": "In progress",
     "verifying": "Verifying",
     "completed": "Completed",
+    "cancelled": "Cancelled",
 }
 IMPACT_LABELS = {
     "none": "No impact",
@@ -122,13 +123,63 @@ def when(context: template.Context, value: str | None, style: str = "datetime") 
 
 @register.simple_tag(takes_context=True)
 def when_range(context: template.Context, start: str | None, end: str | None) -> SafeString | str:
-    """'8 Nov 2026, 15:05 CET to 20:20 CET': the end's date is left out when it is the same day."""
+    """'8 Nov 2026, 15:05 CET to 20:20 CET': the end's date is left out when it is the same day.
+
+    The end carries its start (data-start), so that public.js, which writes both in the reader's zone,
+    shows the end's date whenever it falls on another day there ('21:17 PST to 2 Mar 2026, 00:16 PST').
+    """
     zone_name = context.get("time_zone") or "UTC"
     first, last = in_zone(start, zone_name), in_zone(end, zone_name)
     if first is None or last is None:
         return when(context, start) if last is None else when(context, end)
     style = "time" if first.date() == last.date() else "datetime"
-    return format_html("{} to {}", when(context, start), when(context, end, style))
+    end_html = format_html(
+        '<time datetime="{}" data-local="end" data-start="{}">{}</time>',
+        last.isoformat(timespec="seconds"),
+        first.isoformat(timespec="seconds"),
+        _time_text(last, style, zone_name),
+    )
+    return format_html("{} to {}", when(context, start), end_html)
+
+
+@register.simple_tag(takes_context=True)
+def next_update(
+    context: template.Context,
+    incident: dict[str, Any],
+    promise: str = "Next update by",
+    overdue: str = "Update overdue since",
+    tag: str = "p",
+    css: str = "next-update",
+) -> SafeString | str:
+    """'Next update by 03:09 UTC', or once that time has passed 'Update overdue since 03:09 UTC'; a time
+    on another day than the page's shows its date.
+
+    The words are the server's judgement when the document was built (publishing republishes when the
+    promised time passes), for readers without JavaScript. The page itself may be a static file or a
+    cached copy, so public.js judges again against the reader's clock (data-due and the two phrasings)
+    and keeps judging while the page stays open.
+    """
+    zone_name = context.get("time_zone") or "UTC"
+    due = in_zone(incident.get("next_update_at"), zone_name)
+    if due is None or tag not in {"p", "span"}:
+        return ""
+    document = context.get("document") or {}
+    built = in_zone(document.get("generated_at"), zone_name)
+    is_overdue = bool(incident.get("next_update_overdue")) or (built is not None and due < built)
+    style = "time" if built is not None and due.date() == built.date() else "datetime"
+    return format_html(
+        '<{tag} class="{css}{state}" data-due="{due}" data-promise="{promise}" data-overdue="{overdue}">'
+        '<span><span data-due-label>{label}</span> <time datetime="{due}" data-local="nearby">{text}</time></span>'
+        "</{tag}>",
+        tag=tag,
+        css=css,
+        state=" is-overdue" if is_overdue else "",
+        due=due.isoformat(timespec="seconds"),
+        promise=promise,
+        overdue=overdue,
+        label=overdue if is_overdue else promise,
+        text=_time_text(due, style, zone_name),
+    )
 
 
 @register.filter
