@@ -164,7 +164,7 @@ def test_a_passed_next_update_time_reads_as_overdue_once_the_sweep_republishes(c
     sweep_at(T0 + timedelta(minutes=31))
     latest = publishing.Snapshot.objects.latest()
     assert latest.version > before
-    assert latest.document["generated_at"] == "2026-03-02T22:31:00.000+00:00"
+    assert latest.document["generated_at"] == "2026-03-02T22:31:00.000Z"
     assert latest.document["incidents"][0]["next_update_overdue"] is True
     reader.reset()
 
@@ -232,7 +232,7 @@ def test_the_reader_sees_an_update_go_overdue_and_a_range_across_midnight_with_i
 
     promise = page.locator(".next-update")
     assert said(promise) == "Next update by 14:30 PST"
-    card = page.locator("article", has=page.locator(f"#maintenance-{window.pk}"))
+    card = page.locator("article", has=page.locator(f"#maintenance-{window.public_id}"))
     assert "2 Mar 2026, 21:17 PST to 3 Mar 2026, 00:16 PST" in said(card)
 
     # The page stays open past the promised time: it says overdue, with no new snapshot needed.
@@ -277,7 +277,7 @@ def test_a_cancelled_window_says_cancelled_in_the_email_on_the_page_in_webhooks_
     assert (hook["status"], hook["incident_updates"][0]["status"]) == ("cancelled", "cancelled")
 
     publish_at(T0 + timedelta(minutes=6))
-    html = text(client.get(f"/maintenance/{window.pk}"))
+    html = text(client.get(f"/maintenance/{window.public_id}"))
     assert '<span class="state state--cancelled">Cancelled</span>' in html  # the badge
     detail = words(html)
     assert "Database upgrade Maintenance Cancelled This maintenance was cancelled 2 Mar 2026, 22:05 UTC" in detail
@@ -303,7 +303,7 @@ def test_a_window_completed_early_shows_when_it_really_ran(client: Client, staff
     actions.complete_maintenance(window, actor=staff, message="All done early.", at=T0 + timedelta(minutes=40))
 
     publish_at(T0 + timedelta(minutes=45))
-    detail = words(text(client.get(f"/maintenance/{window.pk}")))
+    detail = words(text(client.get(f"/maintenance/{window.public_id}")))
     assert "This maintenance has been completed." in detail
     assert (
         "Carried out 2 Mar 2026, 22:10 UTC to 22:40 UTC Planned 2 Mar 2026, 23:00 UTC to 3 Mar 2026, 01:00 UTC"
@@ -338,7 +338,7 @@ def test_a_range_across_midnight_in_the_page_zone_gives_its_end_a_date(
     )
     publish_at(T0 + timedelta(minutes=1))
 
-    html = text(client.get(f"/maintenance/{window.pk}"))
+    html = text(client.get(f"/maintenance/{window.public_id}"))
     assert "Scheduled 2 Mar 2026, 21:17 PST to 3 Mar 2026, 00:16 PST" in words(html)
     # public.js gets the start with the end, to give the end its date in the reader's zone too.
     assert (
@@ -445,8 +445,8 @@ def test_what_these_pages_now_say_fits_a_phone_and_a_desktop(
         publishing.publish()
 
     page.clock.install(time=T0 + timedelta(minutes=45))
-    paths = ["/", f"/incidents/{incident.pk}", f"/maintenance/{running.pk}", f"/maintenance/{cancelled.pk}"]
-    paths.append(f"/maintenance/{done.pk}")
+    paths = ["/", f"/incidents/{incident.pk}", f"/maintenance/{running.public_id}", f"/maintenance/{cancelled.public_id}"]
+    paths.append(f"/maintenance/{done.public_id}")
     for width in (390, 360, 1280):
         page.set_viewport_size({"width": width, "height": 800})
         for path in paths:
