@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -55,8 +56,9 @@ def stamp(moment: datetime | None) -> str | None:
 
 
 def age(moment: datetime | None, now: datetime) -> int | None:
-    # A heartbeat a few milliseconds ahead of this host's clock (another host) is not negative.
-    return None if moment is None else max(0, round((now - moment).total_seconds()))
+    """Whole seconds, rounded up, so an age just past the limit never reads as the limit itself; a
+    heartbeat a little ahead of this host's clock (another host's) is 0, not negative."""
+    return None if moment is None else max(0, math.ceil((now - moment).total_seconds()))
 
 
 def publish_overdue_after() -> timedelta:
