@@ -32,6 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests import nginx  # noqa: E402 - deploy/nginx.conf with local ports and folders, as the tests run it
+
 README = ROOT / "bench" / "README.md"
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 EXTRA_COMPONENTS = ["Alerts API", "Webhooks", "SSO", "Billing", "Mobile SDK", "Status API", "Search", "Audit log"]
@@ -96,38 +99,26 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 def nginx_config(tmp: Path, app_port: int, deploy_port: int, static_port: int, static_root: Path) -> Path:
     """deploy/nginx.conf with this run's paths and ports, plus a plain static server for the baseline."""
-    deploy = (ROOT / "deploy" / "nginx.conf").read_text()
-    deploy = deploy.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{app_port};")
-    deploy = deploy.replace("listen 80;", f"listen 127.0.0.1:{deploy_port};")
-    deploy = deploy.replace("/var/lib/signalpost/snapshot/site", str(tmp / "snapshot" / "site"))
-    deploy = deploy.replace("/srv/signalpost/var/staticfiles/", f"{static_root}/")
     plain = tmp / "plain"
     plain.mkdir(exist_ok=True)
     shutil.copyfile(tmp / "snapshot" / "site" / "index.html", plain / "index.html")
-    config = tmp / "nginx.conf"
-    config.write_text(
-        f"""worker_processes 2;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    include /etc/nginx/mime.types;
-    access_log off;
-    client_body_temp_path {tmp}/nginx-body;
-    proxy_temp_path {tmp}/nginx-proxy;
-    fastcgi_temp_path {tmp}/nginx-fastcgi;
-    uwsgi_temp_path {tmp}/nginx-uwsgi;
-    scgi_temp_path {tmp}/nginx-scgi;
-    sendfile on;
-    {deploy}
+    baseline = f"""
     server {{
         listen 127.0.0.1:{static_port};
         root {plain};
         location / {{ try_files $uri /index.html; }}
     }}
-}}
 """
+    text = nginx.local_config(
+        tmp=tmp,
+        port=deploy_port,
+        app_port=app_port,
+        snapshot_site=tmp / "snapshot" / "site",
+        static_root=static_root,
+        extra=baseline,
     )
+    config = tmp / "nginx.conf"
+    config.write_text(text)
     return config
 
 

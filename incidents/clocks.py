@@ -124,14 +124,15 @@ def sweep_due(now: datetime | None = None) -> int:
     return done
 
 
-def record_sweep(now: datetime) -> None:
+def record_sweep(now: datetime, *, name: str = HEARTBEAT) -> None:
     """Stamp the heartbeat once a sweep has completed: the dashboard warns when it goes stale.
 
     Never moves backwards (two sweepers may finish out of order); the first sweep creates the row,
-    and a second one racing it is harmless (ignore_conflicts, then the conditional update).
+    and a second one racing it is harmless (ignore_conflicts, then the conditional update). Other
+    periodic work stamps a row of its own `name` (publishing: /readyz reads it).
     """
-    if not SweepHeartbeat.objects.filter(name=HEARTBEAT, swept_at__lt=now).update(swept_at=now):
-        SweepHeartbeat.objects.bulk_create([SweepHeartbeat(name=HEARTBEAT, swept_at=now)], ignore_conflicts=True)
+    if not SweepHeartbeat.objects.filter(name=name, swept_at__lt=now).update(swept_at=now):
+        SweepHeartbeat.objects.bulk_create([SweepHeartbeat(name=name, swept_at=now)], ignore_conflicts=True)
 
 
 def last_sweep() -> datetime | None:

@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from incidents.clocks import record_sweep
 from incidents.models import Snapshot
 from incidents.public import build_document, content_hash
 
@@ -34,6 +35,8 @@ KEEP_SNAPSHOTS = 50
 REDIS_DOCUMENT_KEY = "signalpost:snapshot:document"
 REDIS_VERSION_KEY = "signalpost:snapshot:version"
 SNAPSHOT_FILE = "snapshot.json"
+# Stamped by every completed publish, changed content or not (a SweepHeartbeat row): /readyz reads it.
+PUBLISH_HEARTBEAT = "publish"
 
 # Sent after every publish with `snapshot` (new or unchanged). The public site listens to write its
 # static files; the domain itself never imports the public site.
@@ -90,6 +93,7 @@ def publish(*, force: bool = False) -> Snapshot:
     for receiver, error in snapshot_published.send_robust(sender=Snapshot, snapshot=snapshot):
         if error is not None:
             log.error("after publishing, %s failed", receiver, exc_info=error)
+    record_sweep(now, name=PUBLISH_HEARTBEAT)
     return snapshot
 
 

@@ -110,7 +110,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so the public side too is sent to https and carries HSTS (SECURE_SSL_REDIRECT below).
+    # /healthz and /readyz for load balancers and monitors, ahead of everything: no https redirect, host
+    # check, session or throttle applies to a probe (statuspage/health.py).
+    "statuspage.health.HealthMiddleware",
+    # Then, so the public side too is sent to https and carries HSTS (SECURE_SSL_REDIRECT below).
     "django.middleware.security.SecurityMiddleware",
     # Public snapshot routes are answered here, ahead of sessions, auth and CSRF (statuspage/middleware.py).
     "statuspage.middleware.PublicFastPathMiddleware",

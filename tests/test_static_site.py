@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +15,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from incidents import actions, publishing
-from tests import factories
+from tests import factories, nginx
 from tests.conftest import need
 
 pytestmark = pytest.mark.django_db
@@ -110,12 +105,6 @@ def test_it_switches_the_published_site_atomically(staff: User, settings: Any) -
 # --- nginx with deploy/nginx.conf ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -127,41 +116,17 @@ def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
 @pytest.fixture
 def nginx_without_app(tmp_path: Path, settings: Any) -> Iterator[str]:
     """nginx with deploy/nginx.conf over the published site, its upstream (gunicorn) not running."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    need(Path(binary).exists(), "needs nginx (apt-get install nginx-light)")
-    port, dead_upstream = free_port(), free_port()
-    deploy = (ROOT / "deploy" / "nginx.conf").read_text()
-    deploy = deploy.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dead_upstream};")
-    deploy = deploy.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    deploy = deploy.replace("/var/lib/signalpost/snapshot/site", str(Path(settings.SNAPSHOT_DIR) / "site"))
-    deploy = deploy.replace("/srv/signalpost/var/staticfiles/", f"{tmp_path}/static/")
-    config = tmp_path / "nginx.conf"
-    # pytest's temporary folders are private to this user; nginx's workers must be able to read them.
-    user = "user root;" if os.geteuid() == 0 else ""
-    config.write_text(
-        f"{user} pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; events {{}}\n"
-        f"http {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {tmp_path}/body; "
-        f"proxy_temp_path {tmp_path}/proxy; fastcgi_temp_path {tmp_path}/fcgi; uwsgi_temp_path {tmp_path}/uwsgi; "
-        f"scgi_temp_path {tmp_path}/scgi;\n{deploy}\n}}\n"
+    need(Path(nginx.binary()).exists(), "needs nginx (apt-get install nginx-light)")
+    port = nginx.free_port()
+    config = nginx.local_config(
+        tmp=tmp_path,
+        port=port,
+        app_port=nginx.free_port(),
+        snapshot_site=Path(settings.SNAPSHOT_DIR) / "site",
+        static_root=tmp_path / "static",
     )
-    process = subprocess.Popen(
-        [binary, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nginx did not start: {process.stderr.read().decode() if process.stderr else ''}")
-            time.sleep(0.05)
-    try:
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
+    with nginx.running(config, tmp_path, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_nginx_serves_the_public_side_while_the_app_is_down(staff: User, settings: Any, nginx_without_app: str) -> None:
@@ -186,6 +151,11 @@ def test_nginx_serves_the_public_side_while_the_app_is_down(staff: User, setting
 
     status, headers, _ = fetch(f"{base}/maintenance.ics")
     assert (status, headers["Content-Type"]) == (200, "text/calendar; charset=utf-8")
+
+    # HSTS on what nginx serves itself, in the locations with headers of their own too (nginx drops the
+    # server's add_header there unless repeated).
+    for path in ("/", f"/incidents/{incident.pk}", "/api/v2/summary.json", "/history.atom", "/maintenance.ics"):
+        assert fetch(f"{base}{path}")[1]["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains", path
 
     # A CORS preflight gets what the application would answer, from nginx alone.
     for path in ("/api/v2/summary.json", "/history.atom", "/maintenance.ics"):
