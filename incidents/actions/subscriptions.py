@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator, validate_email
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
 from incidents.actions._common import ActionRefused, Actor, _notify, _user
+from incidents.addresses import signup_problem
 from incidents.models import (
     Component,
     Delivery,
@@ -72,10 +73,9 @@ def subscribe(
     nobody learns whether an address is subscribed; the address gets at most one email an hour."""
     at = at or timezone.now()
     email = email.strip()
-    try:
-        validate_email(email)
-    except ValidationError:
-        raise ActionRefused("Enter a valid email address, like name@example.com.", field="email") from None
+    problem = signup_problem(email)
+    if problem is not None:
+        raise ActionRefused(problem, field="email")
     if minimum_impact not in Impact.values:
         raise ActionRefused(f"Unknown impact {minimum_impact!r}.", field="minimum_impact")
     components = list(components)
