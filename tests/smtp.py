@@ -1,5 +1,6 @@
 """A real SMTP server for tests (aiosmtpd in a thread): it keeps what it receives, can refuse chosen
-recipients with 550 or 450, can be stopped and started again on the same port, and counts connections.
+recipients with 550 or 450 (or hang up on them), can be stopped and started again on the same port, and
+counts connections.
 
     with SmtpServer() as smtp:
         settings.MAILERS = smtp.mailers()   # or smtp.env() for a worker subprocess
@@ -56,6 +57,7 @@ class Handler:
         self.connection_of: dict[int, int] = {}  # id(session) → its connection number
         self.refusals: dict[str, str] = {}  # address → the SMTP reply to RCPT TO (e.g. REFUSE, DEFER)
         self.refused: list[tuple[str, str]] = []
+        self.drops: set[str] = set()  # addresses whose RCPT TO makes the server hang up
         self.delay = 0.0  # seconds to hold each message after accepting it, before answering 250
         self.parse = True  # False keeps only sizes, for a benchmark sink
         self.lock = threading.Lock()
@@ -77,6 +79,11 @@ class Handler:
             self.connection_of[id(session)] = self.connections
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
+        if address.lower() in self.drops:
+            with self.lock:
+                self.refused.append((address, "hung up"))
+            server.transport.close()  # the client reads no reply: SMTPServerDisconnected
+            return "421 4.3.0 Closing connection"
         reply = self.refusals.get(address.lower())
         if reply:
             with self.lock:
@@ -163,8 +170,13 @@ class SmtpServer:
     def defer(self, address: str) -> None:
         self.refuse(address, DEFER)
 
+    def hang_up_on(self, address: str) -> None:
+        """Close the connection when a client gives this recipient (as a server that crashes on it would)."""
+        self.handler.drops.add(address.lower())
+
     def accept(self, address: str) -> None:
         self.handler.refusals.pop(address.lower(), None)
+        self.handler.drops.discard(address.lower())
 
     # --- what arrived -----------------------------------------------------------------------------
 
