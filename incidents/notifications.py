@@ -6,8 +6,11 @@ token, send a batch over one connection, and mark each row as it goes. A transie
 row back with exponential backoff and full jitter, up to DELIVERY_MAX_ATTEMPTS; a permanent one (the
 server refuses the recipient with a 5xx) fails it with the reason. A circuit breaker per destination (the
 SMTP server; each webhook host) opens after BREAKER_THRESHOLD consecutive failures, stops sending there,
-lets one probe through after a cool-down and closes when it succeeds. A sweep puts back rows whose
-worker died holding them.
+lets one probe through after a cool-down and closes when it succeeds. Whatever goes wrong with one row
+(its address, building it, the server hanging up on it, any exception) fails or retries that row
+alone, on its own backoff; the batch goes on. While a batch is being sent, a thread renews its claim
+(Heartbeat), so the claim timeout can be short: a sweep puts back rows whose worker died holding them
+within DELIVERY_CLAIM_TIMEOUT_SECONDS, and never takes a living worker's.
 
 The guarantee is at least once: a row is marked sent right after the server accepts it, so a worker
 killed between the two sends that one email again (the same Message-ID) after the claim times out.
@@ -429,7 +432,8 @@ def renew(batch: Batch, deliveries: list[Delivery], now: datetime, *, touch: boo
     timeout has passed since the last renewal: the sweep only takes rows claimed longer ago than the
     whole timeout, so between renewals no row can change hands, and checking each row before each
     send would cost a query per email for nothing. touch=False only checks: when a batch starts within
-    that third of its claim, the claim's own timestamp is as good as a touch.
+    that third of its claim, the claim's own timestamp is as good as a touch. (While one email blocks,
+    the batch's Heartbeat keeps renewing the claim from its thread.)
     """
     ids = [delivery.pk for delivery in deliveries]
     if touch:

@@ -59,6 +59,7 @@ class Handler:
         self.refused: list[tuple[str, str]] = []
         self.drops: set[str] = set()  # addresses whose RCPT TO makes the server hang up
         self.delay = 0.0  # seconds to hold each message after accepting it, before answering 250
+        self.slow: dict[str, float] = {}  # address → seconds to hold a message to it (instead of delay)
         self.parse = True  # False keeps only sizes, for a benchmark sink
         self.lock = threading.Lock()
 
@@ -99,10 +100,11 @@ class Handler:
             for recipient in envelope.rcpt_tos:
                 number = self.connection_of.get(id(session), 0)
                 self.received.append(Received(recipient.lower(), parsed, len(content), number, content))
-        if self.delay:
+        delay = max([self.delay, *(self.slow.get(recipient.lower(), 0.0) for recipient in envelope.rcpt_tos)])
+        if delay:
             # Accepted (as a real server has queued it) but not yet answered: a client killed now
             # never hears the 250, which is where an at-least-once outbox sends a second copy.
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import smtplib
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
@@ -1056,6 +1057,43 @@ def test_rows_held_past_the_claim_timeout_are_put_back(
     with time_machine.travel(later, tick=False):
         assert notifications.deliver_due() == 3
     assert smtp.copies() == {"ann@example.com": 1, "bob@example.com": 1, "cat@example.com": 1}
+
+
+def test_the_claim_timeout_is_short_by_default() -> None:
+    """Rows a dead worker held wait one claim timeout (and a sweep) before anyone sends them: it was 300 s.
+    A living worker keeps its claim with a heartbeat (below), however long one email takes."""
+    assert settings.DELIVERY_CLAIM_TIMEOUT_SECONDS <= 60
+    assert settings.DELIVERY_CLAIM_TIMEOUT_SECONDS / notifications.HEARTBEATS_PER_TIMEOUT <= 15
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_renews_its_batch_s_claim_and_nothing_else(
+    requires_postgres: None, smtp: SmtpServer, subscribe: Subscribe, staff: User, settings: Any
+) -> None:
+    settings.DELIVER_EAGERLY = False
+    settings.DELIVERY_CLAIM_TIMEOUT_SECONDS = 1  # a beat every 0.2 s
+    subscribers(subscribe, "ann", "bob", "cat")
+    factories.declare(actor=staff)
+    notifications.fan_out(last_update_message().pk)
+    Delivery.objects.filter(message=last_update_message()).update(status=DeliveryStatus.PENDING, claim="")
+    ours = notifications.claim_batch(T0, limit=2)
+    theirs = notifications.claim_batch(T0, limit=1)
+    assert ours is not None and theirs is not None
+    an_hour_ago = T0 - timedelta(hours=1)
+    Delivery.objects.filter(status=DeliveryStatus.SENDING).update(claimed_at=an_hour_ago)
+
+    with notifications.Heartbeat(Delivery.objects.all(), ours.claim) as heartbeat:
+        deadline = time.monotonic() + 10
+        while heartbeat.beats < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    beats = heartbeat.beats
+
+    assert beats >= 2
+    assert set(Delivery.objects.filter(claim=ours.claim).values_list("claimed_at", flat=True)) == {T0}
+    assert set(Delivery.objects.filter(claim=theirs.claim).values_list("claimed_at", flat=True)) == {an_hour_ago}
+    assert notifications.requeue_stale(T0 + timedelta(seconds=0.5)) == 1  # only the batch nobody renewed
+    time.sleep(0.5)
+    assert heartbeat.beats == beats  # stopped with its batch
 
 
 def test_a_worker_that_lost_its_claim_sends_nothing_more(
