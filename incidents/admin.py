@@ -18,10 +18,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from incidents import actions
+from incidents.addresses import sending_problem
 from incidents.models import (
     ApiToken,
     Benchmark,
     Component,
+    Delivery,
     EscalationStep,
     Incident,
     IncidentTemplate,
@@ -64,6 +66,11 @@ class EscalationStepForm(forms.ModelForm):
                 validate_email(address)
             except ValidationError:
                 raise ValidationError(f"{address!r} is not an email address.") from None
+            # One the sender could not send to would fail every page of the step (staff may page a
+            # local relay, so @localhost stays allowed here, unlike at sign-up).
+            problem = sending_problem(address)
+            if problem is not None:
+                raise ValidationError(f"We cannot send email to this address: {problem}.")
         return str(addresses)
 
     def clean(self) -> dict[str, Any]:
@@ -181,9 +188,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 @admin.register(Subscriber)
 class SubscriberAdmin(admin.ModelAdmin):
-    """Email subscribers and webhooks: find them, see their state, unsubscribe them (through the action)."""
+    """Email subscribers and webhooks: find them, see their state, unsubscribe them (through the action).
+    One unsubscribed by the sender (an address that does not exist, a webhook that answered 410 Gone)
+    has "bounced at" set and says why."""
 
-    list_display = ["__str__", "kind", "confirmed_at", "unsubscribed_at", "bounced_at", "created_at"]
+    list_display = ["__str__", "kind", "confirmed_at", "unsubscribed_at", "bounced_at", "bounce_reason", "created_at"]
     list_filter = ["kind", ("unsubscribed_at", admin.EmptyFieldListFilter), ("bounced_at", admin.EmptyFieldListFilter)]
     search_fields = ["email", "webhook_url"]
     exclude = ["secret", "webhook_secret"]
@@ -204,6 +213,19 @@ class SubscriberAdmin(admin.ModelAdmin):
         for subscriber in queryset.filter(unsubscribed_at__isnull=True):
             actions.unsubscribe(subscriber)
         self.message_user(request, "Unsubscribed.")
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    """The outbox, for the record: what went to whom, how many tries, and why one failed or waits (a
+    refusal, a redirect and where it pointed, a timeout). Filter by status to see what is failing."""
+
+    list_display = ["id", "message", "subscriber", "transport", "status", "attempts", "next_attempt_at", "sent_at",
+                    "last_error"]  # fmt: skip
+    list_filter = ["status", "transport", "message__kind"]
+    list_select_related = ["message", "subscriber"]
+    search_fields = ["subscriber__email", "subscriber__webhook_url", "last_error"]
+    exclude = ["claim"]
 
 
 @admin.register(Benchmark)

@@ -48,6 +48,11 @@ TEMPLATES = {
 }
 
 
+def is_plain_address(address: str) -> bool:
+    """Whether the MIME machinery writes this address exactly as given (and the sender can skip checking it)."""
+    return _PLAIN_ADDRESS.fullmatch(address) is not None
+
+
 def site_domain() -> str:
     return urlsplit(settings.SITE_URL).hostname or "localhost"
 
@@ -278,7 +283,7 @@ class Composer:
         """The email as it goes over SMTP (what the SMTP backend would send for `build()`), merged from
         its message's MIME text; None when only building it whole is certain to be right."""
         message, subscriber = delivery.message, delivery.subscriber
-        if message.kind == MessageKind.CONFIRMATION or not _PLAIN_ADDRESS.fullmatch(subscriber.email):
+        if message.kind == MessageKind.CONFIRMATION or not is_plain_address(subscriber.email):
             return None
         template = self._template(message)
         if template is None:

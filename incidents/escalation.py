@@ -37,6 +37,7 @@ import logging
 import smtplib
 import uuid
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +52,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from incidents.addresses import sending_problem
+from incidents.emails import is_plain_address
 from incidents.models import (
     Clock,
     ClockEvent,
@@ -70,6 +73,8 @@ from incidents.models import (
 )
 from incidents.notifications import (
     CONNECTION_ERRORS,
+    RECONNECTS_PER_BATCH,
+    Heartbeat,
     PermanentError,
     TransientError,
     backoff,
@@ -423,13 +428,27 @@ def send_due(now: datetime | None = None) -> int:
 
 
 def _send_batch(now: datetime) -> tuple[int, bool]:
+    """Claim and send one batch. As in the subscriber outbox (notifications.send_email_batch), whatever
+    goes wrong with one notice fails or retries that notice alone, and the rest go on (over a new
+    connection if the old one may be broken); only a server that cannot be reached stops the batch."""
     claim, notices = _claim(now)
     if not notices:
         return 0, False
-    sent = 0
+    sent = reconnects = 0
     remaining = list(notices)
+    in_flight = False
     try:
-        with mail.mailers.default as smtp:
+        with Heartbeat(StaffNotice.objects.all(), claim), mail.mailers.default as smtp:
+
+            def reconnect(reason: str) -> None:
+                nonlocal reconnects
+                reconnects += 1
+                if reconnects > RECONNECTS_PER_BATCH:
+                    raise TransientError(f"the server broke off {reconnects} emails in one batch; last: {reason}")
+                with suppress(Exception):
+                    smtp.close()
+                smtp.open()
+
             while remaining:
                 notice = remaining[0]
                 why_not = _still_needed(notice)
@@ -437,32 +456,45 @@ def _send_batch(now: datetime) -> tuple[int, bool]:
                     _fenced(notice, claim).update(status=NoticeStatus.CANCELLED, claim="", last_error=why_not)
                     remaining.pop(0)
                     continue
-                try:
-                    email = build_email(notice)
-                except Exception as error:  # a template or data problem: this one only
-                    log.exception("could not build staff notice %s", notice.pk)
+                problem = None if is_plain_address(notice.email) else sending_problem(notice.email)
+                if problem is not None:  # no retry can help: say so at once
                     _fenced(notice, claim).update(
-                        status=NoticeStatus.FAILED, claim="", last_error=f"could not build the email: {error}"[:500]
+                        status=NoticeStatus.FAILED,
+                        attempts=F("attempts") + 1,
+                        claim="",
+                        last_error=f"cannot send to this address: {problem}"[:500],
                     )
                     remaining.pop(0)
                     continue
                 try:
+                    email = build_email(notice)
+                except Exception as error:  # a template or data problem: this one only, on its own backoff
+                    log.exception("could not build staff notice %s", notice.pk)
+                    _retry(notice, claim, f"could not build the email: {type(error).__name__}: {error}", now)
+                    remaining.pop(0)
+                    continue
+                in_flight = True
+                broken = ""  # why the connection may be unusable after this notice
+                try:
                     smtp.send_messages([email])
                 except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as error:
-                    raise TransientError(f"{type(error).__name__}: {error}") from error
+                    broken = f"{type(error).__name__}: {error}"
                 except smtplib.SMTPException as error:
-                    problem = classify_smtp_error(error)
-                    if isinstance(problem, PermanentError):
+                    problem = str(refusal := classify_smtp_error(error))
+                    if isinstance(refusal, PermanentError):
                         _fenced(notice, claim).update(
                             status=NoticeStatus.FAILED,
                             attempts=F("attempts") + 1,
                             claim="",
-                            last_error=str(problem)[:500],
+                            last_error=problem[:500],
                         )
                     else:
-                        _retry(notice, claim, str(problem), now)
+                        _retry(notice, claim, problem, now)
                 except OSError as error:
-                    raise TransientError(f"{type(error).__name__}: {error}") from error
+                    broken = f"{type(error).__name__}: {error}"
+                except Exception as error:  # an address the backend refuses, a bug in a backend: this one only
+                    log.exception("could not send staff notice %s", notice.pk)
+                    broken = f"could not send: {type(error).__name__}: {error}"
                 else:
                     _fenced(notice, claim).update(
                         status=NoticeStatus.SENT,
@@ -473,14 +505,20 @@ def _send_batch(now: datetime) -> tuple[int, bool]:
                         failing_since=None,
                     )
                     sent += 1
+                in_flight = False
                 remaining.pop(0)
+                if broken:
+                    _retry(notice, claim, broken, now)  # it may be the cause: it counts an attempt
+                    reconnect(broken)
     except (TransientError, *CONNECTION_ERRORS) as error:
         reason = str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
         log.warning("staff notices: the mail server failed (%s); retrying with backoff", reason)
         for index, notice in enumerate(remaining):
             # A notice taken along before its own retry was due (to keep the order) counts no attempt:
             # otherwise each new page during an outage would use up the attempts of every older one.
-            counts = (index == 0 or notice.kind == NoticeKind.PAGE) and notice.next_attempt_at <= now
+            # The first one counts too, unless the server broke off a notice before it (that one counted).
+            first = index == 0 and (in_flight or reconnects == 0)
+            counts = (first or notice.kind == NoticeKind.PAGE) and notice.next_attempt_at <= now
             _retry(notice, claim, reason, now, counts=counts)
         return sent, False
     return sent, len(notices) == SEND_BATCH

@@ -6,8 +6,11 @@ token, send a batch over one connection, and mark each row as it goes. A transie
 row back with exponential backoff and full jitter, up to DELIVERY_MAX_ATTEMPTS; a permanent one (the
 server refuses the recipient with a 5xx) fails it with the reason. A circuit breaker per destination (the
 SMTP server; each webhook host) opens after BREAKER_THRESHOLD consecutive failures, stops sending there,
-lets one probe through after a cool-down and closes when it succeeds. A sweep puts back rows whose
-worker died holding them.
+lets one probe through after a cool-down and closes when it succeeds. Whatever goes wrong with one row
+(its address, building it, the server hanging up on it, any exception) fails or retries that row
+alone, on its own backoff; the batch goes on. While a batch is being sent, a thread renews its claim
+(Heartbeat), so the claim timeout can be short: a sweep puts back rows whose worker died holding them
+within DELIVERY_CLAIM_TIMEOUT_SECONDS, and never takes a living worker's.
 
 The guarantee is at least once: a row is marked sent right after the server accepts it, so a worker
 killed between the two sends that one email again (the same Message-ID) after the claim times out.
@@ -20,9 +23,11 @@ import random
 import re
 import select
 import smtplib
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +35,7 @@ from typing import Any
 from django.conf import settings
 from django.core import mail
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -427,7 +432,8 @@ def renew(batch: Batch, deliveries: list[Delivery], now: datetime, *, touch: boo
     timeout has passed since the last renewal: the sweep only takes rows claimed longer ago than the
     whole timeout, so between renewals no row can change hands, and checking each row before each
     send would cost a query per email for nothing. touch=False only checks: when a batch starts within
-    that third of its claim, the claim's own timestamp is as good as a touch.
+    that third of its claim, the claim's own timestamp is as good as a touch. (While one email blocks,
+    the batch's Heartbeat keeps renewing the claim from its thread.)
     """
     ids = [delivery.pk for delivery in deliveries]
     if touch:
@@ -462,11 +468,24 @@ def relaxed_commits() -> Iterator[None]:
             cursor.execute("RESET synchronous_commit")
 
 
-def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
-    """Send a claimed batch over one SMTP connection; returns (sent, not sent)."""
-    from incidents import emails  # rendering imports templates; keep this module light
+# How many times one batch opens a new connection after the server broke off one email's exchange, before
+# it takes the server for down and leaves the rest to the backoff and the breaker.
+RECONNECTS_PER_BATCH = 3
 
-    sent = failed = refused = 0
+
+def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
+    """Send a claimed batch over one SMTP connection; returns (sent, not sent).
+
+    Whatever goes wrong with one email (its address, building it, the server refusing it or breaking
+    off its exchange, any exception at all) fails that row alone: it is recorded with the reason and
+    retried on its own backoff (or failed for good when retrying cannot help), and the rest of the
+    batch goes on, over a new connection if the old one may be broken. Only a server that cannot be
+    reached at all (or breaks off again and again) stops the batch.
+    """
+    from incidents import emails  # rendering imports templates; keep this module light
+    from incidents.addresses import sending_problem
+
+    sent = failed = refused = reconnects = 0
     in_flight = False  # an email is being handed to the server
     composer = emails.Composer()
     renew_every = timedelta(seconds=settings.DELIVERY_CLAIM_TIMEOUT_SECONDS / 3)
@@ -479,6 +498,18 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
             # merged bytes straight to its connection; any other backend gets EmailMessages.
             direct = smtp if isinstance(smtp, SMTPBackend) and type(smtp) is SMTPBackend and smtp.connection else None
             sender = direct.prep_address(settings.DEFAULT_FROM_EMAIL) if direct else ""
+
+            def reconnect(reason: str) -> None:
+                """After an email's exchange broke off (or raised something unexpected, which may leave the
+                connection mid-command), go on over a new connection; raises when there is none."""
+                nonlocal reconnects
+                reconnects += 1
+                if reconnects > RECONNECTS_PER_BATCH:
+                    raise TransientError(f"the server broke off {reconnects} emails in one batch; last: {reason}")
+                with suppress(Exception):
+                    smtp.close()
+                smtp.open()  # CONNECTION_ERRORS when the server is gone: the rest wait for the backoff
+
             while remaining:
                 delivery = remaining[0]
                 if timezone.now() - batch.renewed_at > renew_every:
@@ -488,52 +519,73 @@ def send_email_batch(batch: Batch, now: datetime) -> tuple[int, int]:
                     mark_failed(delivery, batch.claim, "the subscriber left before it was sent")
                     remaining.pop(0)
                     continue
+                address = delivery.subscriber.email
+                problem = None if emails.is_plain_address(address) else sending_problem(address)
+                if problem is not None:  # from before sign-up was strict: no retry can help
+                    mark_failed(delivery, batch.claim, f"cannot send to this address: {problem}")
+                    if delivery.message.kind != MessageKind.CONFIRMATION:
+                        from incidents.actions import unsubscribe  # the write path imports this module
+
+                        unsubscribe(delivery.subscriber, at=now, bounce=f"cannot send to this address: {problem}")
+                    failed += 1
+                    remaining.pop(0)
+                    continue
                 try:
                     # Built now (merged from the message's MIME text where that is certain, whole
                     # otherwise): meanwhile the database commits the last email's mark, and
                     # marks.wait() below then finds the answer there.
                     outgoing = composer.outgoing(delivery, wire=direct is not None)
-                except Exception as error:  # a template or data problem: this email only, never retried
+                except Exception as error:  # a template or data problem: this email only, on its own backoff
                     log.exception("could not build the email for delivery %s", delivery.pk)
-                    mark_failed(delivery, batch.claim, f"could not build the email: {type(error).__name__}: {error}")
+                    reason = f"could not build the email: {type(error).__name__}: {error}"
+                    mark_retry(delivery, batch.claim, reason, now)
                     failed += 1
                     remaining.pop(0)
                     continue
                 marks.wait()  # the last email's row is marked sent before this one goes out
                 in_flight = True
+                broken = ""  # why the connection may be unusable after this email
                 try:
                     if isinstance(outgoing, bytes):
                         assert direct is not None and direct.connection is not None
                         # What the backend's send_messages() does for one email, minus building it.
-                        direct.connection.sendmail(sender, [delivery.subscriber.email], outgoing)
+                        direct.connection.sendmail(sender, [address], outgoing)
                     else:
                         smtp.send_messages([outgoing])
                 except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as error:
-                    raise TransientError(f"{type(error).__name__}: {error}") from error
+                    broken = f"{type(error).__name__}: {error}"
                 except smtplib.SMTPException as error:  # this message only: the connection is still good
-                    problem = classify_smtp_error(error)
-                    if isinstance(problem, PermanentError):
-                        mark_failed(delivery, batch.claim, str(problem))
+                    refusal = classify_smtp_error(error)
+                    if isinstance(refusal, PermanentError):
+                        mark_failed(delivery, batch.claim, str(refusal))
                         if is_hard_bounce(error) and delivery.message.kind != MessageKind.CONFIRMATION:
                             from incidents.actions import unsubscribe  # the write path imports this module
 
-                            unsubscribe(delivery.subscriber, at=now, bounce=str(problem))
+                            unsubscribe(delivery.subscriber, at=now, bounce=str(refusal))
                     else:
-                        mark_retry(delivery, batch.claim, str(problem), now)
+                        mark_retry(delivery, batch.claim, str(refusal), now)
                     failed += 1
                     refused += 1
                 except OSError as error:  # socket errors and timeouts (SMTPException is an OSError too)
-                    raise TransientError(f"{type(error).__name__}: {error}") from error
+                    broken = f"{type(error).__name__}: {error}"
+                except Exception as error:  # an address the backend refuses, a bug in a backend: this email only
+                    log.exception("could not send the email for delivery %s", delivery.pk)
+                    broken = f"could not send: {type(error).__name__}: {error}"
                 else:
                     marks.mark(delivery, batch.claim, timezone.now())
                     sent += 1
                 in_flight = False
                 remaining.pop(0)
+                if broken:
+                    # This row may be the cause: it counts an attempt and waits its own backoff.
+                    mark_retry(delivery, batch.claim, broken, now)
+                    failed += 1
+                    reconnect(broken)
     except (TransientError, *CONNECTION_ERRORS) as error:
-        # The connection is gone: nothing left in the batch was sent, and the breaker hears about it.
-        # Only a row whose own exchange the server broke off counts an attempt (it may be the cause);
-        # a server that cannot be reached at all is nobody's fault, so a long outage, probed again
-        # and again, never uses up a row's attempts: nothing is lost however long it lasts.
+        # No connection: nothing left in the batch was sent, and the breaker hears about it. Only a
+        # row whose own exchange the server broke off counts an attempt (it may be the cause); a server
+        # that cannot be reached at all is nobody's fault, so a long outage, probed again and again,
+        # never uses up a row's attempts: nothing is lost however long it lasts.
         reason = str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
         for index, delivery in enumerate(remaining):
             mark_retry(delivery, batch.claim, reason, now, counts=index == 0 and in_flight)
@@ -574,12 +626,70 @@ def _deliver(
         batch = claim_batch(now, limit=allowed, transport=transport)
         if batch is None:
             break
-        sent, failed = send(batch, now)
+        try:
+            with Heartbeat(Delivery.objects.all(), batch.claim):
+                sent, failed = send(batch, now)
+        except Exception:
+            # A fault of the sender itself (each row's own failures are handled inside): what the batch
+            # still holds goes back on its backoff now, rather than after the claim timeout, and the
+            # other transport still sends. Each return counts an attempt, so a batch that keeps failing
+            # ends in failed rows, not a loop; if even that fails (the database is gone), it raises.
+            log.exception("%s: sending a batch failed; its unsent rows go back to wait", transport)
+            for delivery in Delivery.objects.filter(claim=batch.claim, status=DeliveryStatus.SENDING):
+                mark_retry(delivery, batch.claim, "sending its batch failed (see the worker's log)", now)
+            break
         total += sent
         if failed and not sent:
             break  # leave the rest for the backoff and the breaker to pace
         now = None
     return total
+
+
+# A batch's claim is renewed this many times per claim timeout, so rows go back to the queue within one
+# timeout of their worker dying, and never while it lives.
+HEARTBEATS_PER_TIMEOUT = 5
+# ... but not for ever: a batch still held after this long is taken for stuck, and its rows go back.
+HEARTBEAT_LIMIT_SECONDS = 15 * 60
+
+
+class Heartbeat:
+    """Renews a batch's claim from a thread while the worker sends it, so that the claim timeout can be
+    short: however long one email or POST blocks (an SMTP timeout, a slow receiver), a living worker's
+    claim stays fresh, and a dead worker's rows are taken back within one timeout and a sweep.
+
+    For any outbox with this module's columns (deliveries, staff notices). Inside a transaction it does
+    nothing: the claim is not committed, so nobody else can see, let alone take, the rows.
+    """
+
+    def __init__(self, rows: QuerySet[Any], claim: str) -> None:
+        self.rows = rows.filter(claim=claim, status=DeliveryStatus.SENDING)
+        self.every = settings.DELIVERY_CLAIM_TIMEOUT_SECONDS / HEARTBEATS_PER_TIMEOUT
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if not connection.in_atomic_block:
+            self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + HEARTBEAT_LIMIT_SECONDS
+        try:
+            while not self._stop.wait(self.every) and time.monotonic() < deadline:
+                try:
+                    self.rows.update(claimed_at=timezone.now())
+                    self.beats += 1
+                except Exception:  # the next beat tries again; the claim has four more beats of slack
+                    log.warning("could not renew a claim; trying again in %.0f s", self.every, exc_info=True)
+        finally:
+            connections.close_all()  # this thread's own connections
 
 
 def requeue_stale(now: datetime) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
-from incidents import notifications, public, statuspage_format
+from incidents import netguard, notifications, public, statuspage_format
 from incidents.models import Delivery, Incident, Message, MessageKind, Subscriber, SubscriberKind
 from incidents.tokens import make_token
 
@@ -29,6 +31,8 @@ SIGNATURE_HEADER = "X-Signalpost-Signature"
 TIMEOUT_SECONDS = 5
 TOLERANCE_SECONDS = 300
 WEBHOOK = "webhook"
+
+log = logging.getLogger(__name__)
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:
@@ -115,13 +119,50 @@ def shared_body(message: Message) -> dict[str, Any]:
     return body
 
 
+class Gone(notifications.PermanentError):
+    """The receiver answered 410 Gone: the webhook is no more, and is unsubscribed (as a hard bounce is)."""
+
+
+class NotAllowed(notifications.PermanentError):
+    """Not sent: the host resolves to an address webhooks may not reach (netguard)."""
+
+
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(netguard.GuardedHTTPConnection, req)
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self) -> None:
+        self.tls = ssl.create_default_context()  # certificates checked against the URL's host name
+        super().__init__(context=self.tls)
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(netguard.GuardedHTTPSConnection, req, context=self.tls)
+
+
+def opener() -> urllib.request.OpenerDirector:
+    """http and https only, connecting only where netguard allows, and following no redirect: a
+    redirected POST would arrive as a GET without its body (and could point anywhere). No proxy from
+    the environment either: a proxy would connect for us, past the address check."""
+    director = urllib.request.OpenerDirector()
+    for handler in (
+        _GuardedHTTPHandler(),
+        _GuardedHTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        director.add_handler(handler)
+    return director
+
+
 def post(delivery: Delivery) -> None:
-    """POST one delivery; raises notifications.TransientError or PermanentError when it fails."""
+    """POST one delivery; raises notifications.TransientError or PermanentError (Gone for a 410) when it fails."""
     url = delivery.subscriber.webhook_url
     if not url.startswith(("https://", "http://")):  # checked when added; never open file: or other schemes
         raise notifications.PermanentError("the webhook URL is not http or https")
     body = body_bytes(delivery)
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above, and the opener has no other
         url,
         data=body,
         method="POST",
@@ -132,13 +173,26 @@ def post(delivery: Delivery) -> None:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 - see above
+        with opener().open(request, timeout=TIMEOUT_SECONDS) as response:
             response.read(1024)
     except urllib.error.HTTPError as error:
-        if 400 <= error.code < 500 and error.code not in (408, 425, 429):
-            raise notifications.PermanentError(f"HTTP {error.code}") from error
-        raise notifications.TransientError(f"HTTP {error.code}") from error
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        with error:
+            code, location = error.code, error.headers.get("Location", "")
+        if 300 <= code < 400:
+            # Retried like a 5xx (the receiver may be fixed within the attempts), and it counts against
+            # the host's breaker; the reason says where it pointed, for staff to update the URL.
+            target = f"to {location[:300]}" if location else "without a Location"
+            raise notifications.TransientError(f"HTTP {code} redirect {target} (not followed)") from error
+        if code == 410:
+            raise Gone("HTTP 410 Gone") from error
+        if 400 <= code < 500 and code not in (408, 425, 429):
+            raise notifications.PermanentError(f"HTTP {code}") from error
+        raise notifications.TransientError(f"HTTP {code}") from error
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, netguard.PrivateAddress):  # nothing was sent: no retry would be allowed
+            raise NotAllowed(f"not sent: {error.reason} (WEBHOOK_ALLOW_PRIVATE is off)") from error
+        raise notifications.TransientError(f"{type(error).__name__}: {error}") from error
+    except (TimeoutError, OSError) as error:
         raise notifications.TransientError(f"{type(error).__name__}: {error}") from error
 
 
@@ -159,24 +213,37 @@ def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, 
 
     A host whose breaker is open gets nothing: its rows go back to wait for the cool-down, without
     counting an attempt. After a failure opens a host's breaker, the rest of the batch for that
-    host waits too, while other hosts carry on.
+    host waits too, while other hosts carry on. Whatever goes wrong with one row (any exception)
+    fails or retries that row alone. A receiver that answers 410 Gone is unsubscribed.
     """
+    from incidents.actions import unsubscribe  # the write path imports this module
+
     sent = failed = 0
     allowed: dict[str, int] = {}  # per host: how many this batch may still send (a batch, a probe or none)
+    gone: set[int] = set()  # subscribers unsubscribed by this batch (their other rows are failed already)
     for delivery in batch.deliveries:
-        if not delivery.subscriber.is_active:
+        if not delivery.subscriber.is_active or delivery.subscriber_id in gone:
             notifications.mark_failed(delivery, batch.claim, "the subscriber left before it was sent")
             failed += 1
             continue
-        host = destination(delivery.subscriber)
-        if host not in allowed:
-            allowed[host] = notifications.may_send(host, now)
-        if allowed[host] <= 0:
-            notifications.mark_deferred(delivery, batch.claim, host, now)
-            continue
-        allowed[host] -= 1
         try:
+            host = destination(delivery.subscriber)
+            if host not in allowed:
+                allowed[host] = notifications.may_send(host, now)
+            if allowed[host] <= 0:
+                notifications.mark_deferred(delivery, batch.claim, host, now)
+                continue
+            allowed[host] -= 1
             post(delivery)
+        except Gone as error:
+            notifications.mark_failed(delivery, batch.claim, str(error))
+            notifications.record_success(host)  # the host answered: it is up
+            unsubscribe(delivery.subscriber, at=now, bounce=f"the receiver answered {error}")
+            gone.add(delivery.subscriber_id)
+            failed += 1
+        except NotAllowed as error:  # no request was made: the host's breaker hears nothing
+            notifications.mark_failed(delivery, batch.claim, str(error))
+            failed += 1
         except notifications.PermanentError as error:
             notifications.mark_failed(delivery, batch.claim, str(error))
             notifications.record_success(host)  # the host answered: it is up, this request was wrong
@@ -185,6 +252,10 @@ def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, 
             notifications.mark_retry(delivery, batch.claim, str(error), now)
             if notifications.record_failure(host, str(error), now):
                 allowed[host] = 0
+            failed += 1
+        except Exception as error:  # building the body, a URL urllib cannot take, a bug: this row only
+            log.exception("could not send webhook delivery %s", delivery.pk)
+            notifications.mark_retry(delivery, batch.claim, f"could not send: {type(error).__name__}: {error}", now)
             failed += 1
         else:
             notifications.mark_sent(delivery, batch.claim, timezone.now())

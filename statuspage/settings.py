@@ -196,9 +196,14 @@ REPUBLISH_SECONDS = envint("REPUBLISH_SECONDS", "300", minimum=10)
 DELIVERY_BACKOFF_SECONDS = envint("DELIVERY_BACKOFF_SECONDS", "30", minimum=1)
 DELIVERY_BACKOFF_CAP_SECONDS = envint("DELIVERY_BACKOFF_CAP_SECONDS", "3600", minimum=1)
 DELIVERY_MAX_ATTEMPTS = envint("DELIVERY_MAX_ATTEMPTS", "8", minimum=1)
-DELIVERY_CLAIM_TIMEOUT_SECONDS = envint("DELIVERY_CLAIM_TIMEOUT_SECONDS", "300", minimum=1)
+# Workers renew their claim on a batch while they send it (a heartbeat, five times per timeout), so rows
+# a dead worker held go back after at most this long, and a living worker never loses its rows.
+DELIVERY_CLAIM_TIMEOUT_SECONDS = envint("DELIVERY_CLAIM_TIMEOUT_SECONDS", "45", minimum=1)
 BREAKER_THRESHOLD = envint("BREAKER_THRESHOLD", "5", minimum=1)
 BREAKER_COOLDOWN_SECONDS = envint("BREAKER_COOLDOWN_SECONDS", "60", minimum=1)
+# Webhooks reach public addresses only (no loopback, private or link-local ones: SSRF); true allows a
+# receiver on your own network (and tests' local receivers).
+WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")
 
 # Email: EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS or EMAIL_USE_SSL,
 # EMAIL_TIMEOUT); unset: console.

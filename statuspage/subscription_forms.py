@@ -14,6 +14,7 @@ from django import forms
 from django.forms.boundfield import BoundWidget
 
 from incidents.actions import ActionRefused
+from incidents.addresses import signup_problem
 from incidents.models import Component, Impact, Subscriber
 
 SCOPE_CHOICES = [
@@ -172,6 +173,14 @@ class SubscribeForm(PreferencesForm):
     )
 
     field_order = ["email", "scope", "components", "kinds", "minimum_impact", "website"]
+
+    def clean_email(self) -> str:
+        """Stricter than the RFC's grammar: only addresses our mail can reach (incidents/addresses.py)."""
+        email: str = self.cleaned_data["email"]
+        problem = signup_problem(email)
+        if problem is not None:
+            raise forms.ValidationError(problem, code="invalid")
+        return email
 
     @property
     def is_trapped(self) -> bool:

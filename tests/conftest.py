@@ -118,6 +118,40 @@ def _clear_cache() -> Iterator[None]:
         cache.clear()
 
 
+# A public address (example.com's) that the names tests use resolve to; nothing ever connects to it.
+PUBLIC_ADDRESS = "93.184.215.14"
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Name resolution for webhook hosts (incidents/netguard.py), which machines running tests may not
+    have: example.com and its subdomains resolve to a public address, as on the internet; other names
+    (localhost) go to the system's resolver. A test adds its own answers to the returned dict, and may
+    change them between adding a webhook and sending to it (DNS rebinding)."""
+    import socket
+
+    from incidents import netguard
+
+    answers: dict[str, list[str]] = {}
+    system = netguard.resolve
+
+    def resolve(host: str, port: int) -> list[netguard.AddrInfo]:
+        found = answers.get(host)
+        if found is None and (host == "example.com" or host.endswith(".example.com")):
+            found = [PUBLIC_ADDRESS]
+        if found is None:
+            return system(host, port)
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))
+            if ":" in address
+            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
+            for address in found
+        ]
+
+    monkeypatch.setattr(netguard, "resolve", resolve)
+    return answers
+
+
 # --- personas -----------------------------------------------------------------------------------
 
 

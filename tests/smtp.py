@@ -1,5 +1,6 @@
 """A real SMTP server for tests (aiosmtpd in a thread): it keeps what it receives, can refuse chosen
-recipients with 550 or 450, can be stopped and started again on the same port, and counts connections.
+recipients with 550 or 450 (or hang up on them), can be stopped and started again on the same port, and
+counts connections.
 
     with SmtpServer() as smtp:
         settings.MAILERS = smtp.mailers()   # or smtp.env() for a worker subprocess
@@ -56,7 +57,9 @@ class Handler:
         self.connection_of: dict[int, int] = {}  # id(session) → its connection number
         self.refusals: dict[str, str] = {}  # address → the SMTP reply to RCPT TO (e.g. REFUSE, DEFER)
         self.refused: list[tuple[str, str]] = []
+        self.drops: set[str] = set()  # addresses whose RCPT TO makes the server hang up
         self.delay = 0.0  # seconds to hold each message after accepting it, before answering 250
+        self.slow: dict[str, float] = {}  # address → seconds to hold a message to it (instead of delay)
         self.parse = True  # False keeps only sizes, for a benchmark sink
         self.lock = threading.Lock()
 
@@ -77,6 +80,11 @@ class Handler:
             self.connection_of[id(session)] = self.connections
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
+        if address.lower() in self.drops:
+            with self.lock:
+                self.refused.append((address, "hung up"))
+            server.transport.close()  # the client reads no reply: SMTPServerDisconnected
+            return "421 4.3.0 Closing connection"
         reply = self.refusals.get(address.lower())
         if reply:
             with self.lock:
@@ -92,10 +100,11 @@ class Handler:
             for recipient in envelope.rcpt_tos:
                 number = self.connection_of.get(id(session), 0)
                 self.received.append(Received(recipient.lower(), parsed, len(content), number, content))
-        if self.delay:
+        delay = max([self.delay, *(self.slow.get(recipient.lower(), 0.0) for recipient in envelope.rcpt_tos)])
+        if delay:
             # Accepted (as a real server has queued it) but not yet answered: a client killed now
             # never hears the 250, which is where an at-least-once outbox sends a second copy.
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
 
@@ -163,8 +172,13 @@ class SmtpServer:
     def defer(self, address: str) -> None:
         self.refuse(address, DEFER)
 
+    def hang_up_on(self, address: str) -> None:
+        """Close the connection when a client gives this recipient (as a server that crashes on it would)."""
+        self.handler.drops.add(address.lower())
+
     def accept(self, address: str) -> None:
         self.handler.refusals.pop(address.lower(), None)
+        self.handler.drops.discard(address.lower())
 
     # --- what arrived -----------------------------------------------------------------------------
 

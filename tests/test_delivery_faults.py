@@ -13,6 +13,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -24,6 +26,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import override_settings
+from django.utils import timezone
 
 from incidents import actions
 from incidents.models import BreakerState, CircuitBreaker, Delivery, DeliveryStatus, Message, MessageKind, Subscriber
@@ -234,6 +237,128 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_at_most_the_emai
     for row in update_rows().filter(pk__in=held_rows):
         assert row.sent_at is not None
         assert row.sent_at >= held_rows[row.pk] + timeout
+
+
+def test_a_poisoned_address_between_two_good_ones_does_not_hold_up_the_worker(
+    worker: Celery, smtp: SmtpServer, staff: User
+) -> None:
+    """Before, Django's SMTP backend raised ValueError for the middle address inside the batch: the task
+    crashed, cat's update waited for the claim timeout, came back in a batch with the poisoned row, and
+    so on until every row was marked failed (and the sweep crashed each time)."""
+    ann, cat = "ann@example.com", "cat@example.com"
+    confirmed(ann)
+    # Written before sign-up was strict (the actions refuse it now).
+    poisoned = Subscriber.objects.create(
+        email="=?utf-8?q?p?=@example.test", secret="s" * 16, confirmed_at=timezone.now()
+    )
+    confirmed(cat)
+    start(worker)
+
+    with producing_to(worker):
+        factories.declare(actor=staff)
+    worker.wait_for(lambda: smtp.copies() == {ann: 1, cat: 1}, "both good addresses' updates")
+    poisoned_row = update_rows().get(subscriber=poisoned)
+    assert poisoned_row.status == DeliveryStatus.FAILED
+    assert poisoned_row.last_error.startswith("cannot send to this address:")
+    assert update_rows().filter(status=DeliveryStatus.SENT).count() == 2
+    notify_ran = re.search(r"Task incidents\.tasks\.notify\[[^]]+\] succeeded", worker.log("worker"))
+    assert notify_ran and "raised unexpected" not in worker.log("worker"), worker.logs()
+
+
+def start_second_worker(worker: Celery) -> None:
+    """Another worker on the same queue (its log: worker2.log), as a deployment with two runs."""
+    log = (worker.tmp_path / "worker2.log").open("wb")
+    worker.processes["worker2"] = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "statuspage", "worker", "--loglevel=INFO", "--pool=solo",
+            f"--queues={worker.queue}", f"--hostname=second-{worker.queue}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ],
+        cwd=settings.BASE_DIR, env=worker.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    worker.wait_for(lambda: " ready." in worker.log("worker2"), "the second worker to start")
+
+
+def test_a_living_worker_keeps_its_claim_however_long_one_email_takes(
+    worker: Celery, smtp: SmtpServer, staff: User
+) -> None:
+    """The claim timeout is short (3 s here), and one email takes twice as long (the server holds it 6 s
+    before its 250). The worker's heartbeat keeps the batch's claim fresh, so the second worker's sweeps,
+    every second meanwhile, take nothing back and nothing is sent twice. Before, the sweep took the batch
+    after the timeout and sent it again (or, with the old 300 s timeout, a dead worker's rows waited five
+    minutes)."""
+    worker.env["DELIVERY_CLAIM_TIMEOUT_SECONDS"] = "3"
+    names = ["ann@example.com", "bob@example.com", "cat@example.com"]
+    confirmed(*names)
+    smtp.handler.slow["bob@example.com"] = 6.0  # under EMAIL_TIMEOUT (10 s): slow, not failed
+    start(worker)
+    start_second_worker(worker)
+
+    with producing_to(worker):
+        factories.declare(actor=staff)
+    worker.wait_for(sent_all(3), "every update sent", timeout=40)
+
+    def sweeps() -> int:
+        return len(re.findall(r"sweep_deliveries\[[^]]+\] succeeded", worker.log("worker") + worker.log("worker2")))
+
+    done = sweeps()
+    worker.wait_for(lambda: sweeps() >= done + 3, "three more sweeps")
+    assert smtp.copies() == dict.fromkeys(names, 1), worker.logs()
+    assert set(update_rows().values_list("status", "attempts")) == {(DeliveryStatus.SENT, 1)}  # none taken back
+
+
+def test_a_dead_workers_rows_go_out_within_about_a_minute(
+    worker: Celery, smtp: SmtpServer, staff: User, record_property: Callable[[str, object], None]
+) -> None:
+    """Two workers; the one sending the fan-out is SIGKILLed mid-batch. The other sends what was never
+    claimed at once, and the rows the dead worker held once its claim times out, which the heartbeat
+    lets be short. Measured from the kill to the last of those rows sent: with the default claim
+    timeout when FAULT_CLAIM_TIMEOUT_SECONDS=default (and FAULT_SWEEP_SECONDS=15 for beat's production
+    pace), else with a 6 s timeout, to keep the suite quick."""
+    timeout = os.environ.get("FAULT_CLAIM_TIMEOUT_SECONDS", "6")
+    timeout_seconds = int(timeout) if timeout != "default" else settings.DELIVERY_CLAIM_TIMEOUT_SECONDS
+    sweep_seconds = int(os.environ.get("FAULT_SWEEP_SECONDS", "1"))
+    worker.env["DELIVERY_CLAIM_TIMEOUT_SECONDS"] = str(timeout_seconds)
+    worker.env["TIMER_SWEEP_SECONDS"] = str(sweep_seconds)
+    names = [f"reader{n:03}@example.com" for n in range(300)]
+    confirmed(*names)
+    smtp.handler.delay = 0.03  # a batch of 100 takes 3 s or more
+    start(worker)
+    start_second_worker(worker)
+
+    with producing_to(worker):
+        factories.declare(actor=staff)
+    worker.wait_for(lambda: len(smtp.received) >= 40, "the first emails of the fan-out")
+    received = re.compile(r"Task incidents\.tasks\.notify\[[^]]+\] received")
+    busy = "worker" if received.search(worker.log("worker")) else "worker2"  # the one sending the fan-out
+    assert received.search(worker.log(busy)), worker.logs()
+    os.killpg(worker.processes[busy].pid, signal.SIGKILL)
+    killed_at = timezone.now()
+    worker.processes[busy].wait(10)
+    del worker.processes[busy]  # dead on purpose: wait_for must not fail on it
+    (Path(worker.tmp_path) / f"{busy}.log").rename(Path(worker.tmp_path) / "killed-worker.log")
+    assert update_rows().filter(status=DeliveryStatus.SENDING).exists(), "killed mid-batch"
+
+    worker.wait_for(sent_all(300), "every update sent", timeout=timeout_seconds + 4 * sweep_seconds + 60)
+    # The dead worker's rows are those taken back, which counted an attempt (the other worker's rows, held
+    # at the kill too, went out on its first try).
+    taken_back = update_rows().filter(attempts__gte=2)
+    assert taken_back.exists()
+    last_held = max(taken_back.values_list("sent_at", flat=True))
+    last_any = max(update_rows().values_list("sent_at", flat=True))
+    held_after, all_after = (last_held - killed_at).total_seconds(), (last_any - killed_at).total_seconds()
+    record_property("seconds_from_kill_to_held_rows_sent", round(held_after, 1))
+    print(
+        f"\nclaim timeout {timeout_seconds} s, sweep every {sweep_seconds} s: the {taken_back.count()} rows the "
+        f"dead worker held were sent {held_after:.1f} s after the kill; all 300 by {all_after:.1f} s"
+    )
+    # Within one claim timeout (the heartbeat renewed it until the kill), a sweep or two, and the time the
+    # other worker (one task at a time) takes to finish the batch it is sending before it sweeps.
+    assert held_after <= timeout_seconds + 2 * sweep_seconds + 15, held_after
+    copies = smtp.copies()
+    assert set(copies) == set(names)
+    assert sum(n - 1 for n in copies.values()) <= 1, {a: n for a, n in copies.items() if n > 1}
 
 
 UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens there

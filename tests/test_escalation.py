@@ -570,6 +570,45 @@ def test_a_page_held_by_a_sender_that_died_is_sent_after_the_claim_timeout(
     assert StaffNotice.objects.get().attempts == 2  # the lost try counts
 
 
+def test_a_page_to_an_address_that_cannot_be_sent_to_fails_alone(
+    policy: list[EscalationStep], staff: User, other_staff: User, smtp: SmtpServer
+) -> None:
+    """Django's SMTP backend raises ValueError for this address; before, the exception left the batch
+    held, and every page in it waited for the claim timeout (and came back with it, again and again)."""
+    other_staff.email = "=?utf-8?q?p?=@example.test"  # the user admin takes it: it is a valid dot-atom
+    other_staff.save()
+    declare(staff)
+    sweep(T0 + timedelta(minutes=10))  # alice, bob and the on-call alias, in that order
+
+    assert send(T0 + timedelta(minutes=10)) == 2
+
+    assert smtp.copies() == {"alice@example.com": 1, "oncall@example.com": 1}
+    bob = StaffNotice.objects.get(email=other_staff.email)
+    assert bob.status == NoticeStatus.FAILED
+    assert bob.last_error.startswith("cannot send to this address:")
+    assert not StaffNotice.objects.filter(status=NoticeStatus.SENDING).exists()
+
+
+def test_the_admin_refuses_a_paging_address_that_cannot_be_sent_to(staff: User) -> None:
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    sev2 = factories.severity("sev2")
+    form = {
+        "key": "sev2", "name": "SEV2", "description": sev2.description, "rank": 2,
+        "acknowledge_target": 900, "first_update_target": 1800, "update_cadence_target": 3600,
+        "resolve_target": 28800, "escalation_repeats": 0, "escalation_repeat_minutes": 30,
+        "escalation_steps-TOTAL_FORMS": 1, "escalation_steps-INITIAL_FORMS": 0,
+        "escalation_steps-0-position": 1, "escalation_steps-0-after_minutes": 5,
+        "escalation_steps-0-addresses": "oncall@example.com, =?utf-8?q?p?=@example.test",
+    }  # fmt: skip
+    response = client.post(f"/admin/incidents/severity/{sev2.pk}/change/", form)
+
+    assert response.status_code == 200
+    assert "We cannot send email to this address:" in response.content.decode()
+    assert not EscalationStep.objects.filter(severity=sev2).exists()
+
+
 def test_the_admin_refuses_steps_that_would_fire_out_of_order(staff: User) -> None:
     admin = User.objects.create_superuser("root", "root@example.com", "pw")
     client = Client()

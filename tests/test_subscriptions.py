@@ -21,8 +21,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import EmailMessage
 from django.test import Client
+from django.utils.html import escape
 
 from incidents import actions, publishing
+from incidents.actions import ActionRefused
 from incidents.models import Component, Subscriber
 from incidents.tokens import make_token
 from tests import factories
@@ -217,6 +219,50 @@ def test_it_shows_what_is_wrong_next_to_the_field(
     assert re.search(r'id="id_components_error"><li>Choose at least one component, or all of them.', html)
     assert re.search(r'id="id_kinds_error"><li>Choose at least one kind of update.', html)
     assert not Subscriber.objects.exists() and mailoutbox == []
+
+
+REFUSED_ADDRESSES = [
+    # An encoded word: valid by the RFC's grammar, but the mail library decodes it, and Django's SMTP
+    # backend refuses to send to it (a review found it blocking everyone's email in one batch).
+    ("=?utf-8?q?p?=@example.test", "“=?…?=” is an encoding for mail headers, not part of an address."),
+    ("ann@localhost", "mail to localhost never leaves our own server."),
+    ("ann@sub.localhost", "mail to localhost never leaves our own server."),
+    ("ann@[127.0.0.1]", "not at an IP address."),
+    ("ann@[::1]", "not at an IP address."),
+    ('"ann"@example.com', "without quotation marks."),
+    ("ann.@example.com", "Enter a valid email address"),
+    ("ännchen@example.com", "Enter a valid email address"),
+]
+
+
+@pytest.mark.parametrize(("address", "reason"), REFUSED_ADDRESSES)
+def test_it_refuses_addresses_our_mail_cannot_reach_next_to_the_field(
+    client: Client,
+    components: dict[str, Component],
+    mailoutbox: list[EmailMessage],
+    django_capture_on_commit_callbacks: Capture,
+    address: str,
+    reason: str,
+) -> None:
+    response = sign_up(client, django_capture_on_commit_callbacks, address)
+
+    assert response.status_code == 422
+    html = text(response)
+    field = re.search(
+        r'<input type="email" name="email"[^>]*>\s*<ul class="sub-errors" id="id_email_error">(.*?)</ul>', html, re.S
+    )
+    assert field is not None and escape(reason) in field.group(1), html
+    assert not Subscriber.objects.exists() and mailoutbox == []
+    # Any other way in (the API, a command, the admin) goes through the action, which refuses it too.
+    with pytest.raises(ActionRefused) as refused:
+        actions.subscribe(email=address)
+    assert refused.value.field == "email" and reason in refused.value.message
+    assert not Subscriber.objects.exists()
+
+
+def test_it_takes_ordinary_addresses(db: None) -> None:
+    for address in ["ann@example.com", "ann.o'neil+status@mail.example.co.uk", "bob@bücher.example", "x_y-z@a-b.io"]:
+        assert actions.subscribe(email=address).email == address
 
 
 def test_it_answers_a_filled_trap_the_same_and_does_nothing(

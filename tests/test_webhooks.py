@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,12 +15,15 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 from incidents import actions, notifications, webhooks
 from incidents.actions import ActionRefused
 from incidents.models import Component, Delivery, Subscriber
 from tests import factories
+from tests.conftest import PUBLIC_ADDRESS
 
 pytestmark = pytest.mark.django_db
 
@@ -28,10 +33,13 @@ class Receiver:
     url: str
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     status: int = 204
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every answer (Location, …)
+    gets: list[str] = field(default_factory=list)  # paths requested with GET (a followed redirect)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextlib.contextmanager
+def serving() -> Iterator[Receiver]:
+    """A real HTTP server on 127.0.0.1 in a thread, answering every POST with `status` and `headers`."""
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -39,6 +47,13 @@ def receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.requests.append((dict(self.headers), body))
             self.send_response(state.status)
+            for name, value in state.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            state.gets.append(self.path)
+            self.send_response(200)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -53,6 +68,14 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[Receiver]:
+    """A local receiver, which webhooks may reach only with WEBHOOK_ALLOW_PRIVATE on (as a test's must)."""
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    with serving() as state:
+        yield state
 
 
 @pytest.fixture
@@ -125,7 +148,7 @@ def test_it_honours_the_webhooks_components(
     assert receiver.requests == []
 
 
-@pytest.mark.parametrize(("status", "outcome"), [(400, "failed"), (410, "failed"), (500, "pending"), (429, "pending")])
+@pytest.mark.parametrize(("status", "outcome"), [(400, "failed"), (404, "failed"), (500, "pending"), (429, "pending")])
 def test_it_retries_only_what_may_succeed_later(
     staff: User,
     receiver: Receiver,
@@ -186,6 +209,7 @@ def test_the_dashboard_names_the_paused_webhook_host(
     staff: User, client: Any, settings: Any, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     settings.BREAKER_THRESHOLD = 1
+    settings.WEBHOOK_ALLOW_PRIVATE = True
     actions.add_webhook(actor=staff, url="http://127.0.0.1:1/nobody-listens")
     deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
 
@@ -201,6 +225,174 @@ def test_it_refuses_bad_webhooks(staff: User, outsider: User) -> None:
     assert refused.value.field == "url"
     with pytest.raises(ActionRefused, match="Only staff"):
         actions.add_webhook(actor=outsider, url="https://example.com/hook")
+
+
+# --- redirects, 410 Gone, and what one row can do to the others --------------------------------------
+
+
+def test_a_redirect_is_not_followed_and_fails_with_where_it_pointed(
+    staff: User,
+    receiver: Receiver,
+    settings: Any,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """Before, urllib followed the 301 with a GET without the body, and the delivery was marked sent."""
+    staff.is_superuser = True
+    staff.save()
+    hook, _ = add_hook(staff, receiver)
+    with serving() as moved:
+        receiver.status, receiver.headers = 301, {"Location": moved.url + "/new"}
+
+        deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+
+        assert moved.gets == [] and moved.requests == []  # nothing went where it pointed
+    assert len(receiver.requests) == 1
+    row = Delivery.objects.get(subscriber=hook)
+    reason = f"HTTP 301 redirect to {moved.url}/new (not followed)"
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, reason)  # retried, on its backoff
+    assert row.next_attempt_at > row.created_at
+
+    client = Client()
+    client.force_login(staff)  # staff see why in the admin's outbox
+    listed = client.get("/admin/incidents/delivery/?status=pending").content.decode()
+    assert escape(reason) in listed
+
+
+def test_a_webhook_that_answers_410_gone_is_unsubscribed(
+    staff: User, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    staff.is_superuser = True
+    staff.save()
+    hook, _ = add_hook(staff, receiver)
+    receiver.status = 410
+
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+
+    row = Delivery.objects.get(subscriber=hook)
+    assert (row.status, row.attempts, row.last_error) == ("failed", 1, "HTTP 410 Gone")
+    hook.refresh_from_db()
+    assert hook.unsubscribed_at is not None and hook.bounced_at is not None
+    assert hook.bounce_reason == "the receiver answered HTTP 410 Gone"
+    assert notifications.breaker(webhooks.destination(hook)).consecutive_failures == 0  # the host is up
+
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff, title="Second"))
+    assert len(receiver.requests) == 1  # nothing more goes to it
+    client = Client()
+    client.force_login(staff)
+    listed = client.get("/admin/incidents/subscriber/?bounced_at__isnull=False").content.decode()
+    assert receiver.url in listed and "the receiver answered HTTP 410 Gone" in listed
+
+
+def test_a_row_that_raises_fails_alone_and_the_batch_goes_on(
+    staff: User, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """A port out of range made urlsplit raise ValueError, which left the whole batch held (the rows
+    after it waited for the claim timeout, and came back with it)."""
+    first, _ = add_hook(staff, receiver)
+    broken = Subscriber.objects.create(  # from before URLs were checked: the action refuses it now
+        kind="webhook", webhook_url="http://example.com:99999/hook", webhook_secret="s" * 64, secret="t" * 16,
+        confirmed_at=timezone.now(),
+    )  # fmt: skip
+    last, _ = add_hook(staff, receiver)
+
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+
+    rows = {row.subscriber_id: row for row in Delivery.objects.all()}
+    assert rows[first.pk].pk < rows[broken.pk].pk < rows[last.pk].pk  # one batch, the broken row between
+    assert len(receiver.requests) == 2
+    assert rows[first.pk].status == rows[last.pk].status == "sent"
+    assert (rows[broken.pk].status, rows[broken.pk].attempts) == ("pending", 1)  # on its own backoff
+    assert rows[broken.pk].last_error == "could not send: ValueError: Port out of range 0-65535"
+
+
+# --- where webhooks may connect (SSRF) ---------------------------------------------------------------
+
+
+PRIVATE_URLS = [
+    ("http://127.0.0.1:6379/", "127.0.0.1 is not a public address"),
+    ("http://localhost:8000/hook", "localhost resolves to 127.0.0.1, which is not a public address"),
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is not a public address"),  # cloud metadata
+    ("http://10.0.0.5/hook", "10.0.0.5 is not a public address"),
+    ("https://192.168.1.1/hook", "192.168.1.1 is not a public address"),
+    ("http://172.16.0.1/hook", "172.16.0.1 is not a public address"),
+    ("http://100.64.0.1/hook", "100.64.0.1 is not a public address"),  # carrier-grade NAT
+    ("http://0.0.0.0/hook", "0.0.0.0 is not a public address"),
+    ("http://[::1]/hook", "::1 is not a public address"),
+    ("http://[fe80::1]/hook", "fe80::1 is not a public address"),
+    ("http://[fd00::1]/hook", "fd00::1 is not a public address"),
+    ("http://[::ffff:127.0.0.1]/hook", "::ffff:127.0.0.1 is not a public address"),
+    # One private address among public ones is enough: a connection may go to any of them.
+    ("https://mixed.example.com/hook", "mixed.example.com resolves to 10.1.2.3, which is not a public address"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), PRIVATE_URLS)
+def test_it_refuses_webhooks_to_private_addresses(
+    staff: User, dns: dict[str, list[str]], url: str, reason: str
+) -> None:
+    dns["mixed.example.com"] = [PUBLIC_ADDRESS, "10.1.2.3"]
+
+    with pytest.raises(ActionRefused) as refused:
+        actions.add_webhook(actor=staff, url=url)
+
+    assert refused.value.field == "url"
+    assert refused.value.message.startswith(f"{reason}: webhooks may reach only public addresses")
+    assert "WEBHOOK_ALLOW_PRIVATE=true" in refused.value.message
+    with pytest.raises(CommandError, match=re.escape(reason)):
+        call_command("add_webhook", url, "--by", "alice", stdout=StringIO(), stderr=StringIO())
+    assert not Subscriber.objects.exists()
+
+
+def test_it_takes_private_addresses_when_the_setting_allows_them(staff: User, settings: Any) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    hook, _ = actions.add_webhook(actor=staff, url="http://10.0.0.5/hook")
+    assert hook.webhook_url == "http://10.0.0.5/hook"
+
+
+def test_it_refuses_a_host_that_does_not_resolve(staff: User, dns: dict[str, list[str]]) -> None:
+    with pytest.raises(ActionRefused, match=r"Could not find the host nowhere\.invalid .*check the URL"):
+        actions.add_webhook(actor=staff, url="https://nowhere.invalid/hook")
+
+
+def test_a_host_that_turns_private_after_it_was_added_is_not_connected_to(
+    staff: User,
+    receiver: Receiver,
+    settings: Any,
+    dns: dict[str, list[str]],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """DNS rebinding: public when added, 127.0.0.1 (where our receiver stands in for Redis or an admin
+    port) when sent. The request checks the addresses again and connects only to what it checked."""
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    port = receiver.url.split(":")[2].split("/")[0]
+    hook, _ = actions.add_webhook(actor=staff, url=f"http://rebind.example.com:{port}/hooks/status")
+    dns["rebind.example.com"] = ["127.0.0.1"]
+
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+
+    assert receiver.requests == []
+    row = Delivery.objects.get(subscriber=hook)
+    assert (row.status, row.last_error) == (
+        "failed",
+        "not sent: rebind.example.com resolves to 127.0.0.1, which is not a public address "
+        "(WEBHOOK_ALLOW_PRIVATE is off)",
+    )
+    assert notifications.breaker(webhooks.destination(hook)).consecutive_failures == 0  # nothing was tried
+
+
+def test_a_request_goes_to_the_address_that_was_checked(
+    staff: User, receiver: Receiver, dns: dict[str, list[str]], django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """The connection is made to the resolved, checked address (not to whatever a second lookup gives):
+    this name resolves only through the test's DNS, and the request arrives."""
+    dns["hooks.internal.example.com"] = ["127.0.0.1"]
+    port = receiver.url.split(":")[2].split("/")[0]
+    actions.add_webhook(actor=staff, url=f"http://hooks.internal.example.com:{port}/hooks/status")
+
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+
+    [(headers, _)] = [request for request in receiver.requests if b'"incident"' in request[1]]
+    assert headers["Host"] == f"hooks.internal.example.com:{port}"
 
 
 def test_it_adds_a_webhook_from_the_command_line(staff: User, api: Component) -> None:

@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator, validate_email
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
 from incidents.actions._common import ActionRefused, Actor, _notify, _user
+from incidents.addresses import signup_problem
 from incidents.models import (
     Component,
     Delivery,
@@ -27,6 +28,7 @@ from incidents.models import (
     Subscriber,
     SubscriberKind,
 )
+from incidents.netguard import url_problem
 from incidents.tokens import new_secret
 
 CONFIRMATION_RESEND_INTERVAL = timedelta(hours=1)
@@ -72,10 +74,9 @@ def subscribe(
     nobody learns whether an address is subscribed; the address gets at most one email an hour."""
     at = at or timezone.now()
     email = email.strip()
-    try:
-        validate_email(email)
-    except ValidationError:
-        raise ActionRefused("Enter a valid email address, like name@example.com.", field="email") from None
+    problem = signup_problem(email)
+    if problem is not None:
+        raise ActionRefused(problem, field="email")
     if minimum_impact not in Impact.values:
         raise ActionRefused(f"Unknown impact {minimum_impact!r}.", field="minimum_impact")
     components = list(components)
@@ -216,7 +217,8 @@ def add_webhook(
     notify_postmortems: bool = True,
     minimum_impact: str = Impact.NONE,
 ) -> tuple[Subscriber, str]:
-    """Add a webhook subscriber (staff only); returns it and its signing secret, shown once."""
+    """Add a webhook subscriber (staff only); returns it and its signing secret, shown once. Its host must
+    resolve to public addresses only, unless settings.WEBHOOK_ALLOW_PRIVATE (incidents/netguard.py)."""
     if _user(actor) is None or not getattr(actor, "is_staff", False):
         raise ActionRefused("Only staff can add webhooks.")
     url = url.strip()
@@ -224,6 +226,9 @@ def add_webhook(
         URLValidator(schemes=["http", "https"])(url)
     except ValidationError:
         raise ActionRefused("Enter an http or https URL.", field="url") from None
+    problem = url_problem(url)  # resolves the host: every address must be public (SSRF)
+    if problem is not None:
+        raise ActionRefused(problem, field="url")
     components = list(components)
     with transaction.atomic():
         subscriber = Subscriber.objects.create(
