@@ -445,7 +445,12 @@ def test_what_these_pages_now_say_fits_a_phone_and_a_desktop(
         publishing.publish()
 
     page.clock.install(time=T0 + timedelta(minutes=45))
-    paths = ["/", f"/incidents/{incident.pk}", f"/maintenance/{running.public_id}", f"/maintenance/{cancelled.public_id}"]
+    paths = [
+        "/",
+        f"/incidents/{incident.pk}",
+        f"/maintenance/{running.public_id}",
+        f"/maintenance/{cancelled.public_id}",
+    ]
     paths.append(f"/maintenance/{done.public_id}")
     for width in (390, 360, 1280):
         page.set_viewport_size({"width": width, "height": 800})
