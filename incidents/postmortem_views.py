@@ -179,10 +179,17 @@ def save_details(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     form = DetailsForm(request.POST, people=access.staff_users_for(request.user))
     if not form.is_valid():
         return _body(request, postmortem, status=422, details=form)
+    due_at = form.cleaned_data["due_at"]
+    if (
+        due_at is not None
+        and postmortem.due_at is not None
+        and due_at == postmortem.due_at.replace(second=0, microsecond=0)
+    ):
+        # The field shows the due date to the minute: sent back as shown, it is not a new due date (and an
+        # overdue one must not stop a change of owner).
+        due_at = None
     try:
-        actions.edit_postmortem(
-            postmortem, actor=request.user, owner=form.cleaned_data["owner"], due_at=form.cleaned_data["due_at"]
-        )
+        actions.edit_postmortem(postmortem, actor=request.user, owner=form.cleaned_data["owner"], due_at=due_at)
     except ActionRefused as refused:
         return _refused(request, incident_id, refused, "details", form)
     return _done(request, incident_id, "Saved.")

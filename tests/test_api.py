@@ -615,7 +615,12 @@ def test_it_resolves_without_a_body(api: Client, staff: User, us: Component) -> 
 
 
 def test_resolving_with_an_empty_body_tells_the_public_page_and_subscribers(
-    api: Client, staff: User, us: Component, subscribe: Subscribe, smtp: SmtpServer, django_capture_on_commit_callbacks: Any
+    api: Client,
+    staff: User,
+    us: Component,
+    subscribe: Subscribe,
+    smtp: SmtpServer,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     # The review: /, /history and /incidents/N said "Investigating – <the last update>", v2 said
     # resolved with only an investigating update, and subscribers got no "Resolved" email.
