@@ -46,7 +46,8 @@ from django.contrib.auth import get_user_model
 from django.core import mail, signing
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -607,10 +608,81 @@ class Escalation:
         return self.next_step is not None
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What became of a fired step's pages, as the mail server answered: the summary the dashboard and
+    the incident page give, so "Paged" is said only once the server has accepted a page.
+
+    `state` is `waiting` while any page is queued or being retried, else `sent` when at least one was
+    accepted (`failed` counts the others that gave up), `failed` when all gave up, `cancelled` when paging
+    stopped before they went out, and `none` when the step had nobody it could page.
+    """
+
+    sent: int = 0
+    waiting: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    sent_at: datetime | None = None  # when the last accepted page was accepted
+    failing_since: datetime | None = None  # the oldest failure among pages still being retried
+    last_error: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.waiting + self.failed + self.cancelled
+
+    @property
+    def state(self) -> str:
+        if self.waiting:
+            return "waiting"
+        if self.sent:
+            return "sent"
+        if self.failed:
+            return "failed"
+        return "cancelled" if self.cancelled else "none"
+
+
+_WAITING = [NoticeStatus.PENDING, NoticeStatus.SENDING]
+
+
+def _pages(**filters: Any) -> Any:
+    return StaffNotice.objects.filter(step=OuterRef("pk"), kind=NoticeKind.PAGE, **filters).order_by()
+
+
+def _count(pages: Any) -> Coalesce:
+    return Coalesce(Subquery(pages.values("step").annotate(n=Count("pk")).values("n")[:1]), 0)
+
+
 def escalations(incident_ids: Iterable[int]) -> dict[int, Escalation]:
-    """The page steps of these incidents, one query."""
+    """The page steps of these incidents, each with its pages' `delivery`: one query."""
+    steps = PageStep.objects.filter(incident_id__in=list(incident_ids)).annotate(
+        pages_sent=_count(_pages(status=NoticeStatus.SENT)),
+        pages_waiting=_count(_pages(status__in=_WAITING)),
+        pages_failed=_count(_pages(status=NoticeStatus.FAILED)),
+        pages_cancelled=_count(_pages(status=NoticeStatus.CANCELLED)),
+        pages_sent_at=Subquery(_pages(status=NoticeStatus.SENT).order_by("-sent_at").values("sent_at")[:1]),
+        pages_failing_since=Subquery(
+            _pages(status__in=_WAITING, failing_since__isnull=False)
+            .order_by("failing_since")
+            .values("failing_since")[:1]
+        ),
+        pages_error=Subquery(
+            _pages(status__in=[*_WAITING, NoticeStatus.FAILED])
+            .exclude(last_error="")
+            .order_by("-id")
+            .values("last_error")[:1]
+        ),
+    )
     found: dict[int, Escalation] = {}
-    for step in PageStep.objects.filter(incident_id__in=list(incident_ids)).order_by("due_at", "number"):
+    for step in steps.order_by("due_at", "number"):
+        step.delivery = Delivery(  # type: ignore[attr-defined]
+            sent=step.pages_sent,
+            waiting=step.pages_waiting,
+            failed=step.pages_failed,
+            cancelled=step.pages_cancelled,
+            sent_at=step.pages_sent_at,
+            failing_since=step.pages_failing_since,
+            last_error=step.pages_error or "",
+        )
         found.setdefault(step.incident_id, Escalation()).steps.append(step)
     return found
 
