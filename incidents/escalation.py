@@ -268,6 +268,56 @@ def resolve_recipients(recipients: Iterable[dict[str, Any]], *, declared_by_id: 
     return recipients
 
 
+@dataclass(frozen=True)
+class UnreachableTarget:
+    """A person an escalation step would page who cannot be reached (no address, a deactivated account)."""
+
+    step: EscalationStep
+    name: str
+    problem: str  # NO_ADDRESS or INACTIVE
+    nobody: bool  # the step has nobody else it could page
+
+    @property
+    def where(self) -> str:
+        return f"{self.step.severity.name} step {self.step.position}"
+
+    @property
+    def no_address(self) -> bool:
+        return self.problem == NO_ADDRESS
+
+
+def unreachable_targets(user_id: int | None = None) -> list[UnreachableTarget]:
+    """Who the severities' escalation steps would fail to page, as resolve_recipients would find them
+    when a step fires (the admin refuses such a target, but an address removed or an account deactivated
+    later is not refused anywhere). One query: every step's people, with their steps and severities.
+    With `user_id`, only that person's steps."""
+    links = EscalationStep.users.through.objects.select_related("escalationstep__severity", "user").order_by(
+        "escalationstep__severity__rank", "escalationstep__position", "user__username"
+    )
+    if user_id is not None:
+        links = links.filter(escalationstep__users=user_id)
+    people: dict[int, list[Any]] = {}
+    steps: dict[int, EscalationStep] = {}
+    for link in links:
+        steps[link.escalationstep_id] = link.escalationstep
+        people.setdefault(link.escalationstep_id, []).append(link.user)
+    found: list[UnreachableTarget] = []
+    for step_id, users in people.items():
+        step = steps[step_id]
+        problems = {
+            user.pk: (INACTIVE if not user.is_active else NO_ADDRESS)
+            for user in users
+            if not user.is_active or not (user.email or "").strip()
+        }
+        nobody = len(problems) == len(users) and not step.address_list()
+        found += [
+            UnreachableTarget(step, user.get_username(), problems[user.pk], nobody)
+            for user in users
+            if user.pk in problems and (user_id is None or user.pk == user_id)
+        ]
+    return found
+
+
 def _minutes(delta: timedelta) -> str:
     minutes = max(0, round(delta.total_seconds() / 60))
     if minutes < 60:

@@ -624,11 +624,73 @@ def test_the_admin_refuses_a_person_without_an_email_address(staff: User) -> Non
     assert response.status_code == 200
     html = response.content.decode()
     assert "nomail has no email address, so a page cannot reach them." in html
+    assert "Page someone" not in html  # a person was chosen: only what is wrong with them is said
     assert not EscalationStep.objects.filter(severity=sev2).exists()  # nothing saved
 
     form["escalation_steps-0-users"] = [staff.pk]
     assert client.post(url, form).status_code == 302
     assert list(EscalationStep.objects.get(severity=sev2).users.all()) == [staff]
+
+
+def test_removing_a_targets_address_in_the_user_admin_warns_naming_the_steps(staff: User) -> None:
+    # The step admin refuses a person without an address, but clearing it on the user's page saved
+    # silently, and the next incident paged nobody.
+    oncall = User.objects.create_user("oncall", email="oncall@example.com", password="pw", is_staff=True)
+    sev3 = EscalationStep.objects.create(severity=factories.severity("sev3"), position=1, after_minutes=0)
+    sev3.users.set([oncall])
+    sev1 = EscalationStep.objects.create(
+        severity=factories.severity("sev1"), position=2, after_minutes=5, addresses="team@example.com"
+    )
+    sev1.users.set([oncall, staff])
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    url = f"/admin/auth/user/{oncall.pk}/change/"
+    form = {
+        "username": "oncall", "first_name": "", "last_name": "", "email": "", "is_active": "on", "is_staff": "on",
+        "date_joined_0": f"{oncall.date_joined:%Y-%m-%d}", "date_joined_1": f"{oncall.date_joined:%H:%M:%S}",
+    }  # fmt: skip
+
+    response = client.post(url, form, follow=True)
+
+    assert response.status_code == 200
+    oncall.refresh_from_db()
+    assert oncall.email == ""  # saved: the admin warns, it does not refuse
+    warnings = [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
+    assert warnings == [
+        "oncall has no email address but is paged by SEV1 step 2, SEV3 step 1: those pages cannot reach them. "
+        "SEV3 step 1 would page nobody. Give them an email address, or take them out of those escalation "
+        "steps (Severities)."
+    ]
+
+    # Someone who is nobody's target is saved without a warning.
+    form["email"] = ""
+    bystander = User.objects.create_user("bystander", email="b@example.com", password="pw", is_staff=True)
+    form.update(username="bystander", date_joined_0=f"{bystander.date_joined:%Y-%m-%d}")
+    response = client.post(f"/admin/auth/user/{bystander.pk}/change/", form, follow=True)
+    assert [m for m in response.context["messages"] if m.level_tag == "warning"] == []
+
+
+def test_the_dashboard_warns_in_red_when_a_step_cannot_reach_its_target(staff: User, staff_client: Client) -> None:
+    nomail = User.objects.create_user("nomail", email="", password="pw", is_staff=True)
+    gone = User.objects.create_user("gone", email="gone@example.com", password="pw", is_staff=True, is_active=False)
+    sev3 = EscalationStep.objects.create(severity=factories.severity("sev3"), position=1, after_minutes=0)
+    sev3.users.set([nomail])
+    sev1 = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    sev1.users.set([staff, gone])
+
+    html = staff_client.get("/manage/").content.decode()
+
+    assert (
+        '<p class="message message--error" role="status"><strong>Escalation cannot reach everyone:</strong> '
+        "SEV1 step 1: gone has a deactivated account; "
+        "SEV3 step 1: nomail has no email address — <strong>nobody would be paged</strong>."
+    ) in html
+
+    nomail.email = "nomail@example.com"
+    nomail.save()
+    sev1.users.set([staff])
+    assert "Escalation cannot reach everyone" not in staff_client.get("/manage/").content.decode()
 
 
 def test_a_target_without_an_address_is_shown_as_not_paged_in_red(staff: User, staff_client: Client) -> None:
