@@ -282,8 +282,24 @@ def submit(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     try:
         actions.submit_postmortem(postmortem, actor=request.user)
     except ActionRefused as refused:
+        if refused.code == "missing":
+            refused = _missing_or_unsaved(postmortem, refused, request.POST.getlist("unsaved"))
         return _refused(request, incident_id, refused)
     return _done(request, incident_id, "Sent for review.")
+
+
+def _missing_or_unsaved(postmortem: Postmortem, refused: ActionRefused, unsaved: list[str]) -> ActionRefused:
+    """ "Write the summary" is wrong when the summary is typed in its box and not saved yet (the page keeps
+    such text, and says which sections hold it): then the refusal says to save it first."""
+    missing = [s for s in postmortem.sections.all() if s.key in REQUIRED_FOR_REVIEW and not s.body.strip()]
+    typed = [s.get_key_display().lower() for s in missing if s.key in unsaved]
+    if not typed:
+        return refused
+    untyped = [s.get_key_display().lower() for s in missing if s.key not in unsaved]
+    todo = [f"save the {' and the '.join(typed)} (typed but not saved yet)"]
+    if untyped:
+        todo.append(f"write the {' and the '.join(untyped)}")
+    return ActionRefused(f"Before sending it for review, {' and '.join(todo)}.", code=refused.code)
 
 
 @staff_login_required

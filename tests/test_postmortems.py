@@ -670,6 +670,31 @@ def test_the_api_runs_a_post_mortem_from_draft_to_published(staff: User, api: Co
     assert client.get("/api/v1/incidents/999999/postmortem", headers=auth).status_code == 404
 
 
+def test_send_for_review_says_to_save_sections_typed_but_not_saved(
+    staff: User, api: Component, staff_client: Client
+) -> None:
+    # The review: with the summary and the root cause typed but not saved, the refusal said "Write the
+    # summary and the root cause", while the text was there. The page's script says which sections
+    # hold unsaved text (`unsaved`, see static/js/unsaved.js).
+    incident = resolved_sev1(staff, api)
+    url = f"/manage/incidents/{incident.pk}/postmortem/submit"
+    htmx = {"HX-Request": "true"}
+
+    both = staff_client.post(url, {"unsaved": ["summary", "root_cause"]}, headers=htmx)
+    assert both.status_code == 422
+    assert (
+        "Before sending it for review, save the summary and the root cause (typed but not saved yet)."
+        in both.content.decode()
+    )
+    one = staff_client.post(url, {"unsaved": ["summary"]}, headers=htmx).content.decode()
+    assert "Before sending it for review, save the summary (typed but not saved yet) and write the root cause." in one
+    # Nothing typed (or no script to say so): the sections are to be written.
+    assert "Write the summary and the root cause before sending it for review." in (
+        staff_client.post(url, headers=htmx).content.decode()
+    )
+    assert incident.postmortem.state == PostmortemState.DRAFT
+
+
 def test_the_page_says_what_a_draft_lacks_and_why_it_was_sent_back(
     staff: User, other_staff: User, api: Component, staff_client: Client
 ) -> None:
