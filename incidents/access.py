@@ -13,7 +13,7 @@ from django.db.models import Case, Count, F, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 
 from incidents import clocks
-from incidents.escalation import Escalation, escalations
+from incidents.escalation import Escalation, UnreachableTarget, escalations, unreachable_targets
 from incidents.models import (
     ActionItem,
     ActionStatus,
@@ -236,6 +236,12 @@ def stuck_pages_for(user: Any) -> PagesStuck | None:
         .first()
     )
     return PagesStuck(row[0], row[1]) if row and row[0] else None
+
+
+def unreachable_targets_for(user: Any) -> list[UnreachableTarget]:
+    """People the escalation steps would fail to page (one query)."""
+    require_staff(user)
+    return unreachable_targets()
 
 
 def troubled_breakers_for(user: Any) -> list[CircuitBreaker]:

@@ -10,14 +10,15 @@ from itertools import pairwise
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
-from incidents import actions
+from incidents import actions, escalation
 from incidents.addresses import sending_problem
 from incidents.models import (
     ApiToken,
@@ -75,8 +76,8 @@ class EscalationStepForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if "addresses" in self.errors or cleaned.get("DELETE"):
-            return cleaned  # the address error says what is wrong
+        if "addresses" in self.errors or "users" in self.errors or cleaned.get("DELETE"):
+            return cleaned  # the error on the addresses or the people says what is wrong
         if not cleaned.get("users") and not cleaned.get("addresses", "").strip():
             raise ValidationError("Page someone: choose staff, or give an address.")
         return cleaned
@@ -131,6 +132,42 @@ class SeverityAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class StaffUserAdmin(UserAdmin):
+    """Django's user admin, warning when a saved user is an escalation target that pages cannot reach
+    (the step admin refuses such a target, but an address removed here later would go unnoticed until
+    an incident paged nobody)."""
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: str | None = None) -> HttpResponse:
+        response = super().response_add(request, obj, post_url_continue)
+        self._warn_if_unreachable(request, obj)
+        return response
+
+    def response_change(self, request: HttpRequest, obj: Any) -> HttpResponse:
+        response = super().response_change(request, obj)
+        self._warn_if_unreachable(request, obj)
+        return response
+
+    def _warn_if_unreachable(self, request: HttpRequest, user: Any) -> None:
+        targets = escalation.unreachable_targets(user_id=user.pk)
+        if not targets:
+            return
+        steps = ", ".join(target.where for target in targets)
+        problem = "has no email address" if targets[0].no_address else "is deactivated"
+        nobody = [target.where for target in targets if target.nobody]
+        consequence = f" {', '.join(nobody)} would page nobody." if nobody else ""
+        self.message_user(
+            request,
+            f"{user.get_username()} {problem} but is paged by {steps}: those pages cannot reach them.{consequence} "
+            "Give them an email address, or take them out of those escalation steps (Severities).",
+            messages.WARNING,
+        )
 
 
 @admin.register(Component)

@@ -47,7 +47,8 @@ from django.contrib.auth import get_user_model
 from django.core import mail, signing
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -270,6 +271,56 @@ def resolve_recipients(recipients: Iterable[dict[str, Any]], *, declared_by_id: 
                 del recipient["address"]
                 recipient["skipped"] = DECLARED_IT
     return recipients
+
+
+@dataclass(frozen=True)
+class UnreachableTarget:
+    """A person an escalation step would page who cannot be reached (no address, a deactivated account)."""
+
+    step: EscalationStep
+    name: str
+    problem: str  # NO_ADDRESS or INACTIVE
+    nobody: bool  # the step has nobody else it could page
+
+    @property
+    def where(self) -> str:
+        return f"{self.step.severity.name} step {self.step.position}"
+
+    @property
+    def no_address(self) -> bool:
+        return self.problem == NO_ADDRESS
+
+
+def unreachable_targets(user_id: int | None = None) -> list[UnreachableTarget]:
+    """Who the severities' escalation steps would fail to page, as resolve_recipients would find them
+    when a step fires (the admin refuses such a target, but an address removed or an account deactivated
+    later is not refused anywhere). One query: every step's people, with their steps and severities.
+    With `user_id`, only that person's steps."""
+    links = EscalationStep.users.through.objects.select_related("escalationstep__severity", "user").order_by(
+        "escalationstep__severity__rank", "escalationstep__position", "user__username"
+    )
+    if user_id is not None:
+        links = links.filter(escalationstep__users=user_id)
+    people: dict[int, list[Any]] = {}
+    steps: dict[int, EscalationStep] = {}
+    for link in links:
+        steps[link.escalationstep_id] = link.escalationstep
+        people.setdefault(link.escalationstep_id, []).append(link.user)
+    found: list[UnreachableTarget] = []
+    for step_id, users in people.items():
+        step = steps[step_id]
+        problems = {
+            user.pk: (INACTIVE if not user.is_active else NO_ADDRESS)
+            for user in users
+            if not user.is_active or not (user.email or "").strip()
+        }
+        nobody = len(problems) == len(users) and not step.address_list()
+        found += [
+            UnreachableTarget(step, user.get_username(), problems[user.pk], nobody)
+            for user in users
+            if user.pk in problems and (user_id is None or user.pk == user_id)
+        ]
+    return found
 
 
 def _minutes(delta: timedelta) -> str:
@@ -645,10 +696,81 @@ class Escalation:
         return self.next_step is not None
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What became of a fired step's pages, as the mail server answered: the summary the dashboard and
+    the incident page give, so "Paged" is said only once the server has accepted a page.
+
+    `state` is `waiting` while any page is queued or being retried, else `sent` when at least one was
+    accepted (`failed` counts the others that gave up), `failed` when all gave up, `cancelled` when paging
+    stopped before they went out, and `none` when the step had nobody it could page.
+    """
+
+    sent: int = 0
+    waiting: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    sent_at: datetime | None = None  # when the last accepted page was accepted
+    failing_since: datetime | None = None  # the oldest failure among pages still being retried
+    last_error: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.waiting + self.failed + self.cancelled
+
+    @property
+    def state(self) -> str:
+        if self.waiting:
+            return "waiting"
+        if self.sent:
+            return "sent"
+        if self.failed:
+            return "failed"
+        return "cancelled" if self.cancelled else "none"
+
+
+_WAITING = [NoticeStatus.PENDING, NoticeStatus.SENDING]
+
+
+def _pages(**filters: Any) -> Any:
+    return StaffNotice.objects.filter(step=OuterRef("pk"), kind=NoticeKind.PAGE, **filters).order_by()
+
+
+def _count(pages: Any) -> Coalesce:
+    return Coalesce(Subquery(pages.values("step").annotate(n=Count("pk")).values("n")[:1]), 0)
+
+
 def escalations(incident_ids: Iterable[int]) -> dict[int, Escalation]:
-    """The page steps of these incidents, one query."""
+    """The page steps of these incidents, each with its pages' `delivery`: one query."""
+    steps = PageStep.objects.filter(incident_id__in=list(incident_ids)).annotate(
+        pages_sent=_count(_pages(status=NoticeStatus.SENT)),
+        pages_waiting=_count(_pages(status__in=_WAITING)),
+        pages_failed=_count(_pages(status=NoticeStatus.FAILED)),
+        pages_cancelled=_count(_pages(status=NoticeStatus.CANCELLED)),
+        pages_sent_at=Subquery(_pages(status=NoticeStatus.SENT).order_by("-sent_at").values("sent_at")[:1]),
+        pages_failing_since=Subquery(
+            _pages(status__in=_WAITING, failing_since__isnull=False)
+            .order_by("failing_since")
+            .values("failing_since")[:1]
+        ),
+        pages_error=Subquery(
+            _pages(status__in=[*_WAITING, NoticeStatus.FAILED])
+            .exclude(last_error="")
+            .order_by("-id")
+            .values("last_error")[:1]
+        ),
+    )
     found: dict[int, Escalation] = {}
-    for step in PageStep.objects.filter(incident_id__in=list(incident_ids)).order_by("due_at", "number"):
+    for step in steps.order_by("due_at", "number"):
+        step.delivery = Delivery(  # type: ignore[attr-defined]
+            sent=step.pages_sent,
+            waiting=step.pages_waiting,
+            failed=step.pages_failed,
+            cancelled=step.pages_cancelled,
+            sent_at=step.pages_sent_at,
+            failing_since=step.pages_failing_since,
+            last_error=step.pages_error or "",
+        )
         found.setdefault(step.incident_id, Escalation()).steps.append(step)
     return found
 

@@ -294,7 +294,10 @@ class ResolveForm(StaffForm):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         label="Final message (optional)",
-        help_text="Markdown. Posted as the resolving update.",
+        help_text=(
+            "Markdown. Posted as the resolving update. Without it, or when it is internal, customers of a "
+            "public incident read “This incident has been resolved.”"
+        ),
     )
     visibility = forms.ChoiceField(choices=VISIBILITY_CHOICES, initial="public", widget=forms.RadioSelect)
     restore_components = forms.BooleanField(

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from incidents.forms import PersonChoiceField, StaffForm
@@ -38,6 +39,8 @@ class DetailsForm(StaffForm):
         owner_field = self.fields["owner"]
         assert isinstance(owner_field, forms.ModelChoiceField)
         owner_field.queryset = people  # type: ignore[assignment]
+        due_at = self.fields["due_at"]
+        due_at.help_text = f"In {settings.DISPLAY_TIME_ZONE}. After now; the post-mortem clock follows it."
 
 
 class EntryForm(StaffForm):

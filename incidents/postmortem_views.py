@@ -179,10 +179,17 @@ def save_details(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     form = DetailsForm(request.POST, people=access.staff_users_for(request.user))
     if not form.is_valid():
         return _body(request, postmortem, status=422, details=form)
+    due_at = form.cleaned_data["due_at"]
+    if (
+        due_at is not None
+        and postmortem.due_at is not None
+        and due_at == postmortem.due_at.replace(second=0, microsecond=0)
+    ):
+        # The field shows the due date to the minute: sent back as shown, it is not a new due date (and an
+        # overdue one must not stop a change of owner).
+        due_at = None
     try:
-        actions.edit_postmortem(
-            postmortem, actor=request.user, owner=form.cleaned_data["owner"], due_at=form.cleaned_data["due_at"]
-        )
+        actions.edit_postmortem(postmortem, actor=request.user, owner=form.cleaned_data["owner"], due_at=due_at)
     except ActionRefused as refused:
         return _refused(request, incident_id, refused, "details", form)
     return _done(request, incident_id, "Saved.")
@@ -275,8 +282,24 @@ def submit(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     try:
         actions.submit_postmortem(postmortem, actor=request.user)
     except ActionRefused as refused:
+        if refused.code == "missing":
+            refused = _missing_or_unsaved(postmortem, refused, request.POST.getlist("unsaved"))
         return _refused(request, incident_id, refused)
     return _done(request, incident_id, "Sent for review.")
+
+
+def _missing_or_unsaved(postmortem: Postmortem, refused: ActionRefused, unsaved: list[str]) -> ActionRefused:
+    """ "Write the summary" is wrong when the summary is typed in its box and not saved yet (the page keeps
+    such text, and says which sections hold it): then the refusal says to save it first."""
+    missing = [s for s in postmortem.sections.all() if s.key in REQUIRED_FOR_REVIEW and not s.body.strip()]
+    typed = [s.get_key_display().lower() for s in missing if s.key in unsaved]
+    if not typed:
+        return refused
+    untyped = [s.get_key_display().lower() for s in missing if s.key not in unsaved]
+    todo = [f"save the {' and the '.join(typed)} (typed but not saved yet)"]
+    if untyped:
+        todo.append(f"write the {' and the '.join(untyped)}")
+    return ActionRefused(f"Before sending it for review, {' and '.join(todo)}.", code=refused.code)
 
 
 @staff_login_required

@@ -112,6 +112,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         "now": now,
         "timers": access.timers_for(request.user, now),
         "stuck_pages": access.stuck_pages_for(request.user),
+        "unreachable": access.unreachable_targets_for(request.user),
         "open_incidents": shown,
         "open_count": open_incidents.count(),
         "open_limit": OPEN_LIMIT,

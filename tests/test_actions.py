@@ -242,6 +242,53 @@ def test_a_public_reopen_message_is_the_one_update(staff: User) -> None:
     assert incident.updates.count() == 3
 
 
+def test_resolving_a_public_incident_without_a_message_tells_customers(staff: User, us: Component) -> None:
+    # Without it the public page and /api/v2 showed "Investigating" as the latest update of a resolved
+    # incident, and subscribers never heard it was over.
+    incident = factories.declare(actor=staff, components={us: "partial_outage"}, at=T0)
+
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+
+    assert latest_public_update(incident) == ("resolved", "This incident has been resolved.")
+    resolved = incident.updates.get(status="resolved")
+    assert [(c["component_id"], c["new_status"]) for c in resolved.component_changes] == [(us.pk, "operational")]
+    assert incident.updates.count() == 2
+
+
+def test_an_internal_resolve_message_stays_internal_and_customers_still_hear(staff: User, us: Component) -> None:
+    incident = factories.declare(actor=staff, components={us: "partial_outage"}, at=T0)
+
+    actions.resolve_incident(
+        incident, actor=staff, message="Rolled back db01.", is_public=False, at=T0 + timedelta(hours=1)
+    )
+
+    internal = incident.updates.get(is_public=False)
+    assert (internal.body, internal.component_changes) == ("Rolled back db01.", [])
+    assert latest_public_update(incident) == ("resolved", "This incident has been resolved.")
+    # The components' recovery goes with the update customers read.
+    public = incident.updates.filter(is_public=True).latest("created_at", "id")
+    assert [c["new_status"] for c in public.component_changes] == ["operational"]
+
+
+def test_a_public_resolve_message_is_the_one_update(staff: User) -> None:
+    incident = factories.declare(actor=staff, at=T0)
+
+    actions.resolve_incident(incident, actor=staff, message="Fixed.", at=T0 + timedelta(hours=1))
+
+    assert latest_public_update(incident) == ("resolved", "Fixed.")
+    assert incident.updates.count() == 2
+
+
+def test_resolving_an_incident_that_was_never_public_publishes_nothing(staff: User) -> None:
+    incident = factories.declare(actor=staff, is_public=False, at=T0)
+
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+
+    incident.refresh_from_db()
+    assert (incident.published_at, incident.public_status) == (None, "resolved")
+    assert not incident.updates.filter(is_public=True).exists()
+
+
 def test_reopening_an_incident_that_was_never_public_publishes_nothing(staff: User) -> None:
     incident = factories.declare(actor=staff, is_public=False, at=T0)
     actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,10 @@ from django.test.utils import CaptureQueriesContext
 
 from incidents import actions, clocks
 from incidents.models import ApiToken, Component, Incident, TimelineEvent
+from statuspage.snapshot import reader
 from tests import factories
+from tests.conftest import Subscribe
+from tests.smtp import SmtpServer
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -603,7 +607,51 @@ def test_it_resolves_without_a_body(api: Client, staff: User, us: Component) -> 
     assert body["resolved_at"] == body["acknowledged_at"] == body["mitigated_at"] == "2026-03-02T10:00:00Z"
     assert clock(body, "resolve")["state"] == "met"
     assert body["components"][0]["status"] == "operational"
-    assert len(body["updates"]) == 1
+    # A public incident always tells customers it is over (the default message, without one).
+    assert [(u["status"], u["body"], u["is_public"]) for u in body["updates"]] == [
+        ("resolved", "This incident has been resolved.", True),
+        ("investigating", "We are investigating elevated latency.", True),
+    ]
+
+
+def test_resolving_with_an_empty_body_tells_the_public_page_and_subscribers(
+    api: Client,
+    staff: User,
+    us: Component,
+    subscribe: Subscribe,
+    smtp: SmtpServer,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # The review: /, /history and /incidents/N said "Investigating – <the last update>", v2 said
+    # resolved with only an investigating update, and subscribers got no "Resolved" email.
+    subscribe("ann@example.com")
+    with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        incident = factories.declare(actor=staff, title="Queries are slow", components={us: "major_outage"})
+    with time_machine.travel(T0 + timedelta(hours=1), tick=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert post(api, f"/api/v1/incidents/{incident.pk}/resolve", {}).status_code == 200
+        reader.reset()
+
+        public = Client()
+        [row] = public.get("/api/v2/incidents.json").json()["incidents"]
+        assert row["status"] == "resolved"
+        assert [(u["status"], u["body"]) for u in row["incident_updates"]] == [
+            ("resolved", "This incident has been resolved."),
+            ("investigating", "We are investigating elevated latency."),
+        ]
+        pages = {
+            url: " ".join(re.sub(r"<[^>]+>", " ", public.get(url).content.decode()).split())
+            for url in ("/", "/history", f"/incidents/{incident.pk}")
+        }
+    for url in ("/", "/history"):
+        assert "Resolved – This incident has been resolved." in pages[url], url
+    assert pages[f"/incidents/{incident.pk}"].index("This incident has been resolved.") < pages[
+        f"/incidents/{incident.pk}"
+    ].index("We are investigating elevated latency.")
+    assert [e["Subject"] for e in smtp.inbox("ann@example.com")] == [
+        "[Investigating] Queries are slow",
+        "[Resolved] Queries are slow",
+    ]
 
 
 def test_it_resolves_with_a_closing_message(api: Client, staff: User) -> None:

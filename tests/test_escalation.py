@@ -83,6 +83,12 @@ def declare(actor: User, **kwargs: Any) -> Incident:
         return factories.declare(actor=actor, **kwargs)
 
 
+def paging_panel(page: str) -> str:
+    """The incident page's paging panel (the timeline keeps its record of each step firing: "Paged …")."""
+    start = page.index('<div id="paging-status"')
+    return page[start : page.index("</section>", start)]
+
+
 # --- the schedule -------------------------------------------------------------------------------
 
 
@@ -436,11 +442,17 @@ def test_the_incident_page_and_dashboard_show_who_is_paged_and_who_is_next(
     with time_machine.travel(T0 + timedelta(minutes=2), tick=False):
         page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
         dashboard = staff_client.get("/manage/").content.decode()
-    assert "Paged <strong>alice</strong> (step 1 of 2, run 1 of 2)" in page
+    # The page is queued (nothing sent it yet): "Paged" only once the mail server has accepted it.
+    queued = (
+        ' (step 1 of 2, run 1 of 2): <span class="notice-status notice-status--pending">not delivered yet, queued at '
+        '<time datetime="2026-03-02T09:00:01Z">09:00 UTC</time></span>'
+    )
+    assert f"Paging <strong>alice</strong>{queued}." in page
     assert "Next: <strong>bob, oncall@example.com</strong> (step 2 of 2, run 1 of 2) at" in page
     assert "09:10 UTC" in page
-    assert "Paged alice (step 1 of 2, run 1 of 2)" in dashboard
+    assert f"<span>Paging alice{queued}</span>" in dashboard
     assert "Next: bob, oncall@example.com at" in dashboard
+    assert "Paged alice" not in paging_panel(page) and "Paged alice" not in dashboard
 
 
 def test_stop_paging_from_the_incident_page(policy: list[EscalationStep], staff: User, staff_client: Client) -> None:
@@ -508,7 +520,7 @@ def test_the_header_poll_refreshes_the_paging_state_but_not_the_stop_form(
         response = staff_client.get(f"/manage/incidents/{incident.pk}", headers={"HX-Request": "true"})
     html = response.content.decode()
     assert '<div id="paging-status" hx-swap-oob="true">' in html
-    assert "Paged <strong>alice</strong>" in html
+    assert "Paging <strong>alice</strong>" in html
     assert "stop-paging" not in html  # someone typing a reason keeps it
 
 
@@ -651,11 +663,73 @@ def test_the_admin_refuses_a_person_without_an_email_address(staff: User) -> Non
     assert response.status_code == 200
     html = response.content.decode()
     assert "nomail has no email address, so a page cannot reach them." in html
+    assert "Page someone" not in html  # a person was chosen: only what is wrong with them is said
     assert not EscalationStep.objects.filter(severity=sev2).exists()  # nothing saved
 
     form["escalation_steps-0-users"] = [staff.pk]
     assert client.post(url, form).status_code == 302
     assert list(EscalationStep.objects.get(severity=sev2).users.all()) == [staff]
+
+
+def test_removing_a_targets_address_in_the_user_admin_warns_naming_the_steps(staff: User) -> None:
+    # The step admin refuses a person without an address, but clearing it on the user's page saved
+    # silently, and the next incident paged nobody.
+    oncall = User.objects.create_user("oncall", email="oncall@example.com", password="pw", is_staff=True)
+    sev3 = EscalationStep.objects.create(severity=factories.severity("sev3"), position=1, after_minutes=0)
+    sev3.users.set([oncall])
+    sev1 = EscalationStep.objects.create(
+        severity=factories.severity("sev1"), position=2, after_minutes=5, addresses="team@example.com"
+    )
+    sev1.users.set([oncall, staff])
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    url = f"/admin/auth/user/{oncall.pk}/change/"
+    form = {
+        "username": "oncall", "first_name": "", "last_name": "", "email": "", "is_active": "on", "is_staff": "on",
+        "date_joined_0": f"{oncall.date_joined:%Y-%m-%d}", "date_joined_1": f"{oncall.date_joined:%H:%M:%S}",
+    }  # fmt: skip
+
+    response = client.post(url, form, follow=True)
+
+    assert response.status_code == 200
+    oncall.refresh_from_db()
+    assert oncall.email == ""  # saved: the admin warns, it does not refuse
+    warnings = [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
+    assert warnings == [
+        "oncall has no email address but is paged by SEV1 step 2, SEV3 step 1: those pages cannot reach them. "
+        "SEV3 step 1 would page nobody. Give them an email address, or take them out of those escalation "
+        "steps (Severities)."
+    ]
+
+    # Someone who is nobody's target is saved without a warning.
+    form["email"] = ""
+    bystander = User.objects.create_user("bystander", email="b@example.com", password="pw", is_staff=True)
+    form.update(username="bystander", date_joined_0=f"{bystander.date_joined:%Y-%m-%d}")
+    response = client.post(f"/admin/auth/user/{bystander.pk}/change/", form, follow=True)
+    assert [m for m in response.context["messages"] if m.level_tag == "warning"] == []
+
+
+def test_the_dashboard_warns_in_red_when_a_step_cannot_reach_its_target(staff: User, staff_client: Client) -> None:
+    nomail = User.objects.create_user("nomail", email="", password="pw", is_staff=True)
+    gone = User.objects.create_user("gone", email="gone@example.com", password="pw", is_staff=True, is_active=False)
+    sev3 = EscalationStep.objects.create(severity=factories.severity("sev3"), position=1, after_minutes=0)
+    sev3.users.set([nomail])
+    sev1 = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    sev1.users.set([staff, gone])
+
+    html = staff_client.get("/manage/").content.decode()
+
+    assert (
+        '<p class="message message--error" role="status"><strong>Escalation cannot reach everyone:</strong> '
+        "SEV1 step 1: gone has a deactivated account; "
+        "SEV3 step 1: nomail has no email address — <strong>nobody would be paged</strong>."
+    ) in html
+
+    nomail.email = "nomail@example.com"
+    nomail.save()
+    sev1.users.set([staff])
+    assert "Escalation cannot reach everyone" not in staff_client.get("/manage/").content.decode()
 
 
 def test_a_target_without_an_address_is_shown_as_not_paged_in_red(staff: User, staff_client: Client) -> None:
@@ -712,22 +786,74 @@ def test_each_page_shows_its_real_state_and_the_dashboard_warns_while_mail_is_re
     html = panel(T0 + timedelta(seconds=30))
     assert 'alice@example.com: <span class="notice-status notice-status--failed">retrying since' in html
     assert ">09:00 UTC</time> (" in html
-    assert "Pages are not going out: the mail server has refused since" in dashboard(T0 + timedelta(seconds=30))
-    assert 'datetime="2026-03-02T09:00:05Z">09:00 UTC</time></strong>' in dashboard(T0 + timedelta(seconds=30))
+    # The summaries agree with the line per address (the review found "Paged alice … at 09:00" above it).
+    retrying = (
+        ' (step 1 of 2, run 1 of 2): <span class="notice-status notice-status--failed">not delivered yet, retrying '
+        'since <time datetime="2026-03-02T09:00:05Z">09:00 UTC</time> (ConnectionRefusedError: '
+    )
+    board = dashboard(T0 + timedelta(seconds=30))
+    assert f"Paging <strong>alice</strong>{retrying}" in html
+    assert f"<span>Paging alice{retrying}" in board
+    assert "Paged alice" not in paging_panel(html) and "Paged alice" not in board
+    # The banner: "failed", which is true of a refusal and of a server that accepted and then timed out.
+    assert (
+        'Pages are not going out: the mail server has failed since <time datetime="2026-03-02T09:00:05Z">09:00 UTC'
+        "</time>: ConnectionRefusedError: " in board
+    )
+    assert "has refused since" not in board
 
     smtp.start()
     assert send(T0 + timedelta(minutes=3)) == 1
     html = panel(T0 + timedelta(minutes=4))
     assert 'alice@example.com: <span class="notice-status notice-status--sent">sent at <time' in html
     assert ">09:03 UTC</time>" in html
-    assert "Pages are not going out" not in dashboard(T0 + timedelta(minutes=4))
+    sent = ' (step 1 of 2, run 1 of 2) at <time datetime="2026-03-02T09:03:00Z">09:03 UTC</time>'
+    board = dashboard(T0 + timedelta(minutes=4))
+    assert f"Paged <strong>alice</strong>{sent}." in html
+    assert f"<span>Paged alice{sent}</span>" in board
+    assert "Pages are not going out" not in board
 
     # A page that runs out of attempts says it failed, and why.
     notice = StaffNotice.objects.get(incident=incident)
-    StaffNotice.objects.filter(pk=notice.pk).update(status=NoticeStatus.FAILED, last_error="gave up after 8: refused")
-    assert '<span class="notice-status notice-status--failed">failed: gave up after 8: refused</span>' in panel(
-        T0 + timedelta(minutes=5)
+    StaffNotice.objects.filter(pk=notice.pk).update(
+        status=NoticeStatus.FAILED, sent_at=None, last_error="gave up after 8: refused"
     )
+    html = panel(T0 + timedelta(minutes=5))
+    assert '<span class="notice-status notice-status--failed">failed: gave up after 8: refused</span>' in html
+    failed = (
+        '<span class="notice-status notice-status--failed">Could not page {alice} (step 1 of 2, run 1 of 2): '
+        "gave up after 8: refused</span>"
+    )
+    assert failed.format(alice="<strong>alice</strong>") in html
+    assert f"<span>{failed.format(alice='alice')}</span>" in dashboard(T0 + timedelta(minutes=5))
+
+
+def test_a_step_half_delivered_says_how_many_are_still_waiting(
+    policy: list[EscalationStep], staff: User, staff_client: Client
+) -> None:
+    incident = declare(staff)
+    sweep(T0 + timedelta(minutes=10))  # step 2: bob and the on-call alias
+    step2 = PageStep.objects.get(incident=incident, number=2)
+    notices = StaffNotice.objects.filter(step=step2)
+    notices.filter(email="bob@example.com").update(status=NoticeStatus.SENT, sent_at=T0 + timedelta(minutes=10))
+    notices.filter(email="oncall@example.com").update(
+        failing_since=T0 + timedelta(minutes=10), last_error="TimeoutError: timed out"
+    )
+    with time_machine.travel(T0 + timedelta(minutes=11), tick=False):
+        board = staff_client.get("/manage/").content.decode()
+    assert (
+        "<span>Paging bob, oncall@example.com (step 2 of 2, run 1 of 2): "
+        '<span class="notice-status notice-status--failed">not delivered yet to 1 of 2, retrying since '
+        '<time datetime="2026-03-02T09:10:00Z">09:10 UTC</time> (TimeoutError: timed out)</span></span>'
+    ) in board
+
+    notices.filter(email="oncall@example.com").update(status=NoticeStatus.FAILED, failing_since=None)
+    with time_machine.travel(T0 + timedelta(minutes=12), tick=False):
+        board = staff_client.get("/manage/").content.decode()
+    assert (
+        '<span>Paged bob, oncall@example.com (step 2 of 2, run 1 of 2) at <time datetime="2026-03-02T09:10:00Z">'
+        '09:10 UTC</time>; <span class="notice-status notice-status--failed">could not page 1 of 2</span></span>'
+    ) in board
 
 
 def test_pages_queued_during_an_outage_go_out_in_the_order_they_were_due(

@@ -277,7 +277,9 @@ def test_a_post_mortem_keeps_unsaved_section_text_through_every_other_button(
     expect(page.locator(".action-items")).to_contain_text("Add backoff to the query retries")
     expect(summary).to_have_value("A faulty switch slowed queries.")
     page.get_by_role("button", name="Send for review").click()  # refused: nothing saved yet
-    expect(page.get_by_role("alert")).to_contain_text("Write the summary and the root cause")
+    expect(page.get_by_role("alert")).to_have_text(
+        "Before sending it for review, save the summary and the root cause (typed but not saved yet)."
+    )
     expect(summary).to_have_value("A faulty switch slowed queries.")
     expect(cause).to_have_value("Retries without backoff.")
     expect(page.locator("#section-summary .unsaved-note")).to_be_visible()

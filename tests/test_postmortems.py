@@ -138,8 +138,9 @@ def test_reopening_and_resolving_again_keeps_the_one_draft(staff: User, api: Com
     actions.reopen_incident(incident, actor=staff, reason="It came back")
     actions.resolve_incident(incident, actor=staff)
     assert Postmortem.objects.filter(incident=incident).count() == 1
-    # reopened, its public update (the event and the update's line), resolved again
-    assert actions.refresh_postmortem_timeline(incident.postmortem, actor=staff) == 4
+    # reopened, its public update (the event and the update's line), resolved again with its public
+    # update ("This incident has been resolved.")
+    assert actions.refresh_postmortem_timeline(incident.postmortem, actor=staff) == 5
 
 
 def test_a_reopened_incident_pauses_its_post_mortem_clock(staff: User, api: Component) -> None:
@@ -266,6 +267,171 @@ def test_a_late_post_mortem_breaches_its_clock_once(staff: User, api: Component)
     assert clock.state == ClockState.BREACHED
     breaches = TimelineEvent.objects.filter(incident=incident, kind=EventKind.CLOCK_BREACHED, data__metric="postmortem")
     assert breaches.count() == 1
+
+
+# --- the due date is the post-mortem clock's deadline -------------------------------------------
+
+
+def postmortem_clock(incident: Incident) -> Clock:
+    return Clock.objects.get(incident=incident, metric=Metric.POSTMORTEM)
+
+
+def test_moving_the_due_date_moves_the_clock_everywhere_it_is_shown(
+    staff: User, api: Component, staff_client: Client, client: Client
+) -> None:
+    # The review: PATCH due_at changed the post-mortem, but the incident page's Response clocks and the
+    # API's clocks[postmortem].due_at kept the old due time, and the sweep breached at the old one.
+    from tests.test_analytics import _token
+
+    incident = resolved_sev1(staff, api)  # resolved at T0 + 3 h: due five days later
+    sooner = T0 + timedelta(days=2, hours=1)
+    auth = {"Authorization": f"Bearer {_token(staff)}"}
+    with time_machine.travel(T0 + timedelta(hours=4), tick=False):
+        patched = client.patch(
+            f"/api/v1/incidents/{incident.pk}/postmortem",
+            {"due_at": "2026-03-04T10:00:00Z"},
+            content_type="application/json",
+            headers=auth,
+        )
+        assert patched.status_code == 200, patched.content
+        assert patched.json()["due_at"] == "2026-03-04T10:00:00Z"
+        [pm_clock] = [
+            c
+            for c in client.get(f"/api/v1/incidents/{incident.pk}", headers=auth).json()["clocks"]
+            if c["metric"] == "postmortem"
+        ]
+        assert (pm_clock["due_at"], pm_clock["state"]) == ("2026-03-04T10:00:00Z", "running")
+        page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+        assert '<td data-label="Due"><time datetime="2026-03-04T10:00:00Z">' in page
+        assert "2026-03-07T12:00:00Z" not in page  # the old due time, nowhere
+
+    clock = postmortem_clock(incident)
+    assert clock.due_at == sooner
+    clocks.sweep_due(sooner)  # on time is not late
+    assert not ClockEvent.objects.filter(clock=clock, kind="breach").exists()
+    clocks.sweep_due(sooner + timedelta(seconds=1))
+    breach = ClockEvent.objects.get(clock=clock, kind="breach")
+    assert breach.due_at == sooner
+
+    # Reopened for a day and resolved again: both move on by the day, together.
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=sooner + timedelta(hours=1))
+    actions.resolve_incident(incident, actor=staff, at=sooner + timedelta(days=1, hours=1))
+    incident.postmortem.refresh_from_db()
+    assert incident.postmortem.due_at == postmortem_clock(incident).due_at == sooner + timedelta(days=1)
+
+
+def test_a_later_due_date_is_the_one_the_sweep_breaches_at(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)
+    old_due = incident.postmortem.due_at
+    assert old_due is not None
+    later = old_due + timedelta(days=3, seconds=17.25)  # any time, to the microsecond
+
+    actions.edit_postmortem(incident.postmortem, actor=staff, due_at=later, at=T0 + timedelta(days=1))
+
+    clock = postmortem_clock(incident)
+    assert clock.due_at == later == Postmortem.objects.get(pk=incident.postmortem.pk).due_at
+    clocks.sweep_due(old_due + timedelta(minutes=1))
+    assert not ClockEvent.objects.filter(clock=clock, kind="breach").exists()
+    clocks.sweep_due(later + timedelta(minutes=1))
+    assert ClockEvent.objects.get(clock=clock, kind="breach").due_at == later
+    event = incident.events.filter(kind=EventKind.POSTMORTEM_EDITED).latest("id")
+    assert event.message == "alice edited the post-mortem: due 10 Mar 2026 12:00 UTC"
+
+
+def test_a_due_date_set_where_the_severity_gave_none_starts_the_clock(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3", at=T0)
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+    incident.severity.postmortem_target = None
+    incident.severity.save(update_fields=["postmortem_target"])
+    postmortem = actions.start_postmortem(incident, actor=staff, at=T0 + timedelta(hours=2))
+    assert postmortem.due_at is None
+    assert not Clock.objects.filter(incident=incident, metric=Metric.POSTMORTEM).exists()
+
+    due = T0 + timedelta(days=3)
+    actions.edit_postmortem(postmortem, actor=staff, due_at=due, at=T0 + timedelta(hours=3))
+
+    clock = postmortem_clock(incident)
+    assert (clock.state, clock.due_at, clock.started_at) == ("running", due, T0 + timedelta(hours=3))
+
+
+@pytest.mark.parametrize(
+    ("due", "code", "detail"),
+    [
+        (T0 + timedelta(hours=3, minutes=59), "in_the_past", "The due date is in the past"),
+        (T0 - timedelta(days=1), "before_declared", "The due date is before the incident was declared"),
+    ],
+)
+def test_a_due_date_in_the_past_or_before_the_declaration_is_refused(
+    staff: User, api: Component, staff_client: Client, client: Client, due: datetime, code: str, detail: str
+) -> None:
+    from tests.test_analytics import _token
+
+    incident = resolved_sev1(staff, api)
+    before = (incident.postmortem.due_at, postmortem_clock(incident).target_seconds)
+    url = f"/manage/incidents/{incident.pk}/postmortem/"
+    typed = f"{due:%Y-%m-%dT%H:%M}"
+    with time_machine.travel(T0 + timedelta(hours=4), tick=False):
+        with pytest.raises(ActionRefused, match=detail) as refused:
+            actions.edit_postmortem(incident.postmortem, actor=staff, due_at=due)
+        assert (refused.value.field, refused.value.code) == ("due_at", code)
+
+        # The page's form, with htmx and without: 422, the error next to the field, what was typed kept.
+        for headers in ({"HX-Request": "true"}, {}):
+            response = staff_client.post(f"{url}details", {"owner": staff.pk, "due_at": typed}, headers=headers)
+            html = response.content.decode()
+            assert response.status_code == 422
+            assert f'<ul class="field-errors" id="details-due_at_error"><li>{detail}' in html
+            assert f'value="{typed}"' in html
+
+        response = client.patch(
+            f"/api/v1/incidents/{incident.pk}/postmortem",
+            {"due_at": due.isoformat()},
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {_token(staff)}"},
+        )
+        body = response.json()
+        assert response.status_code == 422
+        assert (body["code"], body["field"]) == (code, "due_at") and body["detail"].startswith(detail)
+
+    incident.postmortem.refresh_from_db()
+    assert (incident.postmortem.due_at, postmortem_clock(incident).target_seconds) == before
+
+
+def test_an_overdue_post_mortem_can_still_change_owner_on_the_page(
+    staff: User, other_staff: User, api: Component, staff_client: Client
+) -> None:
+    incident = resolved_sev1(staff, api)
+    due = incident.postmortem.due_at
+    assert due is not None
+    with time_machine.travel(due + timedelta(days=1), tick=False):
+        page = staff_client.get(f"/manage/incidents/{incident.pk}/postmortem/").content.decode()
+        shown = f"{due:%Y-%m-%dT%H:%M}"
+        assert f'value="{shown}"' in page
+        response = staff_client.post(
+            f"/manage/incidents/{incident.pk}/postmortem/details", {"owner": other_staff.pk, "due_at": shown}
+        )
+    assert response.status_code == 303
+    incident.postmortem.refresh_from_db()
+    assert (incident.postmortem.owner, incident.postmortem.due_at) == (other_staff, due)
+
+
+def test_a_due_date_in_another_year_shows_its_year_everywhere(
+    staff: User, api: Component, staff_client: Client
+) -> None:
+    incident = resolved_sev1(staff, api)
+    actions.edit_postmortem(
+        incident.postmortem, actor=staff, due_at=datetime(2027, 1, 1, 9, 0, tzinfo=UTC), at=T0 + timedelta(hours=4)
+    )
+    with time_machine.travel(T0 + timedelta(hours=4), tick=False):
+        pages = {
+            "post-mortem": staff_client.get(f"/manage/incidents/{incident.pk}/postmortem/").content.decode(),
+            "incident": staff_client.get(f"/manage/incidents/{incident.pk}").content.decode(),
+            "dashboard": staff_client.get("/manage/").content.decode(),
+        }
+    for name, html in pages.items():
+        assert ">1 Jan 2027, 09:00 UTC</time>" in html, name
+        assert ">1 Jan, 09:00 UTC</time>" not in html, name
+    assert "Due <time" in pages["post-mortem"]
 
 
 # --- what the public sees ----------------------------------------------------------------------
@@ -502,6 +668,31 @@ def test_the_api_runs_a_post_mortem_from_draft_to_published(staff: User, api: Co
     assert published["state"] == "published" and published["published_at"] is not None
     assert client.post(f"{url}/publish", headers=auth).status_code == 409
     assert client.get("/api/v1/incidents/999999/postmortem", headers=auth).status_code == 404
+
+
+def test_send_for_review_says_to_save_sections_typed_but_not_saved(
+    staff: User, api: Component, staff_client: Client
+) -> None:
+    # The review: with the summary and the root cause typed but not saved, the refusal said "Write the
+    # summary and the root cause", while the text was there. The page's script says which sections
+    # hold unsaved text (`unsaved`, see static/js/unsaved.js).
+    incident = resolved_sev1(staff, api)
+    url = f"/manage/incidents/{incident.pk}/postmortem/submit"
+    htmx = {"HX-Request": "true"}
+
+    both = staff_client.post(url, {"unsaved": ["summary", "root_cause"]}, headers=htmx)
+    assert both.status_code == 422
+    assert (
+        "Before sending it for review, save the summary and the root cause (typed but not saved yet)."
+        in both.content.decode()
+    )
+    one = staff_client.post(url, {"unsaved": ["summary"]}, headers=htmx).content.decode()
+    assert "Before sending it for review, save the summary (typed but not saved yet) and write the root cause." in one
+    # Nothing typed (or no script to say so): the sections are to be written.
+    assert "Write the summary and the root cause before sending it for review." in (
+        staff_client.post(url, headers=htmx).content.decode()
+    )
+    assert incident.postmortem.state == PostmortemState.DRAFT
 
 
 def test_the_page_says_what_a_draft_lacks_and_why_it_was_sent_back(

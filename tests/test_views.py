@@ -562,7 +562,7 @@ def test_it_refuses_an_update_on_a_resolved_incident(staff_client: Client, resol
     for part in ("incident-header", "updates", "timeline", "resolve-form", "severity-form", "scope-form"):
         assert re.search(rf'id="{part}"[^>]*hx-swap-oob="true"', html), part
     assert "Reopen incident" in html
-    assert resolved.updates.count() == 1
+    assert resolved.updates.count() == 2  # the first message and the default "resolved" one, nothing more
 
 
 def test_it_changes_severity(staff_client: Client, incident: Incident) -> None:
@@ -695,6 +695,17 @@ def test_it_resolves_without_javascript(staff_client: Client, incident: Incident
     assert incident.is_resolved
     assert api.status == "partial_outage"  # the box to restore components was not ticked
     assert "Resolved." in text(staff_client.get(response["Location"]))
+
+
+def test_resolving_without_a_final_message_tells_customers(staff_client: Client, incident: Incident) -> None:
+    page = text(staff_client.get(f"/manage/incidents/{incident.pk}"))
+    assert "customers of a public incident read “This incident has been resolved.”" in page
+
+    response = staff_client.post(f"/manage/incidents/{incident.pk}/resolve", {"message": "", "visibility": "public"})
+
+    assert response.status_code == 303
+    latest = incident.updates.filter(is_public=True).latest("created_at", "id")
+    assert (latest.status, latest.body) == ("resolved", "This incident has been resolved.")
 
 
 def test_it_explains_resolving_a_resolved_incident(staff_client: Client, resolved: Incident) -> None:

@@ -469,6 +469,9 @@ def update_impact_scope(
         return incident
 
 
+RESOLVED_PUBLIC_MESSAGE = "This incident has been resolved."
+
+
 def resolve_incident(
     incident: Incident,
     *,
@@ -478,7 +481,10 @@ def resolve_incident(
     restore_components: bool = True,
     at: datetime | None = None,
 ) -> Incident:
-    """Resolve: fill skipped milestones forward, stop every clock, restore components if asked."""
+    """Resolve: fill skipped milestones forward, stop every clock, restore components if asked.
+
+    A published incident always gets a public "resolved" update (the message, or a default one when
+    there is none or it is internal), so its page, its latest update and its subscribers agree."""
     at = at or timezone.now()
     with transaction.atomic():
         incident = _lock(incident)
@@ -489,18 +495,27 @@ def resolve_incident(
             if restore_components
             else []
         )
-        if message.strip():
+        message = message.strip()
+        posts = [(message, is_public)] if message else []
+        if incident.published_at is not None and not (message and is_public):
+            # Customers were told about it: without a public "Resolved" update the page would show the
+            # incident's last update ("Investigating") and subscribers would never hear it is over.
+            posts.append((RESOLVED_PUBLIC_MESSAGE, True))
+        for body, public in posts:
+            # The component changes go with the public update when there is one, so customers see them.
+            carries_changes = public or not any(p for _, p in posts)
             _post_update_locked(
                 incident,
                 actor=actor,
-                body=message,
+                body=body,
                 public_status=PublicStatus.RESOLVED,
-                is_public=is_public,
-                component_changes=restore,
+                is_public=public,
+                component_changes=restore if carries_changes else [],
                 at=at,
             )
-            restore = []
-        else:
+            if carries_changes:
+                restore = []
+        if not posts:
             _advance(incident, PublicStatus.RESOLVED, actor, at)
         applied = _apply_component_changes(incident, restore, actor=actor, at=at)
         # Skipped milestones fill forward, so every resolved incident has all of them.

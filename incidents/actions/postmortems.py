@@ -16,7 +16,7 @@ from django.utils.html import strip_tags
 
 from incidents import clocks
 from incidents.actions._common import ActionRefused, Actor, _actor_name, _event, _lock, _notify, _user, _when
-from incidents.actions.timing import _clock, _duration, _pause_clock, _resume_clock, _stop_clock
+from incidents.actions.timing import _aim_clock, _clock, _duration, _pause_clock, _resume_clock, _stop_clock
 from incidents.models import (
     PUBLIC_BY_DEFAULT,
     ActionItem,
@@ -204,7 +204,43 @@ def _resume_postmortem(incident: Incident, at: datetime) -> str:
         return "; the post-mortem clock runs again"
     postmortem.due_at += paused_for
     postmortem.save(update_fields=["due_at"])
+    _aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
     return f"; the post-mortem clock runs again, due {_when(postmortem.due_at)}"
+
+
+def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> None:
+    """The due date is the post-mortem's one deadline: its clock (which the sweep fires, and breaches are
+    recorded against) is aimed at it, and started (paused while the incident is reopened) if there was
+    none because the severity sets no target."""
+    incident = postmortem.incident
+    if postmortem.is_published:
+        raise ActionRefused("This post-mortem is published: its due date is history now.", field="due_at")
+    if due_at < incident.declared_at:
+        raise ActionRefused(
+            f"The due date is before the incident was declared ({_when(incident.declared_at)}).",
+            field="due_at",
+            code="before_declared",
+        )
+    if due_at < at:
+        raise ActionRefused(
+            f"The due date is in the past ({_when(due_at)}); choose a time after now.",
+            field="due_at",
+            code="in_the_past",
+        )
+    postmortem.due_at = due_at
+    clock = _clock(incident, Metric.POSTMORTEM)
+    if clock is None:
+        running = incident.is_resolved
+        clock = Clock.objects.create(
+            incident=incident,
+            metric=Metric.POSTMORTEM,
+            target_seconds=1,  # aimed below
+            started_at=at,
+            running_since=at if running else None,
+            stopped_at=None if running else at,
+            state=ClockState.RUNNING if running else ClockState.PAUSED,
+        )
+    _aim_clock(clock, due_at, at)
 
 
 def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Postmortem:
@@ -229,8 +265,9 @@ def edit_postmortem(
     due_at: datetime | None = None,
     at: datetime | None = None,
 ) -> Postmortem:
-    """Change sections ({key: (markdown, is_public)}), the owner or the due date. A published
-    post-mortem can be corrected: the public page follows."""
+    """Change sections ({key: (markdown, is_public)}), the owner or the due date (after now and the
+    declaration; the post-mortem clock follows it). A published post-mortem can be corrected: the public
+    page follows."""
     at = at or timezone.now()
     _require_staff(actor, "edit a post-mortem")
     with transaction.atomic():
@@ -253,7 +290,7 @@ def edit_postmortem(
             fields.append("owner")
             changed.append(f"owner → {owner.get_username()}")
         if due_at is not None and due_at != postmortem.due_at:
-            postmortem.due_at = due_at
+            _set_due_date(postmortem, due_at, at)
             fields.append("due_at")
             changed.append(f"due {_when(due_at)}")
         if not changed:

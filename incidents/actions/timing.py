@@ -3,6 +3,7 @@ threshold events they record."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -149,6 +150,26 @@ def _resume_clock(clock: Clock | None, at: datetime) -> None:
     clock.state = ClockState.BREACHED if clock.breached_at is not None else ClockState.RUNNING
     clock.next_check_at = clocks.next_check_at(clock)
     clock.save(update_fields=["running_since", "stopped_at", "state", "next_check_at"])
+
+
+def _aim_clock(clock: Clock, due: datetime, at: datetime) -> None:
+    """Make a running or paused clock fall due at `due`, keeping the time it has run.
+
+    For a deadline people set (the post-mortem's due date): the clock is what the sweep fires and what
+    breaches are recorded against, so it must end exactly there. The target is whole seconds; the
+    fraction of a second left over goes into the time already run, so `clocks.due_at(clock) == due`.
+    A warning or breach already recorded stays recorded (history is not rewritten); one that the new
+    deadline has already passed is recorded now.
+    """
+    base = clock.running_since or clock.stopped_at
+    assert base is not None, "only a running or paused clock has a deadline to move"
+    left = (due - base).total_seconds()
+    target = max(1, math.ceil(clock.elapsed_seconds + left))
+    clock.target_seconds = target
+    clock.elapsed_seconds = target - left
+    clock.save(update_fields=["target_seconds", "elapsed_seconds"])
+    if clock.running_since is not None:
+        record_clock_thresholds(clock, now=at, not_before=at)
 
 
 def _restart_cadence(incident: Incident, severity: Severity, at: datetime) -> None:

@@ -12,6 +12,9 @@
 // - data-confirm-unsaved="question" on a link: when a guarded form has unsaved changes, following the
 //   link asks this question first, and stays on the page unless the answer is OK.
 // - .unsaved-note inside a guarded form is shown while the form has unsaved changes.
+// - data-report-unsaved on a form: its htmx request also carries `unsaved`, the data-unsaved-name of each
+//   guarded form holding typed text not saved yet, so a refusal can say "save the summary first"
+//   rather than "write the summary" (the post-mortem's Send for review).
 //
 // "Changed" means the field differs from what the server rendered (defaultValue, defaultChecked,
 // defaultSelected), so text the server carried back (a form with errors) is not counted twice. Without
@@ -149,6 +152,23 @@
     });
     kept = null;
     showNotes();
+  });
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    var source = event.detail.elt;
+    var form = source && (source.tagName === "FORM" ? source : source.closest("form"));
+    if (!form || !form.hasAttribute("data-report-unsaved")) {
+      return;
+    }
+    guardedForms().forEach(function (guarded) {
+      var name = guarded.getAttribute("data-unsaved-name");
+      var typed = changedFields(guarded).some(function (field) {
+        return field.type !== "checkbox" && field.type !== "radio" && field.value.trim() !== "";
+      });
+      if (guarded !== form && name && typed) {
+        event.detail.parameters.append("unsaved", name);
+      }
+    });
   });
 
   document.addEventListener("input", function () {
