@@ -23,6 +23,11 @@ from incidents import publishing
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 1.0
+# After a failed build (no store has a document and the database could not make one), requests answer
+# 503 at once for this long instead of each trying the database again.
+BUILD_RETRY_SECONDS = 5.0
+# How long a request waits for another thread's build before it answers 503.
+BUILD_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,13 +54,22 @@ class SnapshotReader:
         self._current: Published | None = None
         self._checked_at = float("-inf")
         self._file_mtime: float | None = None
+        # Guards the fields above, never held while the database builds a document: a build publishes,
+        # and publishing calls back into this reader (export.on_published → reset(), then renders every
+        # page through current()). A plain Lock held across that deadlocked a fresh install's first request.
         self._lock = threading.Lock()
+        # One build from the database at a time per process; the others wait for its result. The
+        # building thread's own nested reads (the static export renders pages) must not build again.
+        self._build_lock = threading.Lock()
+        self._builder: int | None = None
+        self._build_failed_at = float("-inf")
 
     def reset(self) -> None:
         with self._lock:
             self._current = None
             self._checked_at = float("-inf")
             self._file_mtime = None
+            self._build_failed_at = float("-inf")
 
     def current(self) -> Published | None:
         if time.monotonic() - self._checked_at < RECHECK_SECONDS and self._current is not None:
@@ -65,10 +79,37 @@ class SnapshotReader:
                 newer = self._from_redis() or self._from_file()
                 if newer is not None and (self._current is None or newer.version > self._current.version):
                     self._current = newer
-                if self._current is None:
-                    self._current = self._from_database()
                 self._checked_at = time.monotonic()
-            return self._current
+            if self._current is not None:
+                return self._current
+        return self._build()
+
+    def _build(self) -> Published | None:
+        """No store has a snapshot (a fresh install): build one from the database, outside `_lock`."""
+        if self._builder == threading.get_ident():
+            return None  # a read from inside this thread's own build, before any store has the document
+        if time.monotonic() - self._build_failed_at < BUILD_RETRY_SECONDS:
+            return None
+        if not self._build_lock.acquire(timeout=BUILD_WAIT_SECONDS):
+            return None
+        try:
+            with self._lock:
+                if self._current is not None:  # another thread built it while this one waited
+                    return self._current
+            self._builder = threading.get_ident()
+            try:
+                built = self._from_database()
+            finally:
+                self._builder = None
+            with self._lock:
+                if built is None:
+                    self._build_failed_at = time.monotonic()
+                elif self._current is None or built.version > self._current.version:
+                    self._current = built
+                    self._checked_at = time.monotonic()
+                return self._current
+        finally:
+            self._build_lock.release()
 
     def _known_version(self) -> int:
         return self._current.version if self._current is not None else 0

@@ -9,6 +9,7 @@ that a query really fails before it asks for pages.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -178,3 +179,40 @@ def test_it_builds_the_first_snapshot_itself_when_no_store_has_one(client: Clien
     assert response.status_code == 200
     assert "US" in response.content.decode()
     assert publishing.snapshot_path().exists()
+
+
+def test_a_fresh_install_answers_its_first_request_with_the_static_site_on(client: Client, settings: Any) -> None:
+    """Empty stores (nothing in Redis, no file) and PUBLISH_STATIC_SITE on, as in production: the first
+    request builds the snapshot, whose publish writes the static site by rendering every page through
+    the same reader. That nested read deadlocked on the reader's lock (a 30 s hang, then gunicorn's 500)."""
+    settings.PUBLISH_STATIC_SITE = True
+    factories.ensure_severities()
+    us = factories.make_component(name="US")
+    factories.declare(actor=None, title="Queries fail in US", components={us: "major_outage"})
+    publishing.snapshot_path().unlink(missing_ok=True)
+    client_redis = publishing.redis_client()
+    if client_redis is not None:
+        client_redis.delete(publishing.REDIS_DOCUMENT_KEY, publishing.REDIS_VERSION_KEY)
+    Snapshot.objects.all().delete()
+    cold()
+
+    answers: list[Any] = []
+
+    def first_request() -> None:
+        try:
+            answers.append(client.get("/"))
+        finally:
+            connection.close()  # the thread's own connection, so the test database can be dropped
+
+    first = threading.Thread(target=first_request, daemon=True)
+    first.start()
+    first.join(timeout=20)
+
+    assert not first.is_alive(), "the first request hangs (the snapshot reader deadlocked)"
+    response = answers[0]
+    assert response.status_code == 200
+    assert "Queries fail in US" in response.content.decode()
+    site = publishing.snapshot_path().parent / "site"
+    assert (site / "index.html").is_file(), "the static site was written by that first publish"
+    assert "Queries fail in US" in (site / "index.html").read_text()
+    assert client.get("/history").status_code == 200
