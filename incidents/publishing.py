@@ -10,6 +10,8 @@ content is unchanged, stores a new version in the database, in Redis (when confi
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -33,11 +35,33 @@ COALESCE_SECONDS = 1.0
 KEEP_SNAPSHOTS = 50
 REDIS_DOCUMENT_KEY = "signalpost:snapshot:document"
 REDIS_VERSION_KEY = "signalpost:snapshot:version"
+REDIS_SOURCE_KEY = "signalpost:snapshot:source"
 SNAPSHOT_FILE = "snapshot.json"
 
 # Sent after every publish with `snapshot` (new or unchanged). The public site listens to write its
 # static files; the domain itself never imports the public site.
 snapshot_published = Signal()
+
+
+@functools.cache
+def database_identity() -> str:
+    """Which database this process publishes from and serves: a digest of its engine, host, port and name.
+
+    Every document records it as `source`, and the reader (statuspage/snapshot.py) serves no document
+    from another database: two instances started from one checkout share SNAPSHOT_DIR (and perhaps a
+    Redis database) unless told otherwise, and must never show each other's pages. It comes from the
+    settings, not from a query, so the public side can check it with the database down (once per
+    process: the settings do not change while it runs).
+    """
+    db = connections["default"].settings_dict
+    key = "|".join(str(db.get(part) or "") for part in ("ENGINE", "HOST", "PORT", "NAME"))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def is_foreign(document: dict[str, Any]) -> bool:
+    """Published from another database (a document written before sources were recorded counts as ours)."""
+    source = document.get("source")
+    return source is not None and source != database_identity()
 
 
 def redis_client() -> Any:
@@ -83,7 +107,7 @@ def publish(*, force: bool = False) -> Snapshot:
     except Exception:
         log.warning("could not clear the publish-pending flag", exc_info=True)
     now = timezone.now()
-    document = build_document(now)
+    document = {**build_document(now), "source": database_identity()}
     digest = content_hash(document)
     snapshot = _save(document, digest, force=force)
     write_stores(snapshot.document)
@@ -121,8 +145,15 @@ def write_stores(document: dict[str, Any]) -> None:
     path = snapshot_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        current = _file_version(path)
-        if current is None or current < document["version"]:
+        current, source = _file_version(path)
+        if source is not None and source != document["source"]:
+            log.warning(
+                "the snapshot file %s was published from another database (%s); replacing it with this one's. "
+                "Give each instance its own SNAPSHOT_DIR (and Redis database).",
+                path,
+                source,
+            )
+        if current is None or current < document["version"] or source != document["source"]:
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".snapshot-", delete=False) as handle:
                 handle.write(payload)
                 handle.flush()
@@ -135,21 +166,34 @@ def write_stores(document: dict[str, Any]) -> None:
     if client is None:
         return
     try:
-        # Only move forward: a slow, older publish must not replace a newer document.
+        # Only move forward: a slow, older publish must not replace a newer document (of this database:
+        # another database's document, in a Redis database shared by mistake, is replaced).
         script = (
             "local v = tonumber(redis.call('GET', KEYS[2]) or '0') "
-            "if tonumber(ARGV[2]) > v then redis.call('SET', KEYS[1], ARGV[1]) "
-            "redis.call('SET', KEYS[2], ARGV[2]) return 1 end return 0"
+            "if tonumber(ARGV[2]) > v or redis.call('GET', KEYS[3]) ~= ARGV[3] then "
+            "redis.call('SET', KEYS[1], ARGV[1]) redis.call('SET', KEYS[2], ARGV[2]) "
+            "redis.call('SET', KEYS[3], ARGV[3]) return 1 end return 0"
         )
-        client.eval(script, 2, REDIS_DOCUMENT_KEY, REDIS_VERSION_KEY, payload, document["version"])
+        client.eval(
+            script,
+            3,
+            REDIS_DOCUMENT_KEY,
+            REDIS_VERSION_KEY,
+            REDIS_SOURCE_KEY,
+            payload,
+            document["version"],
+            document["source"],
+        )
     except Exception:
         log.exception("could not write the snapshot to Redis")
 
 
-def _file_version(path: Path) -> int | None:
+def _file_version(path: Path) -> tuple[int | None, str | None]:
+    """The version and source of the snapshot file, (None, None) when there is none to read."""
     try:
         with path.open("rb") as handle:
-            version = json.load(handle).get("version")
-            return int(version) if version is not None else None
-    except (OSError, ValueError):
-        return None
+            document = json.load(handle)
+            version = document.get("version")
+            return (int(version) if version is not None else None), document.get("source")
+    except (OSError, ValueError, AttributeError):
+        return None, None

@@ -119,14 +119,16 @@ class SnapshotReader:
         if client is None:
             return None
         try:
-            version = client.get(publishing.REDIS_VERSION_KEY)
+            version, source = client.mget(publishing.REDIS_VERSION_KEY, publishing.REDIS_SOURCE_KEY)
             if version is None or int(version) <= self._known_version():
                 return None
+            if source is not None and source.decode() != publishing.database_identity():
+                return None  # another database's document (a Redis database shared by mistake)
             payload = client.get(publishing.REDIS_DOCUMENT_KEY)
         except Exception:
             log.warning("snapshot: Redis unavailable, reading the file", exc_info=False)
             return None
-        return _parse(payload)
+        return _ours(_parse(payload), "Redis")
 
     def _from_file(self) -> Published | None:
         path = publishing.snapshot_path()
@@ -138,7 +140,7 @@ class SnapshotReader:
         except OSError:
             return None
         self._file_mtime = mtime
-        return _parse(payload)
+        return _ours(_parse(payload), str(path))
 
     def _from_database(self) -> Published | None:
         try:
@@ -147,6 +149,20 @@ class SnapshotReader:
             log.exception("snapshot: no store has a snapshot and the database could not build one")
             return None
         return Published(snapshot.version, snapshot.document)
+
+
+def _ours(published: Published | None, store: str) -> Published | None:
+    """The document, unless another database published it: two instances sharing SNAPSHOT_DIR (or a
+    Redis database) must never serve each other's pages."""
+    if published is not None and publishing.is_foreign(published.document):
+        log.warning(
+            "snapshot: %s holds a document published from another database (%s); not serving it. "
+            "Give each instance its own SNAPSHOT_DIR (and Redis database).",
+            store,
+            published.document.get("source"),
+        )
+        return None
+    return published
 
 
 def _parse(payload: bytes | None) -> Published | None:

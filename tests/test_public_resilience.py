@@ -8,11 +8,16 @@ that a query really fails before it asks for pages.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +221,57 @@ def test_a_fresh_install_answers_its_first_request_with_the_static_site_on(clien
     assert (site / "index.html").is_file(), "the static site was written by that first publish"
     assert "Queries fail in US" in (site / "index.html").read_text()
     assert client.get("/history").status_code == 200
+
+
+INSTANCE_B = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.test import Client
+from tests import factories
+factories.make_component(name="Billing of instance B")
+print(Client().get("/").content.decode())
+"""
+
+
+def test_two_instances_sharing_the_snapshot_folder_never_serve_each_others_pages(
+    client: Client, published: dict[str, int], settings: Any, tmp_path: Path
+) -> None:
+    """Instance B (another database, SQLite here) runs from the same checkout, with the same SNAPSHOT_DIR
+    and Redis database: each document records the database it came from, and neither serves the other's."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'instance-b.sqlite3'}",
+        "SNAPSHOT_DIR": str(settings.SNAPSHOT_DIR),
+        "REDIS_URL": settings.REDIS_URL or "",
+        "PUBLISH_STATIC_SITE": "false",
+        "DJANGO_SETTINGS_MODULE": "statuspage.settings",
+    }
+    b = subprocess.run(
+        [sys.executable, "-c", INSTANCE_B],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert b.returncode == 0, b.stderr
+    assert "Billing of instance B" in b.stdout, "B serves its own page"
+    assert "Queries fail in US" not in b.stdout, "B served A's snapshot"
+    document = json.loads(publishing.snapshot_path().read_text())
+    assert document["source"] != publishing.database_identity(), "B's publish replaced the shared file"
+
+    cold()
+    with database_down():  # A cannot rebuild: the shared stores hold only B's document
+        assert_database_unreachable()
+        refused = client.get("/")
+    assert refused.status_code == 503
+    assert "Billing of instance B" not in refused.content.decode()
+
+    cold()
+    mine = client.get("/").content.decode()  # the database is back: A rebuilds its own page
+    assert "Queries fail in US" in mine
+    assert "Billing of instance B" not in mine
+    assert json.loads(publishing.snapshot_path().read_text())["source"] == publishing.database_identity()
