@@ -4,7 +4,14 @@ Any public-facing change asks for a publish after it commits (`request_publish`)
 the first one in a window enqueues one task a second later, the rest find it pending, so a burst of
 changes gives one or two builds. The task builds the document (incidents/public.py) and, unless its
 content is unchanged, stores a new version in the database, in Redis (when configured) and in a file
-(atomic rename). A periodic republish is the safety net for a lost request.
+(atomic rename).
+
+A request also writes a PublishRequest row in the change's own transaction, which the publish that
+includes the change deletes. The broker's message can be lost (Redis down at commit, a worker that
+never runs the task); the row cannot: the sweep (beat's sweep_clocks, or run_timers) publishes while
+one has waited longer than a publish takes, so a change is public within one sweep of the broker's
+return, and the dashboard warns when one has waited longer than a minute. A periodic republish keeps
+time-dependent parts (today's uptime) current.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,7 @@ from django.db import IntegrityError, connections, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from incidents.models import Snapshot
+from incidents.models import PublishRequest, Snapshot
 from incidents.public import build_document, content_hash
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,11 @@ REDIS_DOCUMENT_KEY = "signalpost:snapshot:document"
 REDIS_VERSION_KEY = "signalpost:snapshot:version"
 REDIS_SOURCE_KEY = "signalpost:snapshot:source"
 SNAPSHOT_FILE = "snapshot.json"
+# The sweep publishes a change that has waited this long: longer than the coalesced task takes when
+# the broker and a worker are there, so the sweep does not build the same change a second time.
+STALE_AFTER_SECONDS = 5
+# The dashboard turns red when a change has waited this long unpublished.
+OVERDUE_AFTER_SECONDS = 60
 
 # Sent after every publish with `snapshot` (new or unchanged). The public site listens to write its
 # static files; the domain itself never imports the public site.
@@ -78,6 +91,7 @@ def request_publish() -> None:
     connection = transaction.get_connection()
     if any(callback is _enqueue_publish for _, callback, _ in connection.run_on_commit):
         return
+    PublishRequest.objects.create()  # durable: commits with the change, whatever happens to the message
     transaction.on_commit(_enqueue_publish, robust=True)
 
 
@@ -93,9 +107,10 @@ def _enqueue_publish() -> None:
         try:
             publish_snapshot.apply_async(countdown=COALESCE_SECONDS)
         except Exception:
-            # The change is committed; a broker outage must not turn it into an error. Beat's periodic
-            # republish (or the next change) publishes it. Let the next change try again at once.
-            log.warning("could not enqueue a publish; the periodic republish will catch up", exc_info=True)
+            # The change is committed; a broker outage must not turn it into an error. Its PublishRequest
+            # row committed with it, so the first sweep after the broker is back publishes it (or the
+            # next change does). Let the next change try again at once.
+            log.warning("could not enqueue a publish; the next sweep publishes the change", exc_info=True)
             with contextlib.suppress(Exception):
                 cache.delete(PENDING_KEY)
 
@@ -106,11 +121,15 @@ def publish(*, force: bool = False) -> Snapshot:
         cache.delete(PENDING_KEY)  # changes from now on ask for another build
     except Exception:
         log.warning("could not clear the publish-pending flag", exc_info=True)
+    # The changes this build includes: every request committed before it starts reading. One committed
+    # later (even with a smaller id) stays, and is published by the next build or sweep.
+    covered = list(PublishRequest.objects.order_by().values_list("id", flat=True))
     now = timezone.now()
     document = {**build_document(now), "source": database_identity()}
     digest = content_hash(document)
     snapshot = _save(document, digest, force=force)
-    write_stores(snapshot.document)
+    if write_stores(snapshot.document) and covered:
+        PublishRequest.objects.filter(id__in=covered).delete()
     for receiver, error in snapshot_published.send_robust(sender=Snapshot, snapshot=snapshot):
         if error is not None:
             log.error("after publishing, %s failed", receiver, exc_info=error)
@@ -139,10 +158,25 @@ def snapshot_path() -> Path:
     return Path(settings.SNAPSHOT_DIR) / SNAPSHOT_FILE
 
 
-def write_stores(document: dict[str, Any]) -> None:
-    """Write the document to the file and to Redis, newest version only; each store on its own."""
+def publish_if_stale(now: datetime | None = None) -> Snapshot | None:
+    """The sweep's check: publish when a public change has waited longer than STALE_AFTER_SECONDS (its
+    publish request was lost, or no worker ran it), or when nothing was ever published. Two small queries
+    when there is nothing to do."""
+    now = now or timezone.now()
+    waiting = PublishRequest.objects.filter(requested_at__lte=now - timedelta(seconds=STALE_AFTER_SECONDS))
+    if waiting.exists() or not Snapshot.objects.exists():
+        return publish()
+    return None
+
+
+def write_stores(document: dict[str, Any]) -> bool:
+    """Write the document to the file and to Redis, newest version only; each store on its own.
+
+    True when at least one store the public side reads now holds this version (or a newer one).
+    """
     payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     path = snapshot_path()
+    stored = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         current, source = _file_version(path)
@@ -160,11 +194,12 @@ def write_stores(document: dict[str, Any]) -> None:
                 os.fsync(handle.fileno())
             os.chmod(handle.name, 0o644)
             os.replace(handle.name, path)
+        stored = True
     except OSError:
         log.exception("could not write the snapshot file %s", path)
     client = redis_client()
     if client is None:
-        return
+        return stored
     try:
         # Only move forward: a slow, older publish must not replace a newer document (of this database:
         # another database's document, in a Redis database shared by mistake, is replaced).
@@ -186,6 +221,8 @@ def write_stores(document: dict[str, Any]) -> None:
         )
     except Exception:
         log.exception("could not write the snapshot to Redis")
+        return stored
+    return True
 
 
 def _file_version(path: Path) -> tuple[int | None, str | None]:
