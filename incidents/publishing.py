@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,12 @@ def database_identity() -> str:
     settings, not from a query, so the public side can check it with the database down (once per
     process: the settings do not change while it runs).
     """
-    db = connections["default"].settings_dict
-    key = "|".join(str(db.get(part) or "") for part in ("ENGINE", "HOST", "PORT", "NAME"))
+    return identity_of(connections["default"].settings_dict)
+
+
+def identity_of(database: Mapping[str, object]) -> str:
+    """The identity of a database given its settings (a DATABASES entry)."""
+    key = "|".join(str(database.get(part) or "") for part in ("ENGINE", "HOST", "PORT", "NAME"))
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

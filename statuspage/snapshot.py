@@ -71,7 +71,7 @@ class SnapshotReader:
             self._file_mtime = None
             self._build_failed_at = float("-inf")
 
-    def current(self) -> Published | None:
+    def current(self, *, build: bool = True) -> Published | None:
         if time.monotonic() - self._checked_at < RECHECK_SECONDS and self._current is not None:
             return self._current
         with self._lock:
@@ -80,7 +80,7 @@ class SnapshotReader:
                 if newer is not None and (self._current is None or newer.version > self._current.version):
                     self._current = newer
                 self._checked_at = time.monotonic()
-            if self._current is not None:
+            if self._current is not None or not build:
                 return self._current
         return self._build()
 
@@ -181,3 +181,9 @@ reader = SnapshotReader()
 
 def current() -> Published | None:
     return reader.current()
+
+
+def current_without_building() -> Published | None:
+    """The newest document from memory or a store, never built from the database (for pages that answer
+    because the database failed)."""
+    return reader.current(build=False)

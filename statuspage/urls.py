@@ -1,3 +1,5 @@
+import sys
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -6,6 +8,7 @@ from django.views import defaults
 
 from incidents.api import api
 from statuspage import signin, subscriptions
+from statuspage.middleware import DATABASE_UNAVAILABLE, database_unavailable
 
 # The admin's sign-in says until when it is paused after too many failures, as /login/ does.
 admin.site.login_form = signin.AdminSignInForm
@@ -27,7 +30,10 @@ urlpatterns = [
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """A failure outside the API's own handlers (in a middleware, say) still answers an API client in JSON."""
+    """A failure outside the API's own handlers (in a middleware, say) still answers an API client in JSON;
+    a database that is down or not answering gets the 503 that says so (statuspage/middleware.py)."""
+    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+        return database_unavailable(request)
     if request.path.startswith("/api/"):
         detail = "Something went wrong on our side. It has been logged; try again later."
         return JsonResponse({"detail": detail, "code": "server_error"}, status=500)

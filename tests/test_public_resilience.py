@@ -275,3 +275,70 @@ def test_two_instances_sharing_the_snapshot_folder_never_serve_each_others_pages
     assert "Queries fail in US" in mine
     assert "Billing of instance B" not in mine
     assert json.loads(publishing.snapshot_path().read_text())["source"] == publishing.database_identity()
+
+
+# --- what needs the database, with the database down ----------------------------------------------
+
+
+def test_the_sign_up_page_renders_from_the_snapshot_without_a_query(
+    client: Client, published: dict[str, int], django_assert_num_queries: Any
+) -> None:
+    with django_assert_num_queries(0):
+        response = client.get("/subscribe")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<span>US</span>" in html  # the component's checkbox, from the snapshot
+    assert 'name="csrfmiddlewaretoken"' in html
+
+
+SIGN_UP = {"email": "reader@example.com", "scope": "all", "kinds": "incidents", "minimum_impact": "none"}
+
+
+def test_subscribing_with_the_database_down_answers_503_under_the_current_status(
+    client: Client, published: dict[str, int]
+) -> None:
+    from incidents import actions as domain
+    from incidents.tokens import make_token
+
+    subscriber = domain.subscribe(email="known@example.com")
+    manage_url = f"/subscribe/manage/{make_token(subscriber, 'manage')}"
+    cold()
+    with database_down():
+        assert_database_unreachable()
+        page = client.get("/subscribe")
+        signed_up = client.post("/subscribe", SIGN_UP)
+        managed = client.get(manage_url)
+
+    assert page.status_code == 200, "the sign-up page needs no database"
+    assert signed_up.status_code == 503
+    assert signed_up["Retry-After"] == "120"
+    assert signed_up["Cache-Control"] == "no-store"
+    html = signed_up.content.decode()
+    assert "Subscribing is unavailable for a few minutes; the status above is current" in html
+    assert "Major System Outage" in html and LAST_UPDATED in html  # the status above, from the snapshot
+    assert managed.status_code == 503
+    assert (
+        "Your subscription cannot be changed for a few minutes; the status above is current" in managed.content.decode()
+    )
+
+
+def test_the_staff_side_and_its_api_answer_503_with_the_database_down(published: dict[str, int]) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    staff = factories.make_user(username="alice", is_staff=True)
+    browser = Client()
+    browser.force_login(staff)
+    out = StringIO()
+    call_command("create_api_token", "alice", stdout=out)
+    api = Client(headers={"Authorization": f"Bearer {out.getvalue().strip()}"})
+    with database_down():
+        assert_database_unreachable()
+        dashboard = browser.get("/manage/")
+        listed = api.get("/api/v1/incidents")
+
+    assert dashboard.status_code == 503
+    assert "The database is not answering" in dashboard.content.decode()
+    assert listed.status_code == 503
+    assert listed.json()["code"] == "database_unavailable"

@@ -14,7 +14,6 @@ import time_machine
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-
 from django.test import Client
 from kombu.exceptions import OperationalError
 
@@ -261,7 +260,9 @@ def test_the_sweep_publishes_a_change_whose_publish_request_was_lost(
     assert not PublishRequest.objects.exists()
 
 
-def test_the_sweep_leaves_a_change_to_its_own_publish_for_a_few_seconds(staff: User, lost_publish_requests: None) -> None:
+def test_the_sweep_leaves_a_change_to_its_own_publish_for_a_few_seconds(
+    staff: User, lost_publish_requests: None
+) -> None:
     with time_machine.travel(T0, tick=False):
         publishing.publish()
         factories.declare(actor=staff, title="Slow queries")  # not committed here: no publish ran

@@ -382,9 +382,10 @@ CLOSED_PORT = 1  # nothing listens on a privileged port this low
 
 def reconnect_producer() -> None:
     """Drop this process's broker connections, so the next message connects to conf.broker_url."""
-    celery_app.pool.force_close_all()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
+    app: Any = celery_app  # private attributes: Celery has no public way to drop its producer pool
+    app.pool.force_close_all()
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 def test_a_change_whose_publish_was_lost_with_the_broker_is_public_within_a_sweep(
@@ -406,7 +407,7 @@ def test_a_change_whose_publish_was_lost_with_the_broker_is_public_within_a_swee
 
     saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
     celery_app.conf.task_always_eager = False
-    celery_app.conf.broker_url = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    celery_app.conf.update(broker_url=f"redis://127.0.0.1:{CLOSED_PORT}/0")
     reconnect_producer()  # to the closed port
     settings.CACHES = {
         "default": {
@@ -418,7 +419,7 @@ def test_a_change_whose_publish_was_lost_with_the_broker_is_public_within_a_swee
         declared = time.monotonic()
         factories.declare(actor=staff, title="Queries fail in US", components={component: "major_outage"})
     finally:
-        celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
+        celery_app.conf.update(task_always_eager=saved[0], broker_url=saved[1])
         reconnect_producer()
     assert published_names() == [], "the publish request was lost with the broker"
     assert PublishRequest.objects.count() == 1

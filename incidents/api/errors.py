@@ -2,17 +2,20 @@
 
 409 means the change is impossible in the incident's current state (an ActionRefused without a
 field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field); 413 a
-body over DATA_UPLOAD_MAX_MEMORY_SIZE; 500 our fault (logged as Django logs it, with the traceback).
+body over DATA_UPLOAD_MAX_MEMORY_SIZE; 503 a database that is down or not answering; 500 our fault
+(logged as Django logs it, with the traceback).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.signals import got_request_exception
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.log import log_response
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -21,6 +24,8 @@ from incidents.actions import ActionRefused
 
 if TYPE_CHECKING:
     from ninja import NinjaAPI
+
+log = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",
@@ -68,6 +73,16 @@ def install_error_handlers(api: NinjaAPI) -> None:
             request=request,
             exception=exc,
         )
+        return response
+
+    @api.exception_handler(OperationalError)
+    @api.exception_handler(InterfaceError)
+    def on_database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+        # The database is down or not answering (refused, connect or statement timeout): say so, 503.
+        log.warning("the database is unavailable; %s %s answered 503: %s", request.method, request.path, exc)
+        detail = "The database is not answering. Try again in a minute; the public status API keeps working."
+        response = error(request, 503, detail, "database_unavailable")
+        response["Retry-After"] = "60"
         return response
 
     @api.exception_handler(RequestDataTooBig)
