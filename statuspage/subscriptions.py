@@ -42,6 +42,7 @@ from incidents.models import Component, Subscriber
 from incidents.tokens import BadToken, make_token, read_token
 from statuspage.snapshot import current, current_without_building
 from statuspage.subscription_forms import ComponentLike, ListedComponent, PreferencesForm, SubscribeForm
+from statuspage.views import document_context
 
 log = logging.getLogger(__name__)
 
@@ -283,13 +284,7 @@ def unavailable(request: HttpRequest) -> HttpResponse:
     snapshot = current_without_building()
     context: dict[str, Any] = {"signing_up": request.path.rstrip("/") == reverse("subscribe")}
     if snapshot is not None:
-        document = snapshot.document
-        context.update(
-            document=document,
-            page=document["page"],
-            indicator=document["status"]["indicator"],
-            time_zone=document["page"].get("time_zone") or "UTC",
-        )
+        context.update(document_context(snapshot.document))
     else:
         context.update(page={"name": settings.SITE_NAME, "url": settings.SITE_URL}, indicator="none")
     response = HttpResponse(render_to_string(UNAVAILABLE_PAGE, context), content_type=HTML, status=503)
