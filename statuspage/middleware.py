@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import cast
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve
 from django.utils.csp import build_policy
 
+from incidents import database
 from statuspage import subscriptions
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,6 @@ class PublicFastPathMiddleware:
         return response
 
 
-# What a database that is down or not answering raises: refused or timed-out connections, a statement
-# ended by DATABASE_STATEMENT_TIMEOUT, a connection lost mid-request.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 STAFF_RETRY_AFTER_SECONDS = 60
 
 
@@ -75,7 +72,9 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, DATABASE_UNAVAILABLE):
+        # Refused or timed-out connections, a statement ended by DATABASE_STATEMENT_TIMEOUT, a lost
+        # connection; not a missing table or another bug (incidents/database.py).
+        if not database.is_unavailable(exception):
             return None
         log.warning("the database is unavailable; %s %s answered 503: %s", request.method, request.path, exception)
         return database_unavailable(request)

@@ -6,9 +6,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
 
+from incidents import database
 from incidents.api import api
 from statuspage import signin, subscriptions
-from statuspage.middleware import DATABASE_UNAVAILABLE, database_unavailable
+from statuspage.middleware import database_unavailable
 
 # The admin's sign-in says until when it is paused after too many failures, as /login/ does.
 admin.site.login_form = signin.AdminSignInForm
@@ -32,7 +33,8 @@ urlpatterns = [
 def server_error(request: HttpRequest) -> HttpResponse:
     """A failure outside the API's own handlers (in a middleware, say) still answers an API client in JSON;
     a database that is down or not answering gets the 503 that says so (statuspage/middleware.py)."""
-    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+    error = sys.exc_info()[1]
+    if error is not None and database.is_unavailable(error):
         return database_unavailable(request)
     if request.path.startswith("/api/"):
         detail = "Something went wrong on our side. It has been logged; try again later."

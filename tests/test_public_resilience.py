@@ -342,3 +342,25 @@ def test_the_staff_side_and_its_api_answer_503_with_the_database_down(published:
     assert "The database is not answering" in dashboard.content.decode()
     assert listed.status_code == 503
     assert listed.json()["code"] == "database_unavailable"
+
+
+def test_it_tells_an_unavailable_database_from_a_bug(requires_postgres: None) -> None:
+    """A statement ended by the statement timeout is unavailability (503); a missing table is a bug (500)."""
+    from django.db import DatabaseError
+
+    from incidents.database import is_unavailable
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 50")  # as DATABASE_STATEMENT_TIMEOUT sets it, shorter
+        try:
+            with pytest.raises(OperationalError) as timed_out:
+                cursor.execute("SELECT pg_sleep(1)")
+        finally:
+            cursor.execute("RESET statement_timeout")
+    assert is_unavailable(timed_out.value)
+    with pytest.raises(DatabaseError) as missing, connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table")
+    assert not is_unavailable(missing.value)
+    with database_down(), pytest.raises(OperationalError) as refused:
+        Incident.objects.count()
+    assert is_unavailable(refused.value)

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.signals import got_request_exception
-from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.log import log_response
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from incidents import database
 from incidents.actions import ActionRefused
 
 if TYPE_CHECKING:
@@ -58,6 +58,13 @@ def _error_list(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(Exception)
     def on_server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+        if database.is_unavailable(exc):
+            # The database is down or not answering (refused, connect or statement timeout): say so, 503.
+            log.warning("the database is unavailable; %s %s answered 503: %s", request.method, request.path, exc)
+            detail = "The database is not answering. Try again in a minute; the public status API keeps working."
+            unavailable = error(request, 503, detail, "database_unavailable")
+            unavailable["Retry-After"] = "60"
+            return unavailable
         # What Django's own handler does for an unhandled exception (the signal, then a django.request
         # error with the traceback, which reaches ADMINS and any error tracker), but answered in JSON.
         got_request_exception.send(sender=None, request=request)
@@ -73,16 +80,6 @@ def install_error_handlers(api: NinjaAPI) -> None:
             request=request,
             exception=exc,
         )
-        return response
-
-    @api.exception_handler(OperationalError)
-    @api.exception_handler(InterfaceError)
-    def on_database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
-        # The database is down or not answering (refused, connect or statement timeout): say so, 503.
-        log.warning("the database is unavailable; %s %s answered 503: %s", request.method, request.path, exc)
-        detail = "The database is not answering. Try again in a minute; the public status API keeps working."
-        response = error(request, 503, detail, "database_unavailable")
-        response["Retry-After"] = "60"
         return response
 
     @api.exception_handler(RequestDataTooBig)
