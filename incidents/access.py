@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -34,7 +34,9 @@ from incidents.models import (
     Postmortem,
     PostmortemEntry,
     PostmortemState,
+    PublishRequest,
     Severity,
+    Snapshot,
     StaffNotice,
     Subscriber,
     TimelineEvent,
@@ -212,6 +214,27 @@ def timers_for(user: Any, now: datetime) -> Timers:
     require_staff(user)
     last = clocks.last_sweep()
     return Timers(last, last is None or now - last > clocks.sweep_overdue_after())
+
+
+@dataclass
+class PublicPage:
+    """The public page as the dashboard tells it: when it was last published, and whether a public change
+    has waited longer than publishing.OVERDUE_AFTER_SECONDS without being published."""
+
+    last_published: datetime | None
+    waiting_since: datetime | None
+    behind: bool
+
+
+def public_page_for(user: Any, now: datetime) -> PublicPage:
+    """When the public snapshot was last published, and the oldest change still waiting (two queries)."""
+    from incidents import publishing
+
+    require_staff(user)
+    last_published = Snapshot.objects.order_by("-version").values_list("created_at", flat=True).first()
+    waiting_since = PublishRequest.objects.order_by("requested_at", "id").values_list("requested_at", flat=True).first()
+    overdue = now - timedelta(seconds=publishing.OVERDUE_AFTER_SECONDS)
+    return PublicPage(last_published, waiting_since, waiting_since is not None and waiting_since < overdue)
 
 
 @dataclass

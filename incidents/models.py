@@ -611,6 +611,18 @@ class Snapshot(models.Model):
         return f"snapshot v{self.version}"
 
 
+class PublishRequest(models.Model):
+    """A public-facing change not yet published. Written in the change's own transaction (so it commits
+    with it) and deleted by the publish that includes it: the Celery message that asks for the publish
+    can be lost with the broker, this row cannot. The sweep publishes while one is waiting, and the
+    dashboard warns when one has waited longer than a minute."""
+
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"publish requested at {self.requested_at:%Y-%m-%d %H:%M:%S}"
+
+
 # --- subscriptions and delivery -----------------------------------------------------------------
 
 

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 
 @shared_task(name="incidents.tasks.sweep_clocks", ignore_result=True)
 def sweep_clocks() -> int:
-    """Record clock warnings and breaches that have fallen due (beat runs this every 15 s)."""
+    """Record clock warnings and breaches that have fallen due (beat runs this every 15 s), then publish
+    any public change whose own publish request was lost (returns the clock events recorded)."""
     from incidents.clocks import sweep_due
+    from incidents.publishing import publish_if_stale
 
-    return sweep_due()
+    recorded = sweep_due()
+    try:
+        publish_if_stale()
+    except Exception:  # the clocks are swept; a failed publish is tried again by the next sweep
+        logging.getLogger(__name__).exception("publishing a waiting public change failed")
+    return recorded
 
 
 @shared_task(name="incidents.tasks.publish_snapshot", ignore_result=True)

@@ -111,6 +111,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     context = {
         "now": now,
         "timers": access.timers_for(request.user, now),
+        "public_page": access.public_page_for(request.user, now),
         "stuck_pages": access.stuck_pages_for(request.user),
         "unreachable": access.unreachable_targets_for(request.user),
         "open_incidents": shown,

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
+from django.template.loader import render_to_string
 from django.test import Client
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ FEEDS_AND_API = [
     "/history.rss",
     "/maintenance.ics",
 ]
+# The page nginx shows while gunicorn is down (deploy/nginx.conf: error_page), in the public page's style
+# with the status as published.
+APP_DOWN_PAGE = "errors/503.html"
 STATIC_REFERENCE = re.compile(r"""(?:src|href)=["']([^"'#?]+)|url\(["']?([^"')#?]+)""")
 
 
@@ -78,6 +82,13 @@ def write_site(directory: Path, document: dict[str, Any]) -> list[str]:
         written.append(file_for(path))
         if response["Content-Type"].startswith("text/html"):
             assets.update(_static_references(response.content.decode()))
+    from statuspage import views
+
+    down = render_to_string("public/app_down.html", views.document_context(document))
+    (directory / APP_DOWN_PAGE).parent.mkdir(parents=True, exist_ok=True)
+    (directory / APP_DOWN_PAGE).write_text(down)
+    written.append(APP_DOWN_PAGE)
+    assets.update(_static_references(down))
     written += _copy_static(directory, assets)
     return written
 

@@ -117,6 +117,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Public snapshot routes are answered here, ahead of sessions, auth and CSRF (statuspage/middleware.py).
     "statuspage.middleware.PublicFastPathMiddleware",
+    # A view that needs the database while it is down or hanging answers 503, not 500 (DATABASE_*_TIMEOUT).
+    "statuspage.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -164,6 +166,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# A database that accepts connections and never answers must not hold the web workers. On PostgreSQL:
+# give up connecting after DATABASE_CONNECT_TIMEOUT seconds (every process), and in the web process
+# (gunicorn, through statuspage/wsgi.py) end any statement after DATABASE_STATEMENT_TIMEOUT seconds
+# (0: no limit). Workers, beat and manage.py commands (migrate!) have no statement timeout.
+DATABASE_CONNECT_TIMEOUT = envint("DATABASE_CONNECT_TIMEOUT", "3", minimum=1)
+DATABASE_STATEMENT_TIMEOUT = envint("DATABASE_STATEMENT_TIMEOUT", "10", minimum=0)
+WEB_PROCESS = os.environ.get("SIGNALPOST_PROCESS") == "web"  # set by statuspage/wsgi.py, not by hand
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
+    if WEB_PROCESS and DATABASE_STATEMENT_TIMEOUT:
+        _startup = f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT * 1000}"
+        _options["options"] = f"{_options['options']} {_startup}" if _options.get("options") else _startup
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # clock_metric_target_idx includes a column for PostgreSQL's index-only scans; SQLite builds it without.
 SILENCED_SYSTEM_CHECKS = ["models.W040"]

@@ -37,6 +37,36 @@ IMPACT_CHOICES = [
 ]
 
 
+@dataclass(frozen=True)
+class ListedComponent:
+    """A component as the published snapshot lists it: what the sign-up page's checkboxes need, so the
+    page renders with the database down (statuspage/subscriptions.py)."""
+
+    pk: int
+    name: str
+    is_group: bool
+    group_id: int | None
+    group: ListedComponent | None
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> list[ListedComponent]:
+        """Components outside a group first, then each group's, in the status page's order."""
+        rows = document.get("components", [])
+        groups = {row["id"]: cls(int(row["id"]), row["name"], True, None, None) for row in rows if row.get("group")}
+        listed = [
+            cls(int(row["id"]), row["name"], False, int(row["group_id"]) if row.get("group_id") else None,
+                groups.get(row.get("group_id") or ""))
+            for row in rows
+            if not row.get("group")
+        ]  # fmt: skip
+        loose = [c for c in listed if c.group_id is None]
+        grouped = [child for group in groups.values() for child in listed if child.group is group]
+        return loose + grouped
+
+
+ComponentLike = Component | ListedComponent
+
+
 class ComponentChoiceField(forms.ModelMultipleChoiceField):
     """Checkboxes labelled with the component's own name: its group's name heads the checkboxes."""
 
@@ -78,12 +108,15 @@ class PreferencesForm(forms.Form):
         help_text="Maintenance and post-mortems are sent whatever you choose here.",
     )
 
-    def __init__(self, *args: Any, components: Iterable[Component], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, components: Iterable[ComponentLike], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.component_list = [c for c in components if not c.is_group]
         field = self.fields["components"]
         assert isinstance(field, forms.ModelMultipleChoiceField)
         field.queryset = Component.objects.filter(pk__in=[c.pk for c in self.component_list])
+        if any(isinstance(c, ListedComponent) for c in self.component_list):
+            # Shown from the snapshot, without a query; a submitted form is checked against the database.
+            field.choices = [(c.pk, c.name) for c in self.component_list]
 
     def clean_kinds(self) -> list[str]:
         kinds: list[str] = self.cleaned_data.get("kinds") or []

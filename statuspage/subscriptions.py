@@ -40,14 +40,17 @@ from incidents import actions
 from incidents.actions import ActionRefused
 from incidents.models import Component, Subscriber
 from incidents.tokens import BadToken, make_token, read_token
-from statuspage.snapshot import current
-from statuspage.subscription_forms import PreferencesForm, SubscribeForm
+from statuspage.snapshot import current, current_without_building
+from statuspage.subscription_forms import ComponentLike, ListedComponent, PreferencesForm, SubscribeForm
+from statuspage.views import document_context
 
 log = logging.getLogger(__name__)
 
 HTML = "text/html; charset=utf-8"
 SUBSCRIBE_PAGE = "public/subscribe.html"
 MANAGE_PAGE = "public/subscribe_manage.html"
+UNAVAILABLE_PAGE = "public/subscribe_unavailable.html"
+RETRY_AFTER_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,15 @@ def _page_context() -> dict[str, Any]:
     }
 
 
+def _listed_components() -> list[ComponentLike]:
+    """The sign-up page's choices: from the published snapshot, so the page renders without a query
+    (with the database down or hanging it still shows); from the database before the first publish."""
+    snapshot = current()
+    if snapshot is not None:
+        return list(ListedComponent.from_document(snapshot.document))
+    return list(_components())
+
+
 def _components() -> list[Component]:
     """Components outside a group first, then each group's, each in the status page's order."""
     rows = list(Component.objects.select_related("group").order_by("position", "name", "id"))
@@ -169,10 +181,9 @@ def _see_other(request: HttpRequest) -> HttpResponse:
 @never_cache
 @page_methods
 def subscribe(request: HttpRequest) -> HttpResponse:
-    components = _components()
     if request.method != "POST":
-        return _page(request, SUBSCRIBE_PAGE, {"form": SubscribeForm(components=components)})
-    form = SubscribeForm(request.POST, components=components)
+        return _page(request, SUBSCRIBE_PAGE, {"form": SubscribeForm(components=_listed_components())})
+    form = SubscribeForm(request.POST, components=_components())
     if form.is_trapped:
         return _sent(request.POST.get("email", "")[:254])  # a bot: the same answer, and nothing happens
     if form.is_valid():
@@ -265,6 +276,22 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     if subscriber.unsubscribed_at is not None:
         return _page(request, "public/subscribe_unsubscribed.html", {"subscriber": subscriber})
     return _page(request, "public/subscribe_unsubscribe.html", {"subscriber": subscriber, **_links(subscriber)})
+
+
+def unavailable(request: HttpRequest) -> HttpResponse:
+    """503 for a subscription page that needs the database while it is down or not answering: the
+    current status from the snapshot above, and what cannot be done right now (statuspage/middleware.py)."""
+    snapshot = current_without_building()
+    context: dict[str, Any] = {"signing_up": request.path.rstrip("/") == reverse("subscribe")}
+    if snapshot is not None:
+        context.update(document_context(snapshot.document))
+    else:
+        context.update(page={"name": settings.SITE_NAME, "url": settings.SITE_URL}, indicator="none")
+    response = HttpResponse(render_to_string(UNAVAILABLE_PAGE, context), content_type=HTML, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    response["X-Robots-Tag"] = "noindex"
+    return response
 
 
 def _summary(subscriber: Subscriber) -> dict[str, Any]:

@@ -1,11 +1,15 @@
+import sys
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
 
+from incidents import database
 from incidents.api import urls as api_urls
 from statuspage import signin, subscriptions
+from statuspage.middleware import database_unavailable
 
 # The admin's sign-in says until when it is paused after too many failures, as /login/ does.
 admin.site.login_form = signin.AdminSignInForm
@@ -27,7 +31,11 @@ urlpatterns = [
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """A failure outside the API's own handlers (in a middleware, say) still answers an API client in JSON."""
+    """A failure outside the API's own handlers (in a middleware, say) still answers an API client in JSON;
+    a database that is down or not answering gets the 503 that says so (statuspage/middleware.py)."""
+    error = sys.exc_info()[1]
+    if error is not None and database.is_unavailable(error):
+        return database_unavailable(request)
     if request.path.startswith("/api/"):
         detail = "Something went wrong on our side. It has been logged; try again later."
         return JsonResponse({"detail": detail, "code": "server_error"}, status=500)

@@ -66,15 +66,18 @@ def public_page(view: View) -> View:
     return wrapper
 
 
-def _render(template_name: str, snapshot: Published, context: dict[str, Any]) -> bytes:
-    document = snapshot.document
-    base = {
+def document_context(document: dict[str, Any]) -> dict[str, Any]:
+    """What public/base.html needs from a snapshot document."""
+    return {
         "document": document,
         "page": document["page"],
         "time_zone": document["page"].get("time_zone") or "UTC",
         "indicator": document["status"]["indicator"],
     }
-    return render_to_string(template_name, {**base, **context}).encode()
+
+
+def _render(template_name: str, snapshot: Published, context: dict[str, Any]) -> bytes:
+    return render_to_string(template_name, {**document_context(snapshot.document), **context}).encode()
 
 
 def _is_htmx(request: HttpRequest) -> bool:

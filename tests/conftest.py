@@ -99,7 +99,7 @@ def _isolated_snapshots(settings: Any, tmp_path: Path) -> Iterator[None]:
         client = publishing.redis_client()
         if client is not None:
             with contextlib.suppress(Exception):
-                client.delete(publishing.REDIS_DOCUMENT_KEY, publishing.REDIS_VERSION_KEY)
+                client.delete(publishing.REDIS_DOCUMENT_KEY, publishing.REDIS_VERSION_KEY, publishing.REDIS_SOURCE_KEY)
 
     forget()
     yield

@@ -8,6 +8,7 @@ CSP a <script> tag cannot be added, so its source is evaluated through Playwrigh
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -159,3 +160,83 @@ def test_it_shows_times_in_the_readers_zone_and_keeps_open_groups_open(
     assert page.locator(".banner__updated time").inner_text() == "8 Nov 2026, 09:05 EST"
     assert problems == []
     context.close()
+
+
+def active_element(page: Page) -> dict[str, Any]:
+    return dict(
+        page.evaluate(
+            """() => {
+                const e = document.activeElement;
+                const group = e.closest('details');
+                return {tag: e.tagName, id: e.id, text: e.textContent.trim().replace(/\\s+/g, ' '),
+                        inLive: !!e.closest('#live'), groupOpen: group ? group.open : null};
+            }"""
+        )
+    )
+
+
+def wait_for_refresh(page: Page) -> None:
+    """Let the page's own 30 s poll fire (the clock is Playwright's), and wait for its swap to settle."""
+    page.evaluate("window.oldLive = document.getElementById('live')")
+    page.clock.run_for(31_000)
+    # Polled from here: under the strict CSP, with Playwright's clock, wait_for_function cannot eval.
+    deadline = time.monotonic() + 10
+    swapped = "() => document.getElementById('live') !== window.oldLive && !document.querySelector('.htmx-settling')"
+    while not page.evaluate(swapped):
+        assert time.monotonic() < deadline, "the page did not refresh itself"
+        page.clock.run_for(50)  # htmx swaps and settles after short timeouts
+        time.sleep(0.05)
+    page.clock.run_for(100)
+
+
+def test_the_30_second_refresh_keeps_keyboard_focus_and_open_groups_where_they_were(
+    requires_chromium: None, live_server: Any, page: Page, published: dict[str, int]
+) -> None:
+    problems = watch_console(page)
+    page.clock.install()
+    page.goto(f"{live_server.url}/")
+
+    # A keyboard reader opens the quiet "Dashboards" group with Enter, and stays on it.
+    page.locator("summary", has_text="Dashboards").focus()
+    page.keyboard.press("Enter")
+    before = active_element(page)
+    assert before["text"].startswith("Dashboards") and before["groupOpen"] is True
+
+    wait_for_refresh(page)
+    after = active_element(page)
+    assert after == before, "focus stays on the same group, which stays open"
+    assert page.evaluate("document.activeElement.closest('#live') === document.getElementById('live')")
+    page.keyboard.press("Tab")  # and the next Tab goes on from there, not from the top of the page
+    following = active_element(page)
+    assert following["inLive"], following
+    assert following["text"] != "Skip to content"
+
+    # A link in an incident's card keeps focus too.
+    page.locator("#live .card__title a", has_text="Slow dashboards in EU").focus()
+    wait_for_refresh(page)
+    assert active_element(page)["text"] == "Slow dashboards in EU"
+    assert active_element(page)["tag"] == "A"
+    assert problems == []
+
+
+def test_a_form_error_moves_focus_to_the_error_summary(
+    requires_chromium: None, live_server: Any, page: Page, published: dict[str, int]
+) -> None:
+    problems = watch_console(page)
+    page.goto(f"{live_server.url}/subscribe")
+    page.fill("#id_email", "not an address")
+    page.locator("#id_kinds_0").uncheck()
+    page.locator("#id_kinds_1").uncheck()
+    page.locator("#id_kinds_2").uncheck()
+    page.get_by_role("button", name="Subscribe").click()
+    page.wait_for_selector("[data-error-summary]")
+
+    focused = active_element(page)
+    assert focused["id"] == "error-summary"
+    assert "Please fix these 2 things and try again" in focused["text"]
+    assert "Enter a valid email address, like name@example.com." in focused["text"]
+    assert "Choose at least one kind of update." in focused["text"]
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # the first error's link goes to its field
+    assert active_element(page)["id"] == "id_email"
+    assert problems == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +14,11 @@ import time_machine
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.test import Client
+from kombu.exceptions import OperationalError
 
-from incidents import actions, publishing
-from incidents.models import Component, Snapshot
+from incidents import actions, publishing, tasks
+from incidents.models import Component, PublishRequest, Snapshot
 from incidents.public import build_document, overall_status
 from statuspage.snapshot import reader
 from tests import factories
@@ -202,3 +205,107 @@ def test_it_bases_the_banner_on_what_open_incidents_affect_now(staff: User, us: 
     document = build_document()
     assert document["status"] == {"indicator": "none", "description": "All Systems Operational"}
     assert document["incidents"][0]["impact"] == "major"  # the incident's record keeps its worst
+
+
+# --- a publish request lost with the broker ------------------------------------------------------
+
+
+def broker_down(*args: Any, **kwargs: Any) -> None:
+    raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+@pytest.fixture
+def lost_publish_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every publish request after commit is lost, as with Redis (the broker) down."""
+    monkeypatch.setattr(tasks.publish_snapshot, "apply_async", broker_down)
+
+
+def dashboard(client: Client) -> str:
+    """The dashboard's live part as text (tags dropped, spaces collapsed) and its error classes."""
+    html = client.get("/manage/", headers={"HX-Request": "true"}).content.decode()
+    errors = " ".join(re.findall(r'class="message message--error"', html))
+    return " ".join(re.sub(r"<[^>]+>", "", html).split()) + " " + errors
+
+
+BEHIND = "The public page is behind: a change made at 00:00 UTC is not published yet."
+
+
+def test_the_sweep_publishes_a_change_whose_publish_request_was_lost(
+    staff: User,
+    staff_client: Client,
+    lost_publish_requests: None,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        publishing.publish()  # the page as it was before the change
+        with django_capture_on_commit_callbacks(execute=True):
+            factories.declare(actor=staff, title="Slow queries")
+    assert published_incident_names() == [], "the publish request was lost"
+
+    with time_machine.travel(T0 + timedelta(seconds=59), tick=False):
+        html = dashboard(staff_client)
+        assert "Public page last published at 00:00 UTC" in html
+        assert "The public page is behind" not in html  # a minute's grace: publishing takes seconds
+    with time_machine.travel(T0 + timedelta(seconds=61), tick=False):
+        html = dashboard(staff_client)
+        assert BEHIND in html
+        assert 'class="message message--error"' in html
+
+        assert tasks.sweep_clocks() == 0  # the sweep beat runs every TIMER_SWEEP_SECONDS
+
+        assert published_incident_names() == ["Slow queries"]
+        html = dashboard(staff_client)
+        assert "The public page is behind" not in html
+        assert "Public page last published at 00:01 UTC" in html
+    assert not PublishRequest.objects.exists()
+
+
+def test_the_sweep_leaves_a_change_to_its_own_publish_for_a_few_seconds(
+    staff: User, lost_publish_requests: None
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        publishing.publish()
+        factories.declare(actor=staff, title="Slow queries")  # not committed here: no publish ran
+    with time_machine.travel(T0 + timedelta(seconds=publishing.STALE_AFTER_SECONDS - 1), tick=False):
+        assert publishing.publish_if_stale() is None  # its own task is on its way: no second build
+    with time_machine.travel(T0 + timedelta(seconds=publishing.STALE_AFTER_SECONDS), tick=False):
+        assert publishing.publish_if_stale() is not None
+    assert published_incident_names() == ["Slow queries"]
+
+
+def test_run_timers_publishes_a_change_whose_publish_was_lost(staff: User, lost_publish_requests: None) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    with time_machine.travel(T0, tick=False):
+        publishing.publish()
+        factories.declare(actor=staff, title="Slow queries")
+    with time_machine.travel(T0 + timedelta(seconds=20), tick=False):
+        call_command("run_timers", stdout=StringIO())
+    assert published_incident_names() == ["Slow queries"]
+
+
+def test_a_change_made_while_a_build_runs_waits_for_the_next_one(staff: User) -> None:
+    """A request committed after a build started reading is not consumed by that build."""
+    factories.declare(actor=staff, title="First")
+    real_build = publishing.build_document
+
+    def build_while_another_change_commits(now: Any = None) -> dict[str, Any]:
+        document = real_build(now)
+        PublishRequest.objects.create()  # committed after the build's reads: it did not see this change
+        return document
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(publishing, "build_document", build_while_another_change_commits)
+        publishing.publish()
+    assert PublishRequest.objects.count() == 1
+
+
+def test_the_dashboard_says_when_nothing_was_ever_published(staff_client: Client, lost_publish_requests: None) -> None:
+    with time_machine.travel(T0, tick=False):
+        factories.make_component(name="US")
+    with time_machine.travel(T0 + timedelta(minutes=2), tick=False):
+        html = dashboard(staff_client)
+    assert BEHIND in html
+    assert "The public page has never been published." in html

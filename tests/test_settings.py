@@ -19,7 +19,7 @@ SETTING_VARIABLES = (
     "DEBUG", "SECRET_KEY", "SITE_URL", "DATABASE_URL", "REDIS_URL", "TIMER_SWEEP_SECONDS", "EMAIL_HOST",
     "EMAIL_PORT", "DISPLAY_TIME_ZONE", "EMAIL_BACKEND", "SECURE_SSL_REDIRECT", "SECURE_REDIRECT_EXEMPT",
     "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "AXES_FAILURE_LIMIT",
-    "AXES_COOLOFF_MINUTES",
+    "AXES_COOLOFF_MINUTES", "DATABASE_CONNECT_TIMEOUT", "DATABASE_STATEMENT_TIMEOUT", "SIGNALPOST_PROCESS",
 )  # fmt: skip
 
 
@@ -252,3 +252,40 @@ def test_a_health_probe_on_plain_http_is_not_redirected(behind_tls_proxy: None) 
     response = Client().get("/healthz")
 
     assert response.status_code != 301
+
+
+def database_options(code: str = "", **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in SETTING_VARIABLES}
+    setup = "import django; django.setup(); from django.conf import settings; "
+    script = code or setup + "print(settings.DATABASES['default'].get('OPTIONS'))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "statuspage.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+POSTGRES = "postgres://signalpost@db.example.com:5432/signalpost"
+WEB = "import statuspage.wsgi; from django.conf import settings; print(settings.DATABASES['default'].get('OPTIONS'))"
+
+
+def test_postgresql_gives_up_connecting_after_the_connect_timeout() -> None:
+    assert database_options(DATABASE_URL=POSTGRES) == "{'connect_timeout': 3}"
+    assert database_options(DATABASE_URL=POSTGRES, DATABASE_CONNECT_TIMEOUT="7") == "{'connect_timeout': 7}"
+
+
+def test_the_web_process_alone_has_a_statement_timeout() -> None:
+    web = database_options(WEB, DATABASE_URL=POSTGRES)
+    assert web == "{'connect_timeout': 3, 'options': '-c statement_timeout=10000'}"
+    assert database_options(WEB, DATABASE_URL=POSTGRES, DATABASE_STATEMENT_TIMEOUT="2").endswith(
+        "statement_timeout=2000'}"
+    )
+    assert database_options(WEB, DATABASE_URL=POSTGRES, DATABASE_STATEMENT_TIMEOUT="0") == "{'connect_timeout': 3}"
+    # A worker, beat or manage.py migrate never loads statuspage.wsgi: no limit on their statements.
+    assert "statement_timeout" not in database_options(DATABASE_URL=POSTGRES)

@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from incidents import actions, publishing
+from incidents.models import Snapshot
 from tests import factories, nginx
 from tests.conftest import need
 
@@ -173,7 +174,16 @@ def test_nginx_serves_the_public_side_while_the_app_is_down(staff: User, setting
         urllib.request.urlopen(request, timeout=5)
     assert not_modified.value.code == 304
 
-    # The on-call side needs the application, which is down.
-    status, headers, body = fetch(f"{base}/manage/")
-    assert (status, headers["Retry-After"]) == (503, "30")
-    assert b"public status page" in body
+    published = Snapshot.objects.latest().document
+    # Subscribing and the on-call side need the application, which is down: customers get a page in the
+    # public page's style with the published status, never a bare text about "the on-call side".
+    for path in ("/subscribe", "/manage/"):
+        status, headers, body = fetch(f"{base}{path}")
+        assert (status, headers["Retry-After"], headers["Cache-Control"]) == (503, "30", "no-store"), path
+        assert headers["Content-Type"].startswith("text/html")
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        page = body.decode()
+        assert "This page is unavailable for a few minutes; the status above is current" in page
+        assert published["status"]["description"] in page  # the status as published
+        assert 'rel="stylesheet" href="/static/css/public' in page
+        assert "on-call side" not in page

@@ -799,6 +799,25 @@ def test_it_formats_times_and_durations() -> None:
 
 
 def test_it_explains_a_server_error_and_points_to_the_public_page(staff: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    from incidents import access
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(access, "incidents_for", broken)
+    client = Client(raise_request_exception=False)
+    client.force_login(staff)
+
+    response = client.get("/manage/")
+
+    assert response.status_code == 500
+    assert "Something went wrong on our side" in text(response)
+    assert 'href="/"' in text(response)
+
+
+def test_it_explains_a_database_outage_with_a_503_and_points_to_the_public_page(
+    staff: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from django.db import OperationalError
 
     from incidents import access
@@ -812,8 +831,9 @@ def test_it_explains_a_server_error_and_points_to_the_public_page(staff: User, m
 
     response = client.get("/manage/")
 
-    assert response.status_code == 500
-    assert "Something went wrong on our side" in text(response)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "60"
+    assert "The database is not answering" in text(response)
     assert 'href="/"' in text(response)
 
 

@@ -37,6 +37,7 @@ from incidents.models import (
     Metric,
     NoticeStatus,
     PageStep,
+    PublishRequest,
     Snapshot,
     StaffNotice,
     TimelineEvent,
@@ -374,3 +375,57 @@ def test_a_worker_with_beat_built_in_warns_that_beat_is_not_supervised(celery_pr
         lambda: "beat is running inside this worker (worker --beat)" in celery_processes.log("worker"),
         "the embedded-beat warning",
     )
+
+
+CLOSED_PORT = 1  # nothing listens on a privileged port this low
+
+
+def reconnect_producer() -> None:
+    """Drop this process's broker connections, so the next message connects to conf.broker_url."""
+    app: Any = celery_app  # private attributes: Celery has no public way to drop its producer pool
+    app.pool.force_close_all()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def test_a_change_whose_publish_was_lost_with_the_broker_is_public_within_a_sweep(
+    celery_processes: Celery, settings: Any
+) -> None:
+    """The change commits while this process cannot reach Redis (its broker and cache point at a closed
+    port), so its publish request is lost. Beat's sweep, on a worker that can reach Redis, publishes it
+    within seconds, long before the 300 s safety republish."""
+    factories.ensure_severities()
+    staff = factories.make_user(username="alice")
+    component = factories.make_component(name="Query API", actor=staff)
+    publishing.publish()
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    celery_processes.wait_for(lambda: clocks.last_sweep() is not None, "a first sweep")
+
+    def published_names() -> list[str]:
+        return [row["name"] for row in Snapshot.objects.latest().document["incidents"]]
+
+    saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.update(broker_url=f"redis://127.0.0.1:{CLOSED_PORT}/0")
+    reconnect_producer()  # to the closed port
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{CLOSED_PORT}/0",
+        }
+    }
+    try:
+        declared = time.monotonic()
+        factories.declare(actor=staff, title="Queries fail in US", components={component: "major_outage"})
+    finally:
+        celery_app.conf.update(task_always_eager=saved[0], broker_url=saved[1])
+        reconnect_producer()
+    assert published_names() == [], "the publish request was lost with the broker"
+    assert PublishRequest.objects.count() == 1
+
+    celery_processes.wait_for(lambda: published_names() == ["Queries fail in US"], "the sweep's publish", timeout=20)
+    public_after = time.monotonic() - declared
+    assert public_after < publishing.STALE_AFTER_SECONDS + 5, f"public after {public_after:.1f} s"
+    celery_processes.wait_for(lambda: not PublishRequest.objects.exists(), "the request to be marked published")
+    print(f"lost publish request: public {public_after:.1f} s after the change (sweep every 1 s)")

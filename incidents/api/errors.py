@@ -2,12 +2,14 @@
 
 409 means the change is impossible in the incident's current state (an ActionRefused without a
 field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field); 413 a
-body over DATA_UPLOAD_MAX_MEMORY_SIZE; 500 our fault (logged as Django logs it, with the traceback).
+body over DATA_UPLOAD_MAX_MEMORY_SIZE; 503 a database that is down or not answering; 500 our fault
+(logged as Django logs it, with the traceback).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any
@@ -20,11 +22,14 @@ from django.urls import URLPattern
 from django.utils.log import log_response
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from incidents import database
 from incidents.actions import ActionRefused
 from incidents.api.fields import BodyRefused
 
 if TYPE_CHECKING:
     from ninja import NinjaAPI
+
+log = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",
@@ -63,6 +68,13 @@ def _error_list(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(Exception)
     def on_server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+        if database.is_unavailable(exc):
+            # The database is down or not answering (refused, connect or statement timeout): say so, 503.
+            log.warning("the database is unavailable; %s %s answered 503: %s", request.method, request.path, exc)
+            detail = "The database is not answering. Try again in a minute; the public status API keeps working."
+            unavailable = error(request, 503, detail, "database_unavailable")
+            unavailable["Retry-After"] = "60"
+            return unavailable
         # What Django's own handler does for an unhandled exception (the signal, then a django.request
         # error with the traceback, which reaches ADMINS and any error tracker), but answered in JSON.
         got_request_exception.send(sender=None, request=request)

@@ -3,7 +3,10 @@
 //   with the date wherever it is another day there (a range's end, a promised update time);
 // - a promised update time ([data-due]) that has passed reads as overdue, judged by the reader's clock
 //   (the page may be a static file or a cached copy, written before the time passed);
-// - a component group the reader opened or closed stays so when htmx refreshes the status part;
+// - a component group the reader opened or closed stays so when htmx refreshes the status part, and
+//   keyboard focus stays on the same link or group (the refresh replaces them all; without this the
+//   next Tab started again at the top of the page every 30 s);
+// - a form that came back with errors puts focus on its error summary;
 // - an uptime bar shows its words (which screen readers read from the list) above it on hover or tap.
 (function () {
   "use strict";
@@ -134,6 +137,99 @@
     }
   }
 
+  // Before a refresh: which element inside the refreshed part has focus, described so that its new copy
+  // can be found: its id, else the nearest ancestor with an id, its tag, link and text, and which of the
+  // elements matching all that it is.
+  var FOCUSABLE = "a[href], summary, button, input, select, textarea, [tabindex]";
+  var focusKey = null;
+
+  function describe(element, region) {
+    var anchor = element.parentElement ? element.parentElement.closest("[id]") : null;
+    if (anchor && !region.contains(anchor)) {
+      anchor = region;
+    }
+    return {
+      id: element.id || null,
+      anchor: anchor ? anchor.id : null,
+      tag: element.tagName,
+      href: element.getAttribute("href"),
+      text: (element.textContent || "").trim(),
+    };
+  }
+
+  function matches(element, key, region) {
+    var described = describe(element, region);
+    return described.tag === key.tag && described.href === key.href && described.text === key.text && described.anchor === key.anchor;
+  }
+
+  function rememberFocus(region) {
+    focusKey = null;
+    var active = document.activeElement;
+    if (!region || !active || active === document.body || !region.contains(active)) {
+      return;
+    }
+    focusKey = describe(active, region);
+    focusKey.region = region.id;
+    var same = region.querySelectorAll(FOCUSABLE);
+    focusKey.ordinal = 0;
+    for (var i = 0; i < same.length && same[i] !== active; i++) {
+      if (matches(same[i], focusKey, region)) {
+        focusKey.ordinal++;
+      }
+    }
+  }
+
+  function restoreFocus() {
+    var key = focusKey;
+    focusKey = null;
+    if (!key) {
+      return;
+    }
+    var region = document.getElementById(key.region);
+    var active = document.activeElement;
+    if (!region || (active && active !== document.body && region.contains(active))) {
+      return; // htmx already put it back (an element with an id), or the reader moved on
+    }
+    var target = key.id ? document.getElementById(key.id) : null;
+    var candidates = region.querySelectorAll(FOCUSABLE);
+    if (!target) {
+      var seen = 0;
+      for (var i = 0; i < candidates.length; i++) {
+        if (matches(candidates[i], key, region)) {
+          if (seen === key.ordinal) {
+            target = candidates[i];
+            break;
+          }
+          seen++;
+        }
+      }
+    }
+    if (!target) {
+      // Its words changed (a group's status, say): the first of its kind in the same place.
+      for (var j = 0; j < candidates.length && !target; j++) {
+        var described = describe(candidates[j], region);
+        if (described.tag === key.tag && described.href === key.href && described.anchor === key.anchor) {
+          target = candidates[j];
+        }
+      }
+    }
+    if (!target) {
+      // It is gone (an incident resolved, say): stay in the same part of the page, not at its top.
+      target = (key.anchor && document.getElementById(key.anchor)) || region;
+      if (!target.hasAttribute("tabindex") && !target.matches(FOCUSABLE)) {
+        target.setAttribute("tabindex", "-1");
+      }
+    }
+    target.focus({ preventScroll: true });
+  }
+
+  function focusErrorSummary() {
+    var summary = document.querySelector("[data-error-summary]");
+    if (summary) {
+      summary.focus();
+    }
+  }
+
   var tip = null;
   var pointed = null;
 
@@ -191,23 +287,27 @@
   });
   window.addEventListener("scroll", hideTip, { passive: true });
 
-  document.addEventListener("htmx:beforeSwap", function () {
+  document.addEventListener("htmx:beforeSwap", function (event) {
     hideTip();
     rememberGroups(document);
+    rememberFocus(event.detail && event.detail.target);
   });
   document.addEventListener("htmx:afterSettle", function () {
     restoreGroups(document);
     localise(document);
     judgeDue();
+    restoreFocus();
   });
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", function () {
-      localise(document);
-      judgeDue();
-    });
-  } else {
+  function ready() {
     localise(document);
     judgeDue();
+    focusErrorSummary();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", ready);
+  } else {
+    ready();
   }
 })();
