@@ -47,9 +47,11 @@ worker_class = "gthread"
 # Two processes a core is plenty: the public side serves bytes from memory.
 workers = int(env("WEB_CONCURRENCY", "2"))
 # Per process. At most workers × threads requests wait on a hanging database at once (each for the
-# connect or statement timeout), so keep it well above the number of staff and subscribers expected
-# at one time; a thread costs little memory.
-threads = int(env("GUNICORN_THREADS", "16"))
+# connect or statement timeout), so keep it above the number of staff and subscribers expected at one
+# time. More is not free: the threads of a process share its interpreter lock, and with 256 readers
+# on / (bench/faults.py, 2 cores) the slowest answer took 983 ms with 16 threads, 776 ms with 8 and
+# 622 ms with 4; 8 leaves half the threads serving / while 8 requests wait on a hanging database.
+threads = int(env("GUNICORN_THREADS", "8"))
 
 # A worker whose main loop stops answering for this long is killed and replaced. Longer than the
 # database timeouts (3 s to connect, 10 s a statement by default), so a slow request is never killed
