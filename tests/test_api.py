@@ -390,10 +390,17 @@ def test_it_refuses_a_component_listed_twice(api: Client, us: Component) -> None
     assert_error(response, 422, field="components", code="duplicate")
 
 
-@pytest.mark.parametrize("body", ["not json", "{'title': 'x'}", b"\xff\xfe"])
-def test_it_refuses_a_body_that_is_not_json(api: Client, body: str | bytes) -> None:
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ("not json", "The request body must be a JSON object."),
+        ("{'title': 'x'}", "The request body must be a JSON object."),
+        (b"\xff\xfe", "The request body is not valid UTF-8."),
+    ],
+)
+def test_it_refuses_a_body_that_is_not_json(api: Client, body: str | bytes, detail: str) -> None:
     response = api.post("/api/v1/incidents", body, content_type="application/json")
-    assert_error(response, 422, "The request body must be a JSON object.", code="invalid")
+    assert_error(response, 422, detail, code="invalid")
     assert error_fields(response) == ["body"]
 
 

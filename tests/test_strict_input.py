@@ -602,7 +602,7 @@ def test_a_body_that_is_not_json_is_a_415(api: Client) -> None:
         assert body["code"] == "unsupported_media_type"
         assert "Content-Type: application/json" in body["detail"]
     assert not Incident.objects.exists()
-    # application/json with a charset, and +json types, are JSON.
+    # application/json with a UTF-8 charset is JSON.
     response = api.post("/api/v1/incidents", payload, content_type="application/json; charset=utf-8")
     assert response.status_code == 201, response.content
 
@@ -674,3 +674,64 @@ def test_regions_that_differ_only_in_case_are_one_region(api: Client) -> None:
     incident = declare(api, regions=["US", "us", "EU"])
 
     assert incident["regions"] == ["US", "EU"]
+
+
+# --- a second fresh-clone review: headers, media types, numbers and nulls ------------------------
+
+
+def test_two_idempotency_keys_or_an_empty_one_are_refused(api: Client) -> None:
+    data = {"title": "T", "severity": "sev1"}
+
+    joined = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": "rv-3,rv-4"})
+    empty = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": " "})
+
+    assert refused(joined)["field"] == "Idempotency-Key" and "one Idempotency-Key" in refused(joined)["detail"]
+    assert refused(empty)["field"] == "Idempotency-Key" and "empty" in refused(empty)["detail"]
+    assert not Incident.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json-patch+json", "application/vnd.api+json", "application/json; charset=utf-16"],
+)
+def test_only_utf8_application_json_is_read(api: Client, content_type: str) -> None:
+    response = api.post("/api/v1/incidents", '{"title": "T", "severity": "sev1"}', content_type=content_type)
+
+    assert refused(response, 415)["code"] == "unsupported_media_type"
+    assert not Incident.objects.exists()
+
+
+def test_a_body_that_is_not_utf8_says_so(api: Client) -> None:
+    body = '{"title": "Caf\xe9", "severity": "sev1"}'.encode("latin-1")
+
+    response = api.post("/api/v1/incidents", body, content_type="application/json")
+
+    assert refused(response)["detail"] == "The request body is not valid UTF-8."
+
+
+def test_a_share_of_customers_takes_at_most_two_decimals_as_in_the_ui(api: Client) -> None:
+    incident = declare(api)
+
+    response = send(api, "PATCH", f"/api/v1/incidents/{incident['id']}", {"customer_impact_percent": 12.3456})
+
+    assert fields_of(response) == ["customer_impact_percent"]
+    assert (
+        send(api, "PATCH", f"/api/v1/incidents/{incident['id']}", {"customer_impact_percent": 12.35}).status_code == 200
+    )
+
+
+@pytest.mark.parametrize("value", ["1.0", "+1", " 1", "１"])
+def test_a_query_number_is_digits_only(api: Client, value: str) -> None:
+    assert fields_of(api.get("/api/v1/incidents", {"limit": value})) == ["limit"]
+
+
+def test_an_empty_severity_filter_is_refused_not_read_as_all(api: Client) -> None:
+    assert fields_of(api.get("/api/v1/metrics?severity=")) == ["severity"]
+
+
+@pytest.mark.parametrize("payload", [{}, {"owner": None}, {"due_at": None}, {"sections": None}])
+def test_a_postmortem_patch_that_would_change_nothing_is_refused(api: Client, payload: dict[str, Any]) -> None:
+    response = send(api, "PATCH", with_postmortem(api), payload)
+
+    body = refused(response)
+    assert body["field"] == (next(iter(payload)) if payload else "body")

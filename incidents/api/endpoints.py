@@ -110,7 +110,22 @@ def declare_incident(
     user = request.auth  # type: ignore[attr-defined]
     severity = _severity(user, payload.severity)
     components = _component_statuses(user, payload.components)
-    key = (idempotency_key or "").strip() or None
+    key = None
+    if idempotency_key is not None:
+        key = idempotency_key.strip()
+        if not key:
+            raise ActionRefused(
+                "Idempotency-Key is empty: send a key, or leave the header out.",
+                field="Idempotency-Key",
+                code="invalid",
+            )
+        if "," in key:
+            # Two Idempotency-Key headers arrive joined by a comma: neither key would match a retry.
+            raise ActionRefused(
+                "Send one Idempotency-Key, without commas (two headers arrive joined into one).",
+                field="Idempotency-Key",
+                code="invalid",
+            )
     incident = actions.declare_incident(
         actor=user,
         title=payload.title,

@@ -189,6 +189,16 @@ NonBlankReason = Annotated[
 # A choice (an enum whose JSON form is a string): BodyIn's strict mode would want an enum instance.
 Choice = Strict(False)
 Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+
+
+def _digits(value: Any) -> Any:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("int_parsing", "must be a whole number written with digits only")
+    return value
+
+
+# A whole number in a query string: "1", never "1.0", "+1" or " 1".
+QueryInt = Annotated[int, BeforeValidator(_digits)]
 Region = Annotated[str, Field(min_length=1, max_length=MAX_REGION_LENGTH), AfterValidator(_not_blank)]
 Regions = Annotated[list[Region], Field(max_length=MAX_REGIONS)]
 
@@ -213,9 +223,16 @@ def _pairs_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _is_json(content_type: str | None) -> bool:
-    kind = (content_type or "").split(";", 1)[0].strip().lower()
-    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+def _media_type_problem(request: HttpRequest) -> str | None:
+    """Why the body is not one we read, or None: only application/json, in UTF-8 (a charset, if given, says
+    so). A +json type (application/merge-patch+json, json-patch+json, …) means something else by its body."""
+    kind = (request.content_type or "").strip().lower()
+    if kind != "application/json":
+        return f"Send the body as JSON with Content-Type: application/json (not {request.content_type or 'none'})."
+    charset = (request.content_params or {}).get("charset", "utf-8").strip().lower()
+    if charset not in ("utf-8", "utf8"):
+        return f"Send the body in UTF-8 (Content-Type: application/json; charset=utf-8), not {charset}."
+    return None
 
 
 class StrictParser(Parser):
@@ -224,14 +241,15 @@ class StrictParser(Parser):
     strings name each parameter once, unless it is a list."""
 
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
-        if not _is_json(request.content_type):
-            raise BodyRefused(
-                f"Send the body as JSON with Content-Type: application/json (not {request.content_type or 'none'}).",
-                status=415,
-                code="unsupported_media_type",
-            )
+        problem = _media_type_problem(request)
+        if problem is not None:
+            raise BodyRefused(problem, status=415, code="unsupported_media_type")
         try:
-            return json.loads(request.body, object_pairs_hook=_pairs_once)
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BodyRefused("The request body is not valid UTF-8.") from None
+        try:
+            return json.loads(text, object_pairs_hook=_pairs_once)
         except RecursionError:
             raise BodyRefused("The request body is nested too deeply.") from None
 

@@ -178,6 +178,13 @@ def start_postmortem(request: HttpRequest, incident_id: int) -> Status[dict[str,
 def patch_postmortem(request: HttpRequest, incident_id: int, payload: PostmortemPatchIn) -> dict[str, Any]:
     """Change sections (only those sent), the owner or the due date."""
     user = request.auth  # type: ignore[attr-defined]
+    given = payload.model_fields_set
+    if not given:
+        raise ActionRefused("Nothing to change: send sections, owner and/or due_at.", field="body", code="empty")
+    for name in sorted(given):
+        if getattr(payload, name) is None:
+            # null would read as "leave it", which a client that meant "clear it" would never learn.
+            raise ActionRefused(f"{name} cannot be null: leave it out to keep it as it is.", field=name, code="invalid")
     postmortem = access.get_postmortem_for_user(user, incident_id)
     sections = {key.value: (s.body, s.is_public) for key, s in (payload.sections or {}).items()}
     actions.edit_postmortem(

@@ -23,6 +23,7 @@ from incidents.api.fields import (
     NonBlankMarkdown,
     NonBlankReason,
     QueryIn,
+    QueryInt,
     Regions,
     Workaround,
 )
@@ -79,7 +80,14 @@ def _optional_id(description: str) -> Any:
 
 
 def _percent() -> Any:
-    return Field(None, ge=0, le=100, allow_inf_nan=False, description="Share of customers affected, 0–100.")
+    return Field(
+        None,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        multiple_of=0.01,
+        description="Share of customers affected, 0–100, with at most 2 decimal places (as the staff UI).",
+    )
 
 
 class ComponentStatusIn(BodyIn):
@@ -167,15 +175,15 @@ class ComponentPatchIn(BodyIn):
 
 class IncidentListQuery(QueryIn):
     state: Literal["open", "resolved"] | None = Field(None, description="Open (unresolved) or resolved only.")
-    limit: int = Field(50, ge=1, le=100)
-    offset: int = Field(0, ge=0, le=1_000_000_000)
+    limit: QueryInt = Field(50, ge=1, le=100)
+    offset: QueryInt = Field(0, ge=0, le=1_000_000_000)
 
 
 class MetricsQuery(QueryIn):
     since: Moment | None = Field(None, description="Incidents declared at or after this (ISO 8601 with an offset).")
     until: Moment | None = Field(None, description="Incidents declared before this; must be after since.")
     severity: str | None = Field(
-        None, max_length=16, description="A severity key (sev1…); all severities when left out."
+        None, min_length=1, max_length=16, description="A severity key (sev1…); all severities when left out."
     )
 
 
@@ -411,8 +419,8 @@ class MaintenanceListQuery(QueryIn):
         description="upcoming: scheduled, not cancelled (soonest first); active: in progress or verifying (soonest "
         "first); past: completed or cancelled (latest first). Without it, every window, latest first.",
     )
-    limit: int = Field(50, ge=1, le=100)
-    offset: int = Field(0, ge=0, le=1_000_000_000)
+    limit: QueryInt = Field(50, ge=1, le=100)
+    offset: QueryInt = Field(0, ge=0, le=1_000_000_000)
 
 
 class MaintenanceUpdateOut(Schema):
