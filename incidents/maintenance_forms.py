@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.forms.boundfield import BoundWidget
 
+from incidents.api.fields import EARLIEST, LATEST
 from incidents.forms import StaffForm
 from incidents.models import MAX_MESSAGE_LENGTH, Component, Maintenance, MaintenanceStatus
 
@@ -75,7 +76,10 @@ class DisplayZoneDateTimeField(forms.DateTimeField):
                 parsed = datetime.strptime(text, fmt)  # noqa: DTZ007 - a wall-clock time, placed in the zone below
             except ValueError:
                 continue
-            return in_display_zone(parsed)
+            moment = in_display_zone(parsed)
+            if not EARLIEST <= moment < LATEST:  # the staff API's range (incidents/api/fields.py)
+                raise ValidationError("Choose a time from the year 2000 to 2099.", code="out_of_range")
+            return moment
         raise ValidationError("Enter a date and time, e.g. 2026-03-14T22:00.", code="invalid")
 
 

@@ -36,9 +36,14 @@ class ReportForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        for name in ("since", "until", "severity", "unit"):
+            if hasattr(self.data, "getlist") and len(self.data.getlist(name)) > 1:
+                self.add_error(name, "Give this once.")  # not the last of several, silently
         since, until = cleaned.get("since"), cleaned.get("until")
         if since and until and until < since:
             self.add_error("until", "The end comes before the start.")
+        elif since and not until and since > timezone.now().date():
+            self.add_error("since", "The start is after today: choose an earlier day, or an end after it.")
         return cleaned
 
 

@@ -241,3 +241,12 @@ def test_csv_cells_never_start_a_formula(staff: User, staff_client: Client) -> N
     factories.declare(actor=staff, title='=HYPERLINK("http://evil")', severity_key="sev3")
     body = staff_client.get("/manage/reports/export.csv").content.decode()
     assert "'=HYPERLINK" in body
+
+
+def test_the_report_refuses_a_start_after_today_and_a_field_given_twice(staff_client: Client, db: None) -> None:
+    future = staff_client.get("/manage/reports/?since=9999-12-31")
+    assert future.status_code == 422
+    assert "The start is after today" in future.content.decode()
+    twice = staff_client.get("/manage/reports/export.csv?severity=sev1&severity=sev2")
+    assert twice.status_code == 422
+    assert twice.json()["errors"]["severity"] == ["Give this once."]

@@ -785,3 +785,14 @@ def test_it_leaves_a_manual_window_to_the_staff(staff_client: Client, staff: Use
         page = text(staff_client.get(response["Location"]))
         assert "Start it by hand" in page and "Complete it by hand" in page
     assert (Maintenance.objects.get().status, status_of(web)) == ("scheduled", "operational")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("scheduled_for", "1999-12-01T22:00"), ("scheduled_until", "2150-01-01T00:30")]
+)
+def test_it_keeps_windows_in_the_years_the_api_takes(staff_client: Client, field: str, value: str) -> None:
+    response = staff_client.post("/manage/maintenance/new", {**SCHEDULE, field: value})
+
+    assert response.status_code == 422
+    assert errors_of(text(response), f"id_{field}") == "Choose a time from the year 2000 to 2099."
+    assert not Maintenance.objects.exists()
