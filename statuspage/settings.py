@@ -59,7 +59,7 @@ def envbool(name: str, default: str) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
 
 
-def envint(name: str, default: str, *, minimum: int = 0) -> int:
+def envint(name: str, default: str, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env(name, default)
     try:
         value = int(raw)
@@ -67,6 +67,8 @@ def envint(name: str, default: str, *, minimum: int = 0) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {value}")
     return value
 
 
@@ -247,7 +249,7 @@ if _email_host:
             "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
             "OPTIONS": {
                 "host": _email_host,
-                "port": envint("EMAIL_PORT", "587", minimum=1),
+                "port": envint("EMAIL_PORT", "587", minimum=1, maximum=65535),
                 "username": env("EMAIL_HOST_USER"),
                 "password": env("EMAIL_HOST_PASSWORD"),
                 "use_tls": envbool("EMAIL_USE_TLS", "true"),

@@ -57,6 +57,7 @@ def test_it_treats_empty_values_as_unset() -> None:
         ({"TIMER_SWEEP_SECONDS": "soon"}, "TIMER_SWEEP_SECONDS must be a whole number"),
         ({"TIMER_SWEEP_SECONDS": "0"}, "TIMER_SWEEP_SECONDS must be at least 1"),
         ({"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "smtp"}, "EMAIL_PORT must be a whole number"),
+        ({"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "99999"}, "EMAIL_PORT must be at most 65535"),
         ({"EMAIL_HOST": "smtp.example.com", "EMAIL_USE_SSL": "true"}, "EMAIL_USE_TLS and EMAIL_USE_SSL: choose one"),
         ({"DISPLAY_TIME_ZONE": "Mars/Olympus"}, "DISPLAY_TIME_ZONE must be an IANA zone"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),

@@ -852,3 +852,14 @@ def test_it_reopens_with_a_message_for_customers(staff_client: Client, resolved:
         True,
         "investigating",
     )
+
+
+@pytest.mark.django_db
+def test_a_page_not_found_is_ours_and_fits_a_phone(staff_client: Client, settings: Any) -> None:
+    settings.DEBUG = False
+
+    response = staff_client.get("/manage/incidents/999999")
+
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert '<meta name="viewport"' in html and "<h1>Not found</h1>" in html
