@@ -514,6 +514,18 @@ class PageNoticeOut(Schema):
     last_error: str = Field(description="The mail server's last answer, or why it was not sent.")
 
 
+class PageTargetOut(Schema):
+    username: str = Field(description="The person's username, or the address for an address in the step.")
+    state: Literal["queued", "retrying", "sent", "failed", "not_fired", "skipped", "unreachable"] = Field(
+        description="queued (waiting to be sent), retrying (the mail server refused or failed; since = when the "
+        "failures began), sent (accepted by the mail server at since), failed (gave up), not_fired (the step "
+        "has not fired), skipped (left out on purpose, or paging stopped first: error says why), unreachable "
+        "(no email address or a deactivated account: error says which)."
+    )
+    since: datetime | None = Field(description="When it entered that state (null for not_fired).")
+    error: str = Field(description="The mail server's last answer, or why they were not paged.")
+
+
 class PageStepOut(Schema):
     number: int
     run: int
@@ -525,8 +537,14 @@ class PageStepOut(Schema):
     stopped_at: datetime | None
     stop_reason: str
     recipients: list[str] = Field(description="Usernames and addresses, as copied at declaration.")
-    paged: list[str] = Field(description="Once fired, who it reached; before, everyone in it.")
-    problems: list[str] = Field(description="Who it could not page, and why ('could not page x: no email address').")
+    paged: list[str] = Field(
+        description="Who the mail server accepted a page for (empty until it has; never someone still queued)."
+    )
+    targets: list[PageTargetOut] = Field(description="Everyone in the step, with what became of their page.")
+    problems: list[str] = Field(
+        description="Who it could not page (or, before it fires, will not be able to page), and why "
+        "('could not page x: no email address')."
+    )
     not_paged: list[str] = Field(description="Who it left out on purpose (the declarer, unless alone in the step).")
     notices: list[PageNoticeOut]
 
@@ -569,8 +587,12 @@ def paging_out(paging: Any) -> dict[str, Any]:
                 "stopped_at": step.stopped_at,
                 "stop_reason": step.stop_reason,
                 "recipients": step.names,
-                "paged": step.paged_names,
-                "problems": step.problems,
+                "paged": [t.username for t in step.targets if t.state == "sent"],
+                "targets": [
+                    {"username": t.username, "state": t.state, "since": t.since, "error": t.error}
+                    for t in step.targets
+                ],
+                "problems": [f"could not page {t.username}: {t.error}" for t in step.targets if t.state == "unreachable"],
                 "not_paged": step.not_paged,
                 "notices": [
                     {
