@@ -432,7 +432,9 @@ class MaintenanceOut(Schema):
         description="Its id on the status page (/maintenance/<public_id>), in the public v2 API, webhooks and feeds."
     )
     title: str
-    status: MaintenanceStatus = Field(description="A cancelled window keeps the status it had; see cancelled_at.")
+    status: Literal["scheduled", "in_progress", "verifying", "completed", "cancelled"] = Field(
+        description="cancelled once cancelled (when: cancelled_at), whatever it was before."
+    )
     scheduled_for: datetime
     scheduled_until: datetime
     started_at: datetime | None
@@ -470,7 +472,7 @@ def maintenance_out(maintenance: Maintenance) -> dict[str, Any]:
         "id": maintenance.pk,
         "public_id": maintenance.public_id,
         "title": maintenance.title,
-        "status": maintenance.status,
+        "status": "cancelled" if maintenance.cancelled_at is not None else maintenance.status,
         "scheduled_for": maintenance.scheduled_for,
         "scheduled_until": maintenance.scheduled_until,
         "started_at": maintenance.started_at,
