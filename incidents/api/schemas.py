@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from incidents.api.fields import (
     BodyIn,
     Choice,
+    ComponentDescription,
     Id,
     Markdown,
     Moment,
@@ -23,6 +24,7 @@ from incidents.api.fields import (
     NonBlankMarkdown,
     NonBlankReason,
     QueryIn,
+    Reason,
     Regions,
     Workaround,
 )
@@ -153,7 +155,7 @@ class ComponentIn(BodyIn):
     name: NonBlank = Field(min_length=1, max_length=200)
     group_id: Id | None = _optional_id("The group to put the component in.")
     is_group: bool = False
-    description: str = ""
+    description: ComponentDescription = Field("", description="Shown under the name on the status page.")
     position: int | None = Field(None, ge=0, le=2_147_483_647, description="Default: after the last one.")
     status: Annotated[ComponentStatus, Choice] = ComponentStatus.OPERATIONAL
     showcase: bool = True
@@ -402,7 +404,7 @@ class MaintenanceMessageIn(BodyIn):
 
 
 class MaintenanceCancelIn(BodyIn):
-    reason: Markdown = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
+    reason: Reason = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
 
 
 class MaintenanceListQuery(QueryIn):
@@ -591,10 +593,11 @@ def paging_out(paging: Any) -> dict[str, Any]:
                 "recipients": step.names,
                 "paged": [t.username for t in step.targets if t.state == "sent"],
                 "targets": [
-                    {"username": t.username, "state": t.state, "since": t.since, "error": t.error}
-                    for t in step.targets
+                    {"username": t.username, "state": t.state, "since": t.since, "error": t.error} for t in step.targets
                 ],
-                "problems": [f"could not page {t.username}: {t.error}" for t in step.targets if t.state == "unreachable"],
+                "problems": [
+                    f"could not page {t.username}: {t.error}" for t in step.targets if t.state == "unreachable"
+                ],
                 "not_paged": step.not_paged,
                 "notices": [
                     {
