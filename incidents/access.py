@@ -13,7 +13,14 @@ from django.db.models import Case, Count, F, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 
 from incidents import clocks
-from incidents.escalation import Escalation, UnreachableTarget, escalations, unreachable_targets
+from incidents.escalation import (
+    Escalation,
+    UnreachableTarget,
+    escalations,
+    page_targets,
+    resolve_recipients,
+    unreachable_targets,
+)
 from incidents.models import (
     ActionItem,
     ActionStatus,
@@ -377,7 +384,8 @@ def escalations_for(user: Any, incident_ids: Iterable[int]) -> dict[int, Escalat
 
 
 def paging_for(user: Any, incident: Incident) -> Paging:
-    """An incident's paging with who was sent what: two queries."""
+    """An incident's paging with who was sent what, and each person's state (escalation.page_targets):
+    three queries (the steps, the notices, the people of steps that have not fired)."""
     require_staff(user)
     found = escalations([incident.pk]).get(incident.pk, Escalation())
     notices = list(StaffNotice.objects.filter(incident=incident).order_by("created_at", "id"))
@@ -385,8 +393,18 @@ def paging_for(user: Any, incident: Incident) -> Paging:
     for notice in notices:
         if notice.step_id is not None:
             by_step.setdefault(notice.step_id, []).append(notice)
+    # Steps still to fire: who they would fail to page, as resolve_recipients will find it when they fire.
+    pending = [step for step in found.steps if step.is_pending]
+    ids = {r["user_id"] for step in pending for r in step.recipients if r.get("user_id")}
+    people = get_user_model().objects.in_bulk(list(ids)) if ids else {}
     for step in found.steps:
         step.sent_notices = by_step.get(step.pk, [])  # type: ignore[attr-defined]
+        resolved = (
+            resolve_recipients(step.recipients, declared_by_id=incident.declared_by_id, users=people)
+            if step.is_pending
+            else step.recipients
+        )
+        step.targets = page_targets(step, step.sent_notices, resolved=resolved)  # type: ignore[attr-defined]
     return Paging(found, [notice for notice in notices if notice.kind == NoticeKind.NUDGE])
 
 

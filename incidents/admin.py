@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from incidents import actions, escalation
 from incidents.addresses import sending_problem
 from incidents.models import (
+    MAX_COMPONENT_DESCRIPTION_LENGTH,
     ApiToken,
     Benchmark,
     Component,
@@ -170,8 +171,22 @@ class StaffUserAdmin(UserAdmin):
         )
 
 
+class ComponentAdminForm(forms.ModelForm):
+    description = forms.CharField(
+        required=False,
+        max_length=MAX_COMPONENT_DESCRIPTION_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Shown under the name on the status page.",
+    )
+
+    class Meta:
+        model = Component
+        fields = ["description"]  # the admin adds the others
+
+
 @admin.register(Component)
 class ComponentAdmin(admin.ModelAdmin):
+    form = ComponentAdminForm
     list_display = ["name", "group", "is_group", "position", "status", "showcase"]
     list_filter = ["is_group", "group"]
     readonly_fields = ["status"]  # status changes are recorded through the incident UI and the API

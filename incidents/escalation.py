@@ -207,7 +207,7 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
     # "Just declared" only for the policy copied at the declaration: a severity change's steps are not.
     just_declared = waited < timedelta(minutes=1) and step.created_at <= incident.declared_at
     unacknowledged = "just declared" if just_declared else f"unacknowledged for {_minutes(waited)}"
-    paged = f"Paged {', '.join(step.paged_names) or 'nobody'} ({step.label}): {unacknowledged}"
+    paged = f"Paging {', '.join(step.paged_names) or 'nobody'} ({step.label}): {unacknowledged}"
     problems = step.problems
     notes = [*problems, *step.not_paged]
     TimelineEvent.objects.create(
@@ -234,14 +234,19 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
 NO_ADDRESS = "no email address"
 INACTIVE = "their account is deactivated"
 DECLARED_IT = "declared the incident"
+SAME_ADDRESS = "same email address as another person in the step"
 
 
-def resolve_recipients(recipients: Iterable[dict[str, Any]], *, declared_by_id: int | None) -> list[dict[str, Any]]:
+def resolve_recipients(
+    recipients: Iterable[dict[str, Any]], *, declared_by_id: int | None, users: dict[int, Any] | None = None
+) -> list[dict[str, Any]]:
     """The step's recipients as they stand when it fires: each with the `address` it is paged at, or the
     `problem` that stops it being paged, or `skipped` (the declarer, already looking at the incident,
-    unless nobody else in the step can be paged). Users' current addresses; no address twice."""
+    unless nobody else in the step can be paged). Users' current addresses; no address twice.
+    `users` (id -> user) saves the query when the caller has them."""
     recipients = [dict(r) for r in recipients]
-    users = get_user_model().objects.in_bulk([r["user_id"] for r in recipients if r.get("user_id")])
+    if users is None:
+        users = get_user_model().objects.in_bulk([r["user_id"] for r in recipients if r.get("user_id")])
     seen: set[str] = set()
     for recipient in recipients:
         for key in ("address", "problem", "skipped"):
@@ -653,6 +658,56 @@ def _update_due_at(notice: StaffNotice) -> datetime | None:
 
 
 # --- what staff see -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageTarget:
+    """One person (or address) in a page step, and what became of their page, as the mail server answered.
+
+    `state`: `not_fired` (the step has not fired yet), `unreachable` (no address or a deactivated
+    account: it cannot page them), `skipped` (left out on purpose, or paging stopped before their page
+    went out), `queued` (waiting for its first attempt, or being sent), `retrying` (the mail server
+    refused or failed; `since` is when the failures began), `sent` (the server accepted it at `since`),
+    `failed` (it gave up).
+    """
+
+    username: str
+    state: str
+    since: datetime | None = None
+    error: str = ""
+
+
+def page_targets(step: PageStep, notices: Iterable[StaffNotice], *, resolved: list[dict[str, Any]]) -> list[PageTarget]:
+    """The step's people with their state: `resolved` is step.recipients once fired, or what
+    resolve_recipients finds now for a step that has not (so someone unreachable shows before it fires)."""
+    by_email = {notice.email: notice for notice in notices}
+    found: list[PageTarget] = []
+    for recipient in resolved:
+        name = recipient.get("name") or recipient.get("email") or "a recipient"
+        if recipient.get("problem"):
+            found.append(PageTarget(name, "unreachable", step.fired_at, recipient["problem"]))
+        elif step.fired_at is None and step.stopped_at is not None:
+            found.append(PageTarget(name, "skipped", step.stopped_at, step.stop_reason))
+        elif step.fired_at is None:
+            found.append(PageTarget(name, "not_fired"))
+        elif recipient.get("skipped"):
+            found.append(PageTarget(name, "skipped", step.fired_at, recipient["skipped"]))
+        else:
+            notice = by_email.get(recipient.get("address", ""))
+            if notice is None:
+                found.append(PageTarget(name, "skipped", step.fired_at, SAME_ADDRESS))
+            elif notice.status == NoticeStatus.SENT:
+                found.append(PageTarget(name, "sent", notice.sent_at))
+            elif notice.status == NoticeStatus.FAILED:
+                found.append(PageTarget(name, "failed", notice.failing_since, notice.last_error))
+            elif notice.status == NoticeStatus.CANCELLED:
+                reason = "paging stopped before the mail server accepted it"
+                found.append(PageTarget(name, "skipped", step.stopped_at, reason))
+            elif notice.failing_since is not None:
+                found.append(PageTarget(name, "retrying", notice.failing_since, notice.last_error))
+            else:
+                found.append(PageTarget(name, "queued", notice.created_at, notice.last_error))
+    return found
 
 
 @dataclass

@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from incidents.actions import ActionRefused
 from incidents.models import (
     MAX_MESSAGE_LENGTH,
+    MAX_REASON_LENGTH,
     MAX_REGION_LENGTH,
     MAX_REGIONS,
     MAX_WORKAROUND_LENGTH,
@@ -314,7 +315,9 @@ class ResolveForm(StaffForm):
 
 
 class ReopenForm(StaffForm):
-    reason = forms.CharField(max_length=400, label="Why reopen?", help_text="For the timeline (internal).")
+    reason = forms.CharField(
+        max_length=MAX_REASON_LENGTH, label="Why reopen?", help_text="For the timeline (internal)."
+    )
     message = forms.CharField(
         max_length=MAX_MESSAGE_LENGTH,
         required=False,
@@ -333,7 +336,9 @@ class ReopenForm(StaffForm):
 
 class StopPagingForm(StaffForm):
     reason = forms.CharField(
-        max_length=200, label="Why stop paging?", help_text="For the timeline. The acknowledge clock keeps running."
+        max_length=MAX_REASON_LENGTH,
+        label="Why stop paging?",
+        help_text="For the timeline. The acknowledge clock keeps running.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

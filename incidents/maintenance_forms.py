@@ -21,7 +21,7 @@ from django.forms.boundfield import BoundWidget
 
 from incidents.api.fields import EARLIEST, LATEST
 from incidents.forms import StaffForm
-from incidents.models import MAX_MESSAGE_LENGTH, Component, Maintenance, MaintenanceStatus
+from incidents.models import MAX_MESSAGE_LENGTH, MAX_REASON_LENGTH, Component, Maintenance, MaintenanceStatus
 
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
 # What browsers send from <input type="datetime-local">: seconds only when the value had them.
@@ -198,7 +198,7 @@ class CancelForm(StaffForm):
 
     reason = forms.CharField(
         required=False,
-        max_length=400,
+        max_length=MAX_REASON_LENGTH,
         widget=forms.Textarea(attrs={"rows": 2}),
         label="Reason (optional)",
         help_text="Shown on the status page. Default: “This maintenance has been cancelled.”",

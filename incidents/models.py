@@ -193,6 +193,8 @@ MAX_REGION_LENGTH = 100
 MAX_MESSAGE_LENGTH = 20_000
 MAX_WORKAROUND_LENGTH = 2_000
 MAX_REASON_LENGTH = 500
+# A component's description (shown on the status page), in the admin and the API alike.
+MAX_COMPONENT_DESCRIPTION_LENGTH = 2_000
 
 
 class Incident(models.Model):

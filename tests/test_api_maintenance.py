@@ -516,8 +516,13 @@ def test_it_cancels_with_a_reason(api: Client) -> None:
 
     body = post(api, f"/api/v1/maintenances/{created['id']}/cancel", {"reason": "The vendor postponed."}).json()
 
-    assert (body["status"], body["cancelled_at"]) == ("scheduled", "2026-03-02T09:00:00Z")
+    # Cancelled, as the README, the UI and the public side say (the review found "scheduled" here).
+    assert (body["status"], body["cancelled_at"]) == ("cancelled", "2026-03-02T09:00:00Z")
     assert body["updates"][0]["body"] == "The vendor postponed."
+    assert api.get(f"/api/v1/maintenances/{created['id']}").json()["status"] == "cancelled"
+    assert [item["status"] for item in api.get("/api/v1/maintenances").json()["items"]] == ["cancelled"]
+    assert [item["status"] for item in api.get("/api/v1/maintenances?state=past").json()["items"]] == ["cancelled"]
+    assert api.get("/api/v1/maintenances?state=upcoming").json()["items"] == []
     assert Maintenance.objects.get().next_action_at is None
 
 
@@ -569,3 +574,5 @@ def test_it_lists_the_maintenance_paths_in_openapi(db: None) -> None:
     assert set(schema["paths"]["/api/v1/maintenances/{maintenance_id}"]) == {"get", "patch"}
     created = schema["components"]["schemas"]["MaintenanceIn"]["properties"]["scheduled_for"]
     assert created["format"] == "date-time"
+    status = schema["components"]["schemas"]["MaintenanceOut"]["properties"]["status"]
+    assert "cancelled" in status["enum"]

@@ -84,7 +84,7 @@ def declare(actor: User, **kwargs: Any) -> Incident:
 
 
 def paging_panel(page: str) -> str:
-    """The incident page's paging panel (the timeline keeps its record of each step firing: "Paged …")."""
+    """The incident page's paging panel (the timeline keeps its record of each step firing: "Paging …")."""
     start = page.index('<div id="paging-status"')
     return page[start : page.index("</section>", start)]
 
@@ -138,8 +138,8 @@ def test_each_step_fires_once_when_due(policy: list[EscalationStep], staff: User
     assert [number for number, _ in paged_addresses(incident)] == [1, 2, 2, 3, 4, 4]
     events = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).order_by("id")
     assert [event.data["step"] for event in events] == [1, 2, 3, 4]
-    assert events[0].message == "Paged alice (step 1 of 2, run 1 of 2): just declared"
-    assert events[1].message == "Paged bob, oncall@example.com (step 2 of 2, run 1 of 2): unacknowledged for 10 min"
+    assert events[0].message == "Paging alice (step 1 of 2, run 1 of 2): just declared"
+    assert events[1].message == "Paging bob, oncall@example.com (step 2 of 2, run 1 of 2): unacknowledged for 10 min"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -507,8 +507,8 @@ def test_pages_are_part_of_the_post_mortem_timeline(policy: list[EscalationStep]
     with time_machine.travel(T0 + timedelta(minutes=12), tick=False):
         actions.resolve_incident(incident, actor=staff, message="Fixed.")
     entries = list(incident.postmortem.entries.values_list("text", flat=True))
-    assert any(text.startswith("Paged alice (step 1 of 2, run 1 of 2)") for text in entries), entries
-    assert any(text.startswith("Paged bob, oncall@example.com") for text in entries), entries
+    assert any(text.startswith("Paging alice (step 1 of 2, run 1 of 2)") for text in entries), entries
+    assert any(text.startswith("Paging bob, oncall@example.com") for text in entries), entries
 
 
 def test_the_header_poll_refreshes_the_paging_state_but_not_the_stop_form(
@@ -551,7 +551,13 @@ def test_the_api_reads_the_paging_and_stops_it(policy: list[EscalationStep], sta
                 "last_error": "",
             }
         ]
-        assert first["paged"] == ["alice"] and first["problems"] == [] and first["not_paged"] == []
+        # Queued, not paged: "paged" is only who the mail server accepted a page for.
+        assert first["paged"] == [] and first["problems"] == [] and first["not_paged"] == []
+        assert first["targets"] == [
+            {"username": "alice", "state": "queued", "since": "2026-03-02T09:00:01Z", "error": ""}
+        ]
+        later = body["steps"][1]
+        assert later["paged"] == [] and [t["state"] for t in later["targets"]] == ["not_fired", "not_fired"]
         assert [step["recipients"] for step in body["steps"]][1] == ["bob", "oncall@example.com"]
 
         refused = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": ""}, "application/json")
@@ -560,8 +566,58 @@ def test_the_api_reads_the_paging_and_stops_it(policy: list[EscalationStep], sta
             f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": "On the bridge"}, "application/json"
         )
         assert stopped.status_code == 200 and stopped.json()["paging"] is False
+        skipped = [step for step in stopped.json()["steps"] if step["fired_at"] is None]
+        assert skipped and all(step["paged"] == [] for step in skipped)
+        assert {t["state"] for step in skipped for t in step["targets"]} == {"skipped"}
+        assert skipped[0]["targets"][0]["error"] == "stopped by alice: On the bridge"
         again = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": "x"}, "application/json")
         assert again.status_code == 409 and again.json()["code"] == "not_paging"
+
+
+def test_the_api_says_paged_only_once_the_mail_server_accepted_the_page(
+    policy: list[EscalationStep], staff: User, smtp: SmtpServer
+) -> None:
+    from tests.test_api import client_for, create_token
+
+    nomail = User.objects.create_user("nomail", email="", password="pw", is_staff=True)
+    policy[1].users.add(nomail)
+    client = client_for(create_token(staff.username))
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+
+    def read(at: datetime) -> dict[str, Any]:
+        with time_machine.travel(at, tick=False):
+            return client.get(f"/api/v1/incidents/{incident.pk}/paging").json()
+
+    smtp.stop()
+    send(T0 + timedelta(seconds=5))
+    body = read(T0 + timedelta(seconds=30))
+    first, later = body["steps"][0], body["steps"][1]
+    assert first["notices"][0]["status"] == "pending"
+    assert first["paged"] == []
+    [alice] = first["targets"]
+    assert alice["username"] == "alice" and alice["state"] == "retrying"
+    assert alice["since"] == "2026-03-02T09:00:05Z" and alice["error"].startswith("ConnectionRefusedError")
+    # A step still to fire: nobody paged yet, and the person it cannot reach is a problem now, not later.
+    assert later["fired_at"] is None and later["paged"] == []
+    assert later["problems"] == ["could not page nomail: no email address"]
+    states = {t["username"]: (t["state"], t["error"]) for t in later["targets"]}
+    assert states == {
+        "bob": ("not_fired", ""),
+        "nomail": ("unreachable", "no email address"),
+        "oncall@example.com": ("not_fired", ""),
+    }
+
+    smtp.start()
+    assert send(T0 + timedelta(minutes=3)) == 1
+    first = read(T0 + timedelta(minutes=4))["steps"][0]
+    assert first["paged"] == ["alice"]
+    assert first["targets"] == [{"username": "alice", "state": "sent", "since": "2026-03-02T09:03:00Z", "error": ""}]
+
+    StaffNotice.objects.filter(incident=incident).update(status=NoticeStatus.FAILED, last_error="gave up after 8: x")
+    first = read(T0 + timedelta(minutes=5))["steps"][0]
+    assert first["paged"] == [] and first["targets"][0]["state"] == "failed"
+    assert first["targets"][0]["error"] == "gave up after 8: x"
 
 
 def test_a_page_held_by_a_sender_that_died_is_sent_after_the_claim_timeout(
@@ -742,7 +798,7 @@ def test_a_target_without_an_address_is_shown_as_not_paged_in_red(staff: User, s
 
     assert not StaffNotice.objects.filter(incident=incident).exists()
     event = TimelineEvent.objects.get(incident=incident, kind=EventKind.PAGED)
-    assert event.message == "Paged nobody (step 1 of 1): just declared; could not page nomail: no email address"
+    assert event.message == "Paging nobody (step 1 of 1): just declared; could not page nomail: no email address"
     with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
         page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
         dashboard = staff_client.get("/manage/").content.decode()
@@ -985,7 +1041,7 @@ def test_the_declarer_is_not_paged_unless_alone_in_the_step(staff: User, other_s
     sweep(T0 + timedelta(seconds=30))
     assert paged_addresses(incident) == [(1, "bob@example.com")]
     event = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).get()
-    assert event.message == "Paged bob (step 1 of 2): just declared; did not page alice: declared the incident"
+    assert event.message == "Paging bob (step 1 of 2): just declared; did not page alice: declared the incident"
 
 
 def test_the_dashboard_warns_when_the_timer_sweep_stops(staff: User, staff_client: Client, settings: Any) -> None:

@@ -18,6 +18,7 @@ import time_machine
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from incidents.models import Component, Incident, IncidentUpdate, Maintenance
 from tests import factories
@@ -634,17 +635,43 @@ def test_an_idempotency_key_where_it_is_not_honoured_is_refused(api: Client) -> 
         ("/api/v1/incidents/{id}/updates", "body", 20_000),
         ("/api/v1/incidents/{id}", "workaround", 2_000),
         ("/api/v1/incidents/{id}/reopen", "reason", 500),
+        ("/api/v1/incidents/{id}/stop-paging", "reason", 500),
+        ("/api/v1/maintenances/{maintenance}/cancel", "reason", 500),
+        ("/api/v1/components", "description", 2_000),
     ],
 )
 def test_free_text_beyond_its_limit_is_refused_not_cut(api: Client, url: str, field: str, limit: int) -> None:
     incident = declare(api)
-    target = url.format(id=incident["id"])
+    window = Maintenance.objects.create(
+        title="W", scheduled_for=timezone.now() + timedelta(days=1), scheduled_until=timezone.now() + timedelta(days=2)
+    )
+    target = url.format(id=incident["id"], maintenance=window.pk)
     method = "PATCH" if field == "workaround" else "POST"
+    named = {"name": "Long"} if field == "description" else {}
+    if field == "description":
+        assert send(api, method, target, {"name": "Fits", field: "x" * limit}).status_code == 201
 
-    response = send(api, method, target, {field: "x" * (limit + 1)})
+    response = send(api, method, target, {**named, field: "x" * (limit + 1)})
 
     assert fields_of(response) == [field]
     assert "at most" in refused(response)["errors"][0]["msg"]
+
+
+def test_each_free_text_has_one_limit_in_the_forms_and_the_api(db: None) -> None:
+    from incidents.admin import ComponentAdminForm
+    from incidents.forms import ReopenForm, StopPagingForm
+    from incidents.maintenance_forms import CancelForm
+    from incidents.models import MAX_COMPONENT_DESCRIPTION_LENGTH, MAX_REASON_LENGTH
+
+    bodies = Client().get("/api/v1/openapi.json").json()["components"]["schemas"]
+    for form, body, field, limit in [
+        (ReopenForm, "ReopenIn", "reason", MAX_REASON_LENGTH),
+        (StopPagingForm, "StopPagingIn", "reason", MAX_REASON_LENGTH),
+        (CancelForm, "MaintenanceCancelIn", "reason", MAX_REASON_LENGTH),
+        (ComponentAdminForm, "ComponentIn", "description", MAX_COMPONENT_DESCRIPTION_LENGTH),
+    ]:
+        form_limit = form().fields[field].max_length
+        assert (form_limit, bodies[body]["properties"][field]["maxLength"]) == (limit, limit), form.__name__
 
 
 def test_an_empty_commander_is_refused_in_words(api: Client) -> None:

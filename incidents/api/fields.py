@@ -41,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from incidents.models import (
+    MAX_COMPONENT_DESCRIPTION_LENGTH,
     MAX_MESSAGE_LENGTH,
     MAX_REASON_LENGTH,
     MAX_REGION_LENGTH,
@@ -180,6 +181,7 @@ NonBlank = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"
 Markdown = Annotated[str, Field(max_length=MAX_MESSAGE_LENGTH)]
 Workaround = Annotated[str, Field(max_length=MAX_WORKAROUND_LENGTH)]
 Reason = Annotated[str, Field(max_length=MAX_REASON_LENGTH)]
+ComponentDescription = Annotated[str, Field(max_length=MAX_COMPONENT_DESCRIPTION_LENGTH)]
 NonBlankMarkdown = Annotated[
     str, Field(max_length=MAX_MESSAGE_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"})
 ]

@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from incidents.api.fields import (
     BodyIn,
     Choice,
+    ComponentDescription,
     Id,
     Markdown,
     Moment,
@@ -24,6 +25,7 @@ from incidents.api.fields import (
     NonBlankReason,
     QueryIn,
     QueryInt,
+    Reason,
     Regions,
     Workaround,
 )
@@ -161,7 +163,7 @@ class ComponentIn(BodyIn):
     name: NonBlank = Field(min_length=1, max_length=200)
     group_id: Id | None = _optional_id("The group to put the component in.")
     is_group: bool = False
-    description: str = ""
+    description: ComponentDescription = Field("", description="Shown under the name on the status page.")
     position: int | None = Field(None, ge=0, le=2_147_483_647, description="Default: after the last one.")
     status: Annotated[ComponentStatus, Choice] = ComponentStatus.OPERATIONAL
     showcase: bool = True
@@ -410,7 +412,7 @@ class MaintenanceMessageIn(BodyIn):
 
 
 class MaintenanceCancelIn(BodyIn):
-    reason: Markdown = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
+    reason: Reason = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
 
 
 class MaintenanceListQuery(QueryIn):
@@ -440,7 +442,9 @@ class MaintenanceOut(Schema):
         description="Its id on the status page (/maintenance/<public_id>), in the public v2 API, webhooks and feeds."
     )
     title: str
-    status: MaintenanceStatus = Field(description="A cancelled window keeps the status it had; see cancelled_at.")
+    status: Literal["scheduled", "in_progress", "verifying", "completed", "cancelled"] = Field(
+        description="cancelled once cancelled (when: cancelled_at), whatever it was before."
+    )
     scheduled_for: datetime
     scheduled_until: datetime
     started_at: datetime | None
@@ -478,7 +482,7 @@ def maintenance_out(maintenance: Maintenance) -> dict[str, Any]:
         "id": maintenance.pk,
         "public_id": maintenance.public_id,
         "title": maintenance.title,
-        "status": maintenance.status,
+        "status": "cancelled" if maintenance.cancelled_at is not None else maintenance.status,
         "scheduled_for": maintenance.scheduled_for,
         "scheduled_until": maintenance.scheduled_until,
         "started_at": maintenance.started_at,
@@ -522,6 +526,18 @@ class PageNoticeOut(Schema):
     last_error: str = Field(description="The mail server's last answer, or why it was not sent.")
 
 
+class PageTargetOut(Schema):
+    username: str = Field(description="The person's username, or the address for an address in the step.")
+    state: Literal["queued", "retrying", "sent", "failed", "not_fired", "skipped", "unreachable"] = Field(
+        description="queued (waiting to be sent), retrying (the mail server refused or failed; since = when the "
+        "failures began), sent (accepted by the mail server at since), failed (gave up), not_fired (the step "
+        "has not fired), skipped (left out on purpose, or paging stopped first: error says why), unreachable "
+        "(no email address or a deactivated account: error says which)."
+    )
+    since: datetime | None = Field(description="When it entered that state (null for not_fired).")
+    error: str = Field(description="The mail server's last answer, or why they were not paged.")
+
+
 class PageStepOut(Schema):
     number: int
     run: int
@@ -533,8 +549,14 @@ class PageStepOut(Schema):
     stopped_at: datetime | None
     stop_reason: str
     recipients: list[str] = Field(description="Usernames and addresses, as copied at declaration.")
-    paged: list[str] = Field(description="Once fired, who it reached; before, everyone in it.")
-    problems: list[str] = Field(description="Who it could not page, and why ('could not page x: no email address').")
+    paged: list[str] = Field(
+        description="Who the mail server accepted a page for (empty until it has; never someone still queued)."
+    )
+    targets: list[PageTargetOut] = Field(description="Everyone in the step, with what became of their page.")
+    problems: list[str] = Field(
+        description="Who it could not page (or, before it fires, will not be able to page), and why "
+        "('could not page x: no email address')."
+    )
     not_paged: list[str] = Field(description="Who it left out on purpose (the declarer, unless alone in the step).")
     notices: list[PageNoticeOut]
 
@@ -577,8 +599,13 @@ def paging_out(paging: Any) -> dict[str, Any]:
                 "stopped_at": step.stopped_at,
                 "stop_reason": step.stop_reason,
                 "recipients": step.names,
-                "paged": step.paged_names,
-                "problems": step.problems,
+                "paged": [t.username for t in step.targets if t.state == "sent"],
+                "targets": [
+                    {"username": t.username, "state": t.state, "since": t.since, "error": t.error} for t in step.targets
+                ],
+                "problems": [
+                    f"could not page {t.username}: {t.error}" for t in step.targets if t.state == "unreachable"
+                ],
                 "not_paged": step.not_paged,
                 "notices": [
                     {
