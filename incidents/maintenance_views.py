@@ -241,6 +241,11 @@ def _form_refused(
 ) -> HttpResponse:
     if form.attach_refusal(refused):
         return _invalid(request, maintenance, name, form, primary)
+    if refused.code == "unchanged":
+        # "Nothing changed.": the window is as it was, so only this form answers, and the text typed in
+        # the others (the update, the cancel reason) stays where it is.
+        form.add_error(None, refused.message)
+        return _invalid(request, maintenance, name, form, primary)
     return _refused(request, maintenance.pk, refused, primary, form=(name, form))
 
 

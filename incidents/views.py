@@ -336,6 +336,11 @@ def _form_refused(
 ) -> HttpResponse:
     if form.attach_refusal(refused):
         return _invalid(request, incident, name, form, primary)
+    if refused.code == "unchanged":
+        # Nothing to change ("The incident is already SEV3.", "Nothing changed."): the page is as it
+        # was, so only this form answers, and the text typed in the others stays where it is.
+        form.add_error(None, refused.message)
+        return _invalid(request, incident, name, form, primary)
     return _refused(request, incident.pk, refused, primary, oob, form=(name, form))
 
 

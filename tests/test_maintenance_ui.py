@@ -692,6 +692,14 @@ def test_it_explains_a_reschedule_that_changes_nothing(staff_client: Client, win
     page = refused_page(staff_client.post(f"/manage/maintenance/{window.pk}/reschedule", data))
     assert '<div class="form-errors" role="alert"><p>Nothing changed.</p></div>' in page
 
+    # With htmx only the reschedule form answers: the update and cancel forms keep what was typed.
+    response = staff_client.post(f"/manage/maintenance/{window.pk}/reschedule", data, headers=HTMX)
+    html = text(response)
+    assert response.status_code == 422
+    assert html.lstrip().startswith('<section id="reschedule-form"')
+    assert '<div class="form-errors" role="alert"><p>Nothing changed.</p></div>' in html
+    assert "hx-swap-oob" not in html
+
 
 # --- cancel -------------------------------------------------------------------------------------
 

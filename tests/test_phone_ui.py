@@ -1,8 +1,9 @@
 """The staff UI on a phone, and what people type survives: every staff page fits 360–390 px with no
 sideways scrolling (the acknowledge button and the countdowns in view), long words wrap at desktop width,
 the dashboard puts open incidents before maintenance, a post-mortem keeps unsaved section text through
-every other button and asks before it is left, and picking a declaration template asks before it
-discards what was typed.
+every other button and asks before it is left, the incident and maintenance pages keep text typed in
+one form through another form's refusal and ask before they are left (and before Start a post-mortem
+leaves typed reopen text), and picking a declaration template asks before it discards what was typed.
 
 Debian's Chromium through Playwright, as in tests/test_browser.py. The data is made through actions at
 the real time, relative to now: nothing here depends on a date.
@@ -342,5 +343,130 @@ def test_picking_a_template_asks_before_it_discards_what_was_typed(
     page.get_by_label("First message").fill("The primary failed over at 03:10.")
     page.get_by_role("button", name="Declare incident").last.click()
     expect(page.get_by_role("heading", name="Primary database failed over", level=1)).to_be_visible()
+    assert [kind for kind, _ in dialogs.seen] == ["confirm", "confirm"]
+    assert problems == []
+
+
+def test_the_incident_page_keeps_typed_text_through_refusals_and_asks_before_it_is_left(
+    requires_chromium: None, live_server: Any, page: Page, staff_pages: StaffPages, other_staff: User
+) -> None:
+    incident = staff_pages.open_incident
+    url = f"{live_server.url}/manage/incidents/{incident.pk}"
+    problems = watch_console(page)
+    dialogs = Dialogs(page)
+    page.set_viewport_size({"width": 390, "height": 900})
+    log_in(page, live_server.url)
+    breadcrumb = page.locator(".breadcrumbs").get_by_role("link", name="Incidents")
+
+    # Nothing typed: leaving does not ask.
+    page.goto(url)
+    breadcrumb.click()
+    expect(page.get_by_role("heading", name="Incidents", level=1)).to_be_visible()
+    assert dialogs.seen == []
+
+    page.goto(url)
+    page.evaluate("window.stillTheSamePage = true")
+    update = page.locator("#update-form").get_by_label("Message")
+    final = page.locator("#resolve-form").get_by_label("Final message (optional)")
+    update.fill("Failover done; watching the error rate.")
+    final.fill("Checkout works again.")
+
+    def assert_kept() -> None:
+        expect(update).to_have_value("Failover done; watching the error rate.")
+        expect(final).to_have_value("Checkout works again.")
+
+    # Buttons pressed with nothing to change: refused next to the button, the other boxes untouched.
+    severity = page.locator("#severity-form")
+    severity.get_by_role("button", name="Change severity").click()
+    expect(severity.get_by_role("alert")).to_have_text(f"The incident is already {incident.severity.name}.")
+    assert_kept()
+    scope = page.locator("#scope-form")
+    scope.get_by_role("button", name="Save scope").click()
+    expect(scope.get_by_role("alert")).to_have_text("Nothing changed.")
+    assert_kept()
+
+    # A refusal because someone else acted meanwhile brings every part up to date, text kept.
+    actions.acknowledge_incident(incident, actor=other_staff)
+    paging = page.locator("#paging")
+    paging.get_by_label("Why stop paging?").fill("Bob is on it.")
+    paging.get_by_role("button", name="Stop paging").click()
+    expect(page.locator("#incident-header")).to_contain_text("Acknowledged by bob")
+    assert_kept()
+    assert page.evaluate("window.stillTheSamePage") is True
+    assert incident.updates.count() == 1
+
+    # Leaving with the text typed asks first; staying keeps it, leaving leaves.
+    with page.expect_event("dialog"):
+        breadcrumb.click()
+    assert_kept()
+    assert [kind for kind, _ in dialogs.seen] == ["beforeunload"]
+    dialogs.accept = True
+    with page.expect_event("dialog"):
+        breadcrumb.click()
+    expect(page.get_by_role("heading", name="Incidents", level=1)).to_be_visible()
+    assert problems == []
+
+
+def test_the_maintenance_page_keeps_typed_text_through_a_refusal_and_asks_before_it_is_left(
+    requires_chromium: None, live_server: Any, page: Page, staff: User
+) -> None:
+    # On the minute, as the form shows it, so pressing Reschedule as it is changes nothing.
+    start = timezone.now().replace(second=0, microsecond=0) + timedelta(hours=2)
+    window = actions.schedule_maintenance(
+        actor=staff,
+        title="Database upgrade",
+        scheduled_for=start,
+        scheduled_until=start + timedelta(hours=2),
+        components=[factories.make_component(name="Query API", actor=staff)],
+        message="We upgrade the database.",
+    )
+    problems = watch_console(page)
+    dialogs = Dialogs(page)
+    page.set_viewport_size({"width": 390, "height": 900})
+    log_in(page, live_server.url)
+    page.goto(f"{live_server.url}/manage/maintenance/{window.pk}")
+    update = page.locator("#update-form").get_by_label("Message")
+    reason = page.locator("#cancel-form").get_by_label("Reason (optional)")
+    update.fill("The upgrade may run longer.")
+    reason.fill("The vendor delayed the release.")
+
+    reschedule = page.locator("#reschedule-form")
+    reschedule.get_by_role("button", name="Reschedule").click()
+    expect(reschedule.get_by_role("alert")).to_have_text("Nothing changed.")
+    expect(update).to_have_value("The upgrade may run longer.")
+    expect(reason).to_have_value("The vendor delayed the release.")
+
+    with page.expect_event("dialog"):
+        page.locator(".breadcrumbs").get_by_role("link").first.click()
+    expect(reason).to_have_value("The vendor delayed the release.")
+    assert [kind for kind, _ in dialogs.seen] == ["beforeunload"]
+    assert problems == []
+
+
+def test_starting_a_post_mortem_asks_before_it_drops_typed_reopen_text(
+    requires_chromium: None, live_server: Any, page: Page, staff: User
+) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3", title="Search is slow")
+    actions.resolve_incident(incident, actor=staff, message="Fixed.")
+    problems = watch_console(page)
+    dialogs = Dialogs(page)
+    page.set_viewport_size({"width": 390, "height": 900})
+    log_in(page, live_server.url)
+    page.goto(f"{live_server.url}/manage/incidents/{incident.pk}")
+    why = page.get_by_label("Why reopen?")
+    why.fill("Search is slow again.")
+    start = page.get_by_role("button", name="Start a post-mortem")
+
+    with page.expect_event("dialog"):
+        start.click()
+    assert dialogs.seen == [("confirm", "Start the post-mortem and leave what you typed here unsaved?")]
+    expect(why).to_have_value("Search is slow again.")
+    assert not Incident.objects.filter(pk=incident.pk, postmortem__isnull=False).exists()
+
+    # Yes: asked once (not again by the browser on leaving).
+    dialogs.accept = True
+    with page.expect_event("dialog"):
+        start.click()
+    expect(page).to_have_url(f"{live_server.url}/manage/incidents/{incident.pk}/postmortem/")
     assert [kind for kind, _ in dialogs.seen] == ["confirm", "confirm"]
     assert problems == []

@@ -594,6 +594,16 @@ def test_it_explains_choosing_the_current_severity(staff_client: Client, inciden
     assert response.status_code == 422
     assert html.lstrip().startswith('<section id="severity-form"')
     assert '<div class="form-errors" role="alert"><p>The incident is already SEV1.</p></div>' in html
+    # Nothing changed on the server: only this form answers, so no other form's typed text is replaced.
+    assert "hx-swap-oob" not in html
+
+    unchanged_scope = {"customer_impact_percent": "25", "regions": "", "workaround": "", "impact_override": ""}
+    response = staff_client.post(f"/manage/incidents/{incident.pk}/scope", unchanged_scope, headers=HTMX)
+    html = text(response)
+    assert response.status_code == 422
+    assert html.lstrip().startswith('<section id="scope-form"')
+    assert '<div class="form-errors" role="alert"><p>Nothing changed.</p></div>' in html
+    assert "hx-swap-oob" not in html
 
 
 def test_it_hands_the_incident_to_a_commander(staff_client: Client, other_staff: User, incident: Incident) -> None:

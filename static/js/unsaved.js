@@ -4,13 +4,16 @@
 // - data-keep-unsaved on an element that htmx swaps: text typed in its forms and not yet saved survives
 //   the swap. Before htmx replaces the element, every changed field of its forms (other than the form
 //   that made the request, which the server answers for) is noted by the form's action and the field's
-//   name, and put back into the new form afterwards; a closed <details> around it is opened. On the
+//   name, and put back into the new form afterwards; a closed <details> around it is opened. The parts
+//   an answer swaps out of band (a refusal on the incident page brings every part up to date) are kept
+//   the same way. On the
 //   post-mortem page, starring a line or adding an action item swaps the whole body: the sections being
 //   written stay as they were, still unsaved.
 // - data-unsaved-guard on a form, or any form inside data-keep-unsaved: leaving the page with unsaved
 //   changes asks first (the browser's own "Leave site?" question). Submitting the form itself does not.
-// - data-confirm-unsaved="question" on a link: when a guarded form has unsaved changes, following the
-//   link asks this question first, and stays on the page unless the answer is OK.
+// - data-confirm-unsaved="question" on a link, or on a button that submits a form the ordinary way (and
+//   so leaves the page): when a guarded form has unsaved changes, following the link or pressing the
+//   button asks this question first, and stays on the page unless the answer is OK.
 // - .unsaved-note inside a guarded form is shown while the form has unsaved changes.
 // - data-report-unsaved on a form: its htmx request also carries `unsaved`, the data-unsaved-name of each
 //   guarded form holding typed text not saved yet, so a refusal can say "save the summary first"
@@ -99,13 +102,10 @@
     return form.getAttribute("hx-post") || form.getAttribute("action") || form.id || "";
   }
 
-  // Before htmx swaps an element holding forms worth keeping, note what was typed in them.
-  document.addEventListener("htmx:beforeSwap", function (event) {
-    var target = event.detail.target;
-    var source = event.detail.elt || (event.detail.requestConfig && event.detail.requestConfig.elt);
-    var sourceForm = source && (source.tagName === "FORM" ? source : source.closest("form"));
-    kept = [];
-    var forms = target ? target.querySelectorAll("form") : [];
+  // Note what was typed in the forms worth keeping inside `container`, other than `sourceForm`.
+  function noteChanged(container, sourceForm) {
+    kept = kept || [];
+    var forms = container ? container.querySelectorAll("form") : [];
     for (var i = 0; i < forms.length; i++) {
       var form = forms[i];
       if (form === sourceForm || !form.closest("[data-keep-unsaved]")) {
@@ -121,10 +121,27 @@
         });
       });
     }
+  }
+
+  var swapSource = null; // the form whose request is being answered (the server answers for its fields)
+
+  // Before htmx swaps an element holding forms worth keeping, note what was typed in them.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // The element that made the request (htmx fires this event on the target, so detail.elt is that).
+    var source = (event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt;
+    swapSource = source && (source.tagName === "FORM" ? source : source.closest("form"));
+    kept = [];
+    noteChanged(event.detail.target, swapSource);
+  });
+
+  // The same for each part an answer swaps out of band (a refusal brings every part up to date).
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    noteChanged(event.detail.target, swapSource);
   });
 
   // After the swap, put it back into the new forms, and open any <details> that hides it.
   document.addEventListener("htmx:afterSwap", function () {
+    swapSource = null;
     if (!kept || !kept.length) {
       kept = null;
       return;
@@ -187,7 +204,7 @@
   });
 
   document.addEventListener("click", function (event) {
-    var link = event.target.closest && event.target.closest("a[data-confirm-unsaved]");
+    var link = event.target.closest && event.target.closest("a[data-confirm-unsaved], button[data-confirm-unsaved]");
     if (!link || !hasUnsaved()) {
       return;
     }
