@@ -1040,17 +1040,6 @@ def table(results: list[Result], plan: Plan, quick: bool) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    content = README.read_text()
-    start, end = MARKS
-    if start in content and end in content:
-        head, rest = content.split(start, 1)
-        content = head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1]
-    else:
-        content += f"\n{start}\n{text}\n{end}\n"
-    README.write_text(content)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -1092,7 +1081,9 @@ def main() -> int:
     text = table(results, plan, args.quick)
     print(text)
     if args.readme:
-        write_readme(text)
+        from readme import rewrite_section  # bench/, which is sys.path[0] when a bench script runs
+
+        rewrite_section(README, *MARKS, text)
     return 1 if any(r.failures for r in results) else 0
 
 

@@ -86,6 +86,19 @@ def components_for(user: Any) -> QuerySet[Component]:
     return Component.objects.select_related("group")
 
 
+def component_statuses_for(user: Any) -> dict[int, str]:
+    """Each component's status as the public page tells it: a group's is its worst component's (one query)."""
+    from incidents.public import worst_status
+
+    require_staff(user)
+    rows = list(Component.objects.values_list("pk", "group_id", "is_group", "status"))
+    children: dict[int, list[str]] = {}
+    for _pk, group_id, _is_group, status in rows:
+        if group_id is not None:
+            children.setdefault(group_id, []).append(status)
+    return {pk: worst_status(children.get(pk, [])) if is_group else status for pk, _, is_group, status in rows}
+
+
 def get_component_for_user(user: Any, component_id: int | str) -> Component:
     try:
         return components_for(user).get(pk=int(component_id))

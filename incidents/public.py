@@ -220,7 +220,8 @@ def _component_row(component: Component, children: list[Component], statuses: di
     return row
 
 
-def _worst(statuses: Iterable[str]) -> str:
+def worst_status(statuses: Iterable[str]) -> str:
+    """The worst of some component statuses (operational when there are none): a group's status."""
     worst = ComponentStatus.OPERATIONAL.value
     for status in statuses:
         if COMPONENT_STATUS_RANK[ComponentStatus(status)] > COMPONENT_STATUS_RANK[ComponentStatus(worst)]:
@@ -231,7 +232,7 @@ def _worst(statuses: Iterable[str]) -> str:
 def overall_status(component_statuses: Iterable[str], open_impacts: Iterable[str]) -> dict[str, str]:
     """Statuspage's page indicator, from the worst component and the worst unresolved incident."""
     statuses = list(component_statuses)
-    worst = _worst(statuses)
+    worst = worst_status(statuses)
     indicator = {
         ComponentStatus.MAJOR_OUTAGE: "critical",
         ComponentStatus.PARTIAL_OUTAGE: "major",
@@ -401,7 +402,7 @@ def component_rows() -> tuple[list[Component], dict[int, str], dict[int, dict[st
     statuses = {c.pk: c.status for c in components}
     for component in components:
         if component.is_group:
-            statuses[component.pk] = _worst(statuses[child.pk] for child in children[component.pk])
+            statuses[component.pk] = worst_status(statuses[child.pk] for child in children[component.pk])
     return components, statuses, {c.pk: _component_row(c, children[c.pk], statuses) for c in components}
 
 

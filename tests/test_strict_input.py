@@ -762,3 +762,16 @@ def test_a_postmortem_patch_that_would_change_nothing_is_refused(api: Client, pa
 
     body = refused(response)
     assert body["field"] == (next(iter(payload)) if payload else "body")
+
+
+def test_a_group_takes_no_status_and_reads_as_the_public_page_shows_it(api: Client, staff: User) -> None:
+    refusal = send(api, "POST", "/api/v1/components", {"name": "Data", "is_group": True, "status": "major_outage"})
+    assert refused(refusal)["field"] == "status"
+
+    group = send(api, "POST", "/api/v1/components", {"name": "Data", "is_group": True}).json()
+    child = send(api, "POST", "/api/v1/components", {"name": "Exports", "group_id": group["id"]}).json()
+    assert send(api, "PATCH", f"/api/v1/components/{child['id']}", {"status": "partial_outage"}).status_code == 200
+
+    listed = {c["name"]: c["status"] for c in api.get("/api/v1/components").json()}
+    public = {c["name"]: c["status"] for c in Client().get("/api/v2/components.json").json()["components"]}
+    assert listed["Data"] == public["Data"] == "partial_outage"

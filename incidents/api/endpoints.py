@@ -300,12 +300,20 @@ def reopen_incident(request: HttpRequest, incident_id: int, payload: ReopenIn) -
 @router.get("/components", response={200: list[ComponentOut], **READ_ERRORS}, tags=["components"])
 def list_components(request: HttpRequest) -> list[dict[str, Any]]:
     """Every component and group, in display order (not paginated: a status page has few)."""
-    return [component_out(component) for component in access.components_for(request.auth)]  # type: ignore[attr-defined]
+    user = request.auth  # type: ignore[attr-defined]
+    statuses = access.component_statuses_for(user)
+    return [component_out(component, statuses) for component in access.components_for(user)]
 
 
 @router.post("/components", response={201: ComponentOut, **WRITE_ERRORS}, tags=["components"])
 def create_component(request: HttpRequest, payload: ComponentIn) -> Status[dict[str, Any]]:
     user = request.auth  # type: ignore[attr-defined]
+    if payload.is_group and "status" in payload.model_fields_set:
+        raise ActionRefused(
+            "A group has no status of its own: it shows its worst component's. Leave status out.",
+            field="status",
+            code="invalid",
+        )
     group = None
     if payload.group_id is not None:
         group = _referenced(access.get_component_for_user, user, payload.group_id, "group_id")
@@ -323,7 +331,8 @@ def create_component(request: HttpRequest, payload: ComponentIn) -> Status[dict[
         )
     except ActionRefused as refused:
         raise _renamed(refused, {"group": "group_id"}) from None
-    return Status(201, component_out(access.get_component_for_user(user, component.pk)))
+    statuses = access.component_statuses_for(user)
+    return Status(201, component_out(access.get_component_for_user(user, component.pk), statuses))
 
 
 @router.patch(

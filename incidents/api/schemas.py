@@ -341,7 +341,9 @@ def incident_out(incident: Incident, *, now: datetime) -> dict[str, Any]:
     }
 
 
-def component_out(component: Component) -> dict[str, Any]:
+def component_out(component: Component, statuses: dict[int, str] | None = None) -> dict[str, Any]:
+    """A component; `statuses` (access.component_statuses_for) gives a group the status v2 shows, its
+    worst component's, rather than the one stored on it."""
     return {
         "id": component.pk,
         "name": component.name,
@@ -350,7 +352,7 @@ def component_out(component: Component) -> dict[str, Any]:
         "is_group": component.is_group,
         "description": component.description,
         "position": component.position,
-        "status": component.status,
+        "status": (statuses or {}).get(component.pk, component.status),
         "showcase": component.showcase,
         "only_show_if_degraded": component.only_show_if_degraded,
         "start_date": component.start_date,
