@@ -417,7 +417,12 @@ def test_what_these_pages_now_say_fits_a_phone_and_a_desktop(
             actor=staff, name="Scheduled exports to customer warehouses", group=group, at=T0 - timedelta(days=3)
         )
         incident = factories.declare(
-            actor=staff, title="Exports fail for every warehouse", components={exports: "major_outage"}
+            actor=staff,
+            title="Exports fail for every warehouse",
+            components={exports: "major_outage"},
+            # A long URL in an update wraps rather than widening the page (a third review found 493 px).
+            message="Follow https://docs.example-company.com/guides/ingestion/troubleshooting/retries-and-backoff"
+            "?utm_source=status&utm_medium=page#rate-limits meanwhile.",
         )
         running = actions.schedule_maintenance(
             actor=staff,

@@ -775,3 +775,13 @@ def test_a_group_takes_no_status_and_reads_as_the_public_page_shows_it(api: Clie
     listed = {c["name"]: c["status"] for c in api.get("/api/v1/components").json()}
     public = {c["name"]: c["status"] for c in Client().get("/api/v2/components.json").json()["components"]}
     assert listed["Data"] == public["Data"] == "partial_outage"
+
+
+@pytest.mark.parametrize("depth", [40, 990, 3000])
+def test_deep_nesting_inside_a_field_is_bad_input_not_a_server_error(api: Client, depth: int) -> None:
+    incident = declare(api)
+    body = '{"body": ' + "[" * depth + "]" * depth + "}"
+
+    response = send(api, "POST", f"/api/v1/incidents/{incident['id']}/updates", body)
+
+    assert "nested too deeply" in refused(response)["detail"]

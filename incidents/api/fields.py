@@ -216,6 +216,25 @@ class BodyRefused(ValueError):
         self.message, self.status, self.code = message, status, code
 
 
+# No body of ours nests beyond a few levels; far deeper would exhaust the recursion of validation.
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in value (0 for a scalar), without recursing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _pairs_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
@@ -251,9 +270,12 @@ class StrictParser(Parser):
         except UnicodeDecodeError:
             raise BodyRefused("The request body is not valid UTF-8.") from None
         try:
-            return json.loads(text, object_pairs_hook=_pairs_once)
+            data = json.loads(text, object_pairs_hook=_pairs_once)
         except RecursionError:
             raise BodyRefused("The request body is nested too deeply.") from None
+        if _depth(data) > MAX_DEPTH:  # validating it would recurse as deep (a 500, not an answer)
+            raise BodyRefused(f"The request body is nested too deeply (more than {MAX_DEPTH} levels).")
+        return data
 
     def parse_querydict(self, data: Any, list_fields: list[str], request: HttpRequest) -> dict[str, Any]:
         repeated = sorted(key for key in data if key not in list_fields and len(data.getlist(key)) > 1)
