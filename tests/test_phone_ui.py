@@ -470,3 +470,32 @@ def test_starting_a_post_mortem_asks_before_it_drops_typed_reopen_text(
     expect(page).to_have_url(f"{live_server.url}/manage/incidents/{incident.pk}/postmortem/")
     assert [kind for kind, _ in dialogs.seen] == ["confirm", "confirm"]
     assert problems == []
+
+
+def test_resolving_asks_before_it_drops_a_typed_update_and_not_about_its_own_message(
+    requires_chromium: None, live_server: Any, page: Page, staff: User
+) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3", title="Search is slow")
+    problems = watch_console(page)
+    dialogs = Dialogs(page)
+    page.set_viewport_size({"width": 390, "height": 900})
+    log_in(page, live_server.url)
+    page.goto(f"{live_server.url}/manage/incidents/{incident.pk}")
+    update = page.locator("#update-form").get_by_label("Message")
+    update.fill("Unsent: the index is rebuilding.")
+    resolve = page.get_by_role("button", name="Resolve incident")
+
+    with page.expect_event("dialog"):
+        resolve.click()
+    assert dialogs.seen == [("confirm", "Resolve it, and drop the text typed in another form here (not posted)?")]
+    expect(update).to_have_value("Unsent: the index is rebuilding.")
+    incident.refresh_from_db()
+    assert incident.resolved_at is None
+
+    # With nothing typed elsewhere, its own final message is no reason to ask.
+    update.fill("")
+    page.get_by_label("Final message (optional)").fill("Fixed.")
+    resolve.click()
+    expect(page.get_by_text("This incident is resolved")).to_be_visible()
+    assert len(dialogs.seen) == 1
+    assert problems == []

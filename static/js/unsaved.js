@@ -11,9 +11,10 @@
 //   written stay as they were, still unsaved.
 // - data-unsaved-guard on a form, or any form inside data-keep-unsaved: leaving the page with unsaved
 //   changes asks first (the browser's own "Leave site?" question). Submitting the form itself does not.
-// - data-confirm-unsaved="question" on a link, or on a button that submits a form the ordinary way (and
-//   so leaves the page): when a guarded form has unsaved changes, following the link or pressing the
-//   button asks this question first, and stays on the page unless the answer is OK.
+// - data-confirm-unsaved="question" on a link, or on a button that submits a form (the ordinary way, or
+//   through htmx for an action that replaces other forms, such as Resolve): when another guarded form
+//   has unsaved changes, following the link or pressing the button asks this question first, and does
+//   nothing unless the answer is OK.
 // - .unsaved-note inside a guarded form is shown while the form has unsaved changes.
 // - data-report-unsaved on a form: its htmx request also carries `unsaved`, the data-unsaved-name of each
 //   guarded form holding typed text not saved yet, so a refusal can say "save the summary first"
@@ -82,9 +83,9 @@
     return Array.prototype.slice.call(document.querySelectorAll(GUARDED));
   }
 
-  function hasUnsaved() {
+  function hasUnsaved(except) {
     return guardedForms().some(function (form) {
-      return form !== submitted && changedFields(form).length > 0;
+      return form !== submitted && form !== except && changedFields(form).length > 0;
     });
   }
 
@@ -205,11 +206,14 @@
 
   document.addEventListener("click", function (event) {
     var link = event.target.closest && event.target.closest("a[data-confirm-unsaved], button[data-confirm-unsaved]");
-    if (!link || !hasUnsaved()) {
+    var own = link && link.form ? link.form : null; // a button's own form sends its text: not "unsaved"
+    if (!link || !hasUnsaved(own)) {
       return;
     }
     if (window.confirm(link.getAttribute("data-confirm-unsaved"))) {
-      leaving = true; // asked already: the browser need not ask again
+      if (!(own && own.hasAttribute("hx-post"))) {
+        leaving = true; // asked already, and the page is left: the browser need not ask again
+      }
     } else {
       event.preventDefault();
     }
