@@ -980,7 +980,7 @@ def fault_connections(stack: Stack, plan: Plan) -> Result:
         result.notes.append(f"{len(result.public) / seconds:,.0f} requests/s (asyncio client; install wrk)")
         return result
     out = subprocess.run(
-        [wrk, "-t2", "-c256", f"-d{seconds:.0f}s", "--latency", "--timeout", "10s", f"http://127.0.0.1:{stack.port}/"],
+        [wrk, "-t1", "-c256", f"-d{seconds:.0f}s", "--latency", "--timeout", "10s", f"http://127.0.0.1:{stack.port}/"],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -992,7 +992,7 @@ def fault_connections(stack: Stack, plan: Plan) -> Result:
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         failed += sum(int(n) for n in m.groups())
     result.aggregate = (count, failed, tail, slowest)
-    result.notes.append(f"{count / seconds:,.0f} requests/s (wrk -t2 -c256)")
+    result.notes.append(f"{count / seconds:,.0f} requests/s (wrk -t1 -c256)")
     return result
 
 
