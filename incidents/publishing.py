@@ -146,13 +146,16 @@ def publish(*, force: bool = False) -> Snapshot:
 
 
 def _save(document: dict[str, Any], digest: str, *, force: bool) -> Snapshot:
+    floor = stores_version(document["source"])
     for _ in range(5):
         try:
             with transaction.atomic():
                 latest = Snapshot.objects.order_by("-version").first()
-                if latest is not None and latest.content_hash == digest and not force:
+                if latest is not None and latest.content_hash == digest and not force and latest.version >= floor:
                     return latest
-                version = (latest.version if latest else 0) + 1
+                # Above the stores' too: after a restore of an older dump they hold newer numbers, and
+                # only move forward, so a smaller one would never reach the public side.
+                version = max(latest.version if latest else 0, floor) + 1
                 document = {**document, "version": version}
                 snapshot = Snapshot.objects.create(version=version, document=document, content_hash=digest)
                 stale = Snapshot.objects.order_by("-version").values_list("version", flat=True)[KEEP_SNAPSHOTS:]
@@ -232,6 +235,23 @@ def write_stores(document: dict[str, Any]) -> bool:
         log.exception("could not write the snapshot to Redis")
         return stored
     return True
+
+
+def stores_version(source: str) -> int:
+    """The newest version of this database's documents in the file and in Redis (0 when none)."""
+    versions = [0]
+    current, file_source = _file_version(snapshot_path())
+    if current is not None and file_source in (source, None):
+        versions.append(current)
+    client = redis_client()
+    if client is not None:
+        try:
+            version, redis_source = client.mget(REDIS_VERSION_KEY, REDIS_SOURCE_KEY)
+            if version is not None and (redis_source is None or redis_source.decode() == source):
+                versions.append(int(version))
+        except Exception:
+            log.warning("could not read the snapshot version in Redis", exc_info=True)
+    return max(versions)
 
 
 def _file_version(path: Path) -> tuple[int | None, str | None]:

@@ -18,7 +18,7 @@ from django.test import Client
 from kombu.exceptions import OperationalError
 
 from incidents import actions, publishing, tasks
-from incidents.models import Component, PublishRequest, Snapshot
+from incidents.models import Component, Incident, PublishRequest, Snapshot, TimelineEvent
 from incidents.public import build_document, overall_status
 from statuspage.snapshot import reader
 from tests import factories
@@ -92,6 +92,32 @@ def test_it_writes_the_file_atomically_and_redis_never_backwards(staff: User, re
     publishing.write_stores({**snapshot.document, "version": snapshot.version - 1, "stale": True})
     assert "stale" not in json.loads(client.get(publishing.REDIS_DOCUMENT_KEY))
     assert "stale" not in json.loads(path.read_bytes())
+
+
+@pytest.mark.parametrize("stores", ["file and Redis", "file only"])
+def test_after_a_restore_of_an_older_dump_the_next_publish_reaches_the_public_side(
+    staff: User, stores: str, settings: Any, requires_redis: None
+) -> None:
+    """The stores only move forward. Before, a database restored from an older dump numbered its next
+    snapshot below theirs, and the public side kept showing the state from before the restore."""
+    if stores == "file only":
+        settings.REDIS_URL = ""
+    factories.declare(actor=staff, title="Before the dump")
+    publishing.publish()
+    dumped = Snapshot.objects.get()
+    factories.declare(actor=staff, title="After the dump, lost with the restore")
+    for _ in range(3):
+        publishing.publish(force=True)
+    Snapshot.objects.exclude(pk=dumped.pk).delete()  # what pg_restore of the older dump leaves
+    lost = Incident.objects.get(title="After the dump, lost with the restore")
+    TimelineEvent.objects.filter(incident=lost).delete()
+    lost.delete()
+
+    snapshot = publishing.publish()
+    reader.reset()
+
+    assert snapshot.version == 5  # above the stores' 4, not the restored database's 1 + 1
+    assert [row["name"] for row in reader.current().document["incidents"]] == ["Before the dump"]  # type: ignore[union-attr]
 
 
 def test_it_reads_the_file_when_redis_is_down(staff: User, settings: Any) -> None:
