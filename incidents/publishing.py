@@ -85,13 +85,29 @@ def is_foreign(document: dict[str, Any]) -> bool:
     return source is not None and source != database_identity()
 
 
-def redis_client() -> Any:
-    """A client with short timeouts: a Redis outage must cost the public side milliseconds."""
-    if not settings.REDIS_URL:
-        return None
-    import redis
+_redis_clients: dict[str, Any] = {}
 
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.25, socket_timeout=0.5)
+
+def redis_client() -> Any:
+    """A client with short timeouts: a Redis outage must cost the public side milliseconds.
+
+    One per URL and process, so its connections are pooled (a connection per call cost a TCP handshake
+    at every recheck of every public request's snapshot). redis-py's pool is thread-safe and starts
+    afresh in a forked child."""
+    url = settings.REDIS_URL
+    if not url:
+        return None
+    client = _redis_clients.get(url)
+    if client is None:
+        import redis
+
+        client = _redis_clients.setdefault(
+            url,
+            redis.Redis.from_url(
+                url, socket_connect_timeout=0.25, socket_timeout=0.5, health_check_interval=30, max_connections=64
+            ),
+        )
+    return client
 
 
 def request_publish() -> None:

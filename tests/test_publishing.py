@@ -120,6 +120,12 @@ def test_after_a_restore_of_an_older_dump_the_next_publish_reaches_the_public_si
     assert [row["name"] for row in reader.current().document["incidents"]] == ["Before the dump"]  # type: ignore[union-attr]
 
 
+def test_the_public_side_reuses_its_redis_connection(requires_redis: None) -> None:
+    """Before, every call made a new client: a TCP handshake (and a new server-side client) each time."""
+    ids = {publishing.redis_client().client_id() for _ in range(5)}
+    assert len(ids) == 1
+
+
 def test_it_reads_the_file_when_redis_is_down(staff: User, settings: Any) -> None:
     factories.declare(actor=staff, title="From the file")
     publishing.publish()
