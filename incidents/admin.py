@@ -18,7 +18,7 @@ from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from incidents import actions, escalation
+from incidents import actions, escalation, publishing
 from incidents.addresses import sending_problem
 from incidents.models import (
     MAX_COMPONENT_DESCRIPTION_LENGTH,
@@ -181,15 +181,41 @@ class ComponentAdminForm(forms.ModelForm):
 
     class Meta:
         model = Component
-        fields = ["description"]  # the admin adds the others
+        # Every field the admin edits, listed: the admin takes a custom form's fields as they are, so
+        # listing only the one redefined above left the add form without a name.
+        fields = [
+            "name",
+            "description",
+            "group",
+            "is_group",
+            "position",
+            "showcase",
+            "only_show_if_degraded",
+            "start_date",
+        ]
 
 
 @admin.register(Component)
 class ComponentAdmin(admin.ModelAdmin):
+    """Components are public: every add, change and delete here asks for a publish when it commits, as
+    the actions do, so the public page shows it within seconds rather than at the next periodic one."""
+
     form = ComponentAdminForm
     list_display = ["name", "group", "is_group", "position", "status", "showcase"]
     list_filter = ["is_group", "group"]
     readonly_fields = ["status"]  # status changes are recorded through the incident UI and the API
+
+    def save_model(self, request: HttpRequest, obj: Component, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        publishing.request_publish()
+
+    def delete_model(self, request: HttpRequest, obj: Component) -> None:
+        super().delete_model(request, obj)
+        publishing.request_publish()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Component]) -> None:
+        super().delete_queryset(request, queryset)
+        publishing.request_publish()
 
 
 @admin.register(IncidentTemplate)
