@@ -364,3 +364,22 @@ def test_probes_through_nginx_reach_the_app_on_plain_http_with_any_host(
             # The app's own 503 and JSON, not nginx's app-down page.
             assert (status, headers["Content-Type"]) == (503, "application/json")
             assert json.loads(body)["failing"][0] == "database"
+
+
+def test_probes_through_nginx_answer_json_when_gunicorn_is_down(tmp_path: Path) -> None:
+    """Before, nginx's own HTML 502: a monitor parsing JSON saw an error page instead of a status."""
+    need(Path(nginx.binary()).exists(), "needs nginx (apt-get install nginx-light)")
+    port = nginx.free_port()
+    config = nginx.local_config(
+        tmp=tmp_path,
+        port=port,
+        app_port=nginx.free_port(),  # nothing listens there: gunicorn is down
+        snapshot_site=tmp_path / "snapshot" / "site",
+        static_root=tmp_path / "static",
+    )
+    (tmp_path / "snapshot" / "site").mkdir(parents=True)
+    with nginx.running(config, tmp_path, port):
+        for path in ("/healthz", "/readyz"):
+            status, headers, body = fetch(f"http://127.0.0.1:{port}{path}")
+            assert (status, headers["Content-Type"], headers["Cache-Control"]) == (503, "application/json", "no-store")
+            assert json.loads(body) == {"status": "down", "detail": "the application (gunicorn) is not answering"}
