@@ -717,6 +717,30 @@ def test_two_idempotency_keys_or_an_empty_one_are_refused(api: Client) -> None:
     assert not Incident.objects.exists()
 
 
+@pytest.mark.parametrize("key", ["alert\x01db-1", "alert\tdb-1", "alert db-1", "alert\x7fdb-1", "alerté"])
+def test_an_idempotency_key_of_anything_but_visible_ascii_is_refused(api: Client, key: str) -> None:
+    data = {"title": "T", "severity": "sev1"}
+
+    response = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key})
+
+    body = refused(response)
+    assert body["field"] == "Idempotency-Key" and "visible ASCII" in body["detail"]
+    assert not Incident.objects.exists()
+
+
+def test_an_idempotency_key_of_200_visible_characters_is_honoured(api: Client) -> None:
+    data = {"title": "T", "severity": "sev1"}
+    key = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != ",")[:94] * 3
+
+    first = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key[:200]})
+    again = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key[:200]})
+    too_long = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key[:201]})
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert fields_of(too_long) == ["Idempotency-Key"]
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["application/json-patch+json", "application/vnd.api+json", "application/json; charset=utf-16"],

@@ -7,6 +7,7 @@ milestones, impact) of its change.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import transaction
@@ -85,6 +86,34 @@ def _renamed(refused: ActionRefused, fields: dict[str, str]) -> ActionRefused:
     return ActionRefused(refused.message, field=fields[refused.field], code=refused.code)
 
 
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+def _idempotency_key(value: str) -> str:
+    """The key as sent, without the spaces around it; a 422 for one no client means to send."""
+    key = value.strip(" ")
+    if not key:
+        raise ActionRefused(
+            "Idempotency-Key is empty: send a key, or leave the header out.", field="Idempotency-Key", code="invalid"
+        )
+    if "," in key:
+        # Two Idempotency-Key headers arrive joined by a comma: neither key would match a retry.
+        raise ActionRefused(
+            "Send one Idempotency-Key, without commas (two headers arrive joined into one).",
+            field="Idempotency-Key",
+            code="invalid",
+        )
+    if not _VISIBLE_ASCII.fullmatch(key):
+        # A control character (NUL, a tab, \x01) or a non-ASCII one is a client's bug, and some would not
+        # survive a proxy or the database unchanged: a retry might then not find the first request.
+        raise ActionRefused(
+            "Idempotency-Key may hold only visible ASCII characters (no spaces, tabs or control characters).",
+            field="Idempotency-Key",
+            code="invalid",
+        )
+    return key
+
+
 def _incident_read(user: Any, incident_id: int) -> dict[str, Any]:
     return incident_out(access.get_full_incident_for_user(user, incident_id), now=timezone.now())
 
@@ -105,27 +134,19 @@ def _incident_read(user: Any, incident_id: int) -> dict[str, Any]:
 def declare_incident(
     request: HttpRequest,
     payload: DeclareIn,
-    idempotency_key: HeaderEx[str | None, P(alias="Idempotency-Key", max_length=200, pattern=r"^[^\x00]*$")] = None,
+    idempotency_key: HeaderEx[
+        str | None,
+        P(
+            alias="Idempotency-Key",
+            max_length=200,
+            description="Visible ASCII characters (no spaces, tabs or control characters), at most 200.",
+        ),
+    ] = None,
 ) -> Status[dict[str, Any]]:
     user = request.auth  # type: ignore[attr-defined]
+    key = None if idempotency_key is None else _idempotency_key(idempotency_key)
     severity = _severity(user, payload.severity)
     components = _component_statuses(user, payload.components)
-    key = None
-    if idempotency_key is not None:
-        key = idempotency_key.strip()
-        if not key:
-            raise ActionRefused(
-                "Idempotency-Key is empty: send a key, or leave the header out.",
-                field="Idempotency-Key",
-                code="invalid",
-            )
-        if "," in key:
-            # Two Idempotency-Key headers arrive joined by a comma: neither key would match a retry.
-            raise ActionRefused(
-                "Send one Idempotency-Key, without commas (two headers arrive joined into one).",
-                field="Idempotency-Key",
-                code="invalid",
-            )
     incident = actions.declare_incident(
         actor=user,
         title=payload.title,
