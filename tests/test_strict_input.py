@@ -576,9 +576,33 @@ def test_a_url_asked_with_a_method_it_does_not_take_answers_json_naming_the_ones
         response = api.generic(method, url)
         body = refused(response, 405)
         assert body["code"] == "method_not_allowed"
-        assert body["detail"] == "This URL takes GET, PATCH only."
-        assert response["Allow"] == "GET, PATCH"
-    assert refused(api.patch("/api/v1/severities"), 405)["detail"] == "This URL takes GET only."
+        assert body["detail"] == "This URL takes GET, HEAD, PATCH only."
+        assert response["Allow"] == "GET, HEAD, PATCH"
+    assert refused(api.patch("/api/v1/severities"), 405)["detail"] == "This URL takes GET, HEAD only."
+    head = api.head(f"{url}/acknowledge")
+    assert (head.status_code, head["Allow"]) == (405, "POST")
+
+
+@pytest.mark.parametrize(
+    "path", ["/incidents", "/incidents/{id}", "/incidents/{id}/paging", "/components", "/severities", "/maintenances"]
+)
+def test_head_is_answered_like_get_without_the_body(api: Client, path: str) -> None:
+    url = "/api/v1" + path.format(id=declare(api)["id"])
+
+    got = api.get(url)
+    head = api.head(url)
+
+    assert (got.status_code, head.status_code) == (200, 200)
+    assert head.content == b""
+    assert head["Content-Type"] == got["Content-Type"] == "application/json; charset=utf-8"
+    assert head["Content-Length"] == str(len(got.content))
+
+
+def test_head_answers_the_errors_get_would(api: Client) -> None:
+    assert api.head("/api/v1/incidents/999999").status_code == 404
+    assert api.head("/api/v1/incidents?bogus=1").status_code == 422
+    assert api.head("/api/v1/nowhere").status_code == 404
+    assert Client().head("/api/v1/incidents").status_code == 401
 
 
 def test_a_key_given_twice_in_a_body_is_refused_not_the_last_one_kept(api: Client) -> None:

@@ -146,10 +146,35 @@ def install_error_handlers(api: NinjaAPI) -> None:
         return error(request, exc.status_code, exc.message, _CODES.get(exc.status_code, "error"))
 
 
+def not_allowed(methods: Sequence[str]) -> HttpResponse:
+    """A 405 in JSON naming the methods the URL takes (also in Allow)."""
+    detail = f"This URL takes {', '.join(methods)} only."
+    answer = HttpResponse(
+        json.dumps({"detail": detail, "code": "method_not_allowed"}), status=405, content_type="application/json"
+    )
+    answer["Allow"] = ", ".join(methods)
+    return answer
+
+
+def _head(view: Callable[..., HttpResponseBase], request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    """HEAD answered as Django answers it for its own views: what GET would answer, headers and status, without
+    the body (ninja knows only the methods an operation names, so it answered 405)."""
+    request.method = "GET"
+    try:
+        response = view(request, *args, **kwargs)
+    finally:
+        request.method = "HEAD"
+    if isinstance(response, HttpResponse):
+        length = len(response.content)
+        response.content = b""
+        response["Content-Length"] = str(length)
+    return response
+
+
 def answer_wrong_methods_in_json(urls: tuple[list[Any], str, str]) -> tuple[list[Any], str, str]:
     """api.urls with every view wrapped so that a known URL asked with a method it does not take answers
     a 405 in JSON, naming the methods it takes (ninja answers those in plain text, before any exception
-    handler)."""
+    handler), and HEAD is answered wherever GET is."""
     patterns, app_name, namespace = urls
 
     def wrap(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
@@ -158,15 +183,12 @@ def answer_wrong_methods_in_json(urls: tuple[list[Any], str, str]) -> tuple[list
             response = view(request, *args, **kwargs)
             if not isinstance(response, HttpResponseNotAllowed):
                 return response
-            methods = sorted(method.strip() for method in response["Allow"].split(","))
-            detail = f"This URL takes {', '.join(methods)} only."
-            answer = HttpResponse(
-                json.dumps({"detail": detail, "code": "method_not_allowed"}),
-                status=405,
-                content_type="application/json",
-            )
-            answer["Allow"] = ", ".join(methods)
-            return answer
+            methods = {method.strip() for method in response["Allow"].split(",")}
+            if "GET" in methods:
+                if request.method == "HEAD":
+                    return _head(view, request, *args, **kwargs)
+                methods.add("HEAD")
+            return not_allowed(sorted(methods))
 
         return wrapped
 
