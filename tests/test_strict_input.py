@@ -417,6 +417,7 @@ def test_it_answers_an_oversized_body_with_a_json_413(api: Client, settings: Any
         ("/api/v1/incidents?stat=open", "stat"),
         ("/api/v1/maintenances?state=upcoming&limt=5", "limt"),
         ("/api/v1/components?group=1", "group"),
+        ("/api/v1/openapi.json?x=1", "x"),
     ],
 )
 def test_it_refuses_unknown_query_parameters(api: Client, url: str, field: str) -> None:
@@ -429,6 +430,17 @@ def test_it_still_reads_known_query_parameters_and_answers_404_for_unknown_urls(
     assert api.get("/api/v1/metrics?severity=sev1&since=2026-03-01T00:00:00Z").status_code == 200
     assert api.get("/api/v1/incidents?state=open&limit=5&offset=0").status_code == 200
     refused(api.get("/api/v1/nothing-here?x=1"), 404)
+
+
+def test_the_openapi_schema_is_read_with_get_or_head_only(db: None) -> None:
+    client = Client()
+
+    assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "Signalpost staff API"
+    assert client.head("/api/v1/openapi.json").status_code == 200
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        response = client.generic(method, "/api/v1/openapi.json")
+        assert refused(response, 405)["code"] == "method_not_allowed"
+        assert response["Allow"] == "GET, HEAD"
 
 
 # --- Idempotency-Key lasts 24 hours -------------------------------------------------------------
