@@ -8,8 +8,10 @@ maintenance windows may not end in the past, and regions are limited (20, of 100
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -441,6 +443,63 @@ def test_the_openapi_schema_is_read_with_get_or_head_only(db: None) -> None:
         response = client.generic(method, "/api/v1/openapi.json")
         assert refused(response, 405)["code"] == "method_not_allowed"
         assert response["Allow"] == "GET, HEAD"
+
+
+# --- a chunked body without Content-Length is never read as empty ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/incidents"), ("PATCH", "/incidents/{id}"), ("POST", "/incidents/{id}/resolve"), ("PUT", "/incidents")],
+)
+def test_a_chunked_body_without_a_length_is_a_411_not_an_empty_body(api: Client, method: str, path: str) -> None:
+    """Under WSGI Django reads a body by its Content-Length: a chunked one arrives empty, and resolving
+    with it would resolve without the message the client sent. What the test client sends here is what
+    Django sees from gunicorn or runserver for such a request: the header, and no body."""
+    incident = declare(api)
+    url = "/api/v1" + path.format(id=incident["id"])
+
+    response = api.generic(method, url, b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked")
+
+    body = refused(response, 411)
+    assert body["code"] == "length_required" and "Content-Length" in body["detail"]
+    assert Incident.objects.get().status != "resolved" and Incident.objects.count() == 1
+
+
+def test_a_body_with_its_length_is_read_whatever_transfer_encoding_says(api: Client) -> None:
+    incident = declare(api)
+    url = f"/api/v1/incidents/{incident['id']}/resolve"
+
+    response = api.post(url, {"message": "Fixed."}, content_type="application/json", HTTP_TRANSFER_ENCODING="identity")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["updates"][0]["body"] == "Fixed."
+
+
+def test_a_real_chunked_request_is_answered_411(live_server: Any, staff: User) -> None:
+    """Over a socket to a real server: without the 411, the body arrived empty (a 422 for missing fields)."""
+    factories.ensure_severities()
+    host, port = live_server.url.removeprefix("http://").split(":")
+    body = b'{"title": "Queries are slow", "severity": "sev1"}'
+    request = (
+        b"POST /api/v1/incidents HTTP/1.1\r\n"
+        + f"Host: {host}:{port}\r\n".encode()
+        + f"Authorization: Bearer {create_token(staff.username)}\r\n".encode()
+        + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 411"), answer
+    assert json.loads(payload)["code"] == "length_required"
+    assert not Incident.objects.exists()
 
 
 # --- Idempotency-Key lasts 24 hours -------------------------------------------------------------

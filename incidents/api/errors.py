@@ -37,6 +37,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    411: "length_required",
     413: "too_large",
     415: "unsupported_media_type",
     429: "throttled",
@@ -156,6 +157,26 @@ def not_allowed(methods: Sequence[str]) -> HttpResponse:
     return answer
 
 
+def _body_without_length(request: HttpRequest) -> bool:
+    """A write whose body comes chunked (Transfer-Encoding) without a Content-Length. Under WSGI Django reads
+    a body by its Content-Length, so such a body arrives empty: answering it would act on nothing."""
+    return (
+        request.method in ("POST", "PUT", "PATCH")
+        and "Transfer-Encoding" in request.headers
+        and not request.META.get("CONTENT_LENGTH")
+    )
+
+
+def length_required() -> HttpResponse:
+    detail = (
+        "Length Required: send Content-Length with the body (a body sent with Transfer-Encoding: chunked "
+        "cannot be read here)."
+    )
+    return HttpResponse(
+        json.dumps({"detail": detail, "code": "length_required"}), status=411, content_type="application/json"
+    )
+
+
 def _head(view: Callable[..., HttpResponseBase], request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
     """HEAD answered as Django answers it for its own views: what GET would answer, headers and status, without
     the body (ninja knows only the methods an operation names, so it answered 405)."""
@@ -174,12 +195,14 @@ def _head(view: Callable[..., HttpResponseBase], request: HttpRequest, *args: An
 def answer_wrong_methods_in_json(urls: tuple[list[Any], str, str]) -> tuple[list[Any], str, str]:
     """api.urls with every view wrapped so that a known URL asked with a method it does not take answers
     a 405 in JSON, naming the methods it takes (ninja answers those in plain text, before any exception
-    handler), and HEAD is answered wherever GET is."""
+    handler), HEAD is answered wherever GET is, and a chunked body without a Content-Length is a 411."""
     patterns, app_name, namespace = urls
 
     def wrap(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if _body_without_length(request):
+                return length_required()
             response = view(request, *args, **kwargs)
             if not isinstance(response, HttpResponseNotAllowed):
                 return response
