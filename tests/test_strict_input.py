@@ -752,6 +752,69 @@ def test_free_text_beyond_its_limit_is_refused_not_cut(api: Client, url: str, fi
     assert "at most" in refused(response)["errors"][0]["msg"]
 
 
+SPACES = " \n\t "
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "data", "field"),
+    [
+        ("POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "message": SPACES}, "message"),
+        ("POST", "/api/v1/incidents/{id}/resolve", {"message": SPACES}, "message"),
+        ("POST", "/api/v1/incidents/{resolved}/reopen", {"reason": "Back", "message": SPACES}, "message"),
+        ("PATCH", "/api/v1/incidents/{id}", {"workaround": SPACES}, "workaround"),
+        ("POST", "/api/v1/maintenances/{maintenance}/cancel", {"reason": SPACES}, "reason"),
+        ("POST", "/api/v1/maintenances/{maintenance}/start", {"message": SPACES}, "message"),
+        ("POST", "/api/v1/maintenances/{maintenance}/complete", {"message": SPACES}, "message"),
+        (
+            "PATCH",
+            "/api/v1/maintenances/{maintenance}",
+            {"scheduled_until": "2026-03-05T10:00:00Z", "message": SPACES},
+            "message",
+        ),
+        (
+            "POST",
+            "/api/v1/maintenances",
+            {
+                "title": "W",
+                "scheduled_for": "2026-03-05T10:00:00Z",
+                "scheduled_until": "2026-03-05T11:00:00Z",
+                "message": SPACES,
+            },
+            "message",
+        ),
+    ],
+)
+def test_optional_text_of_only_spaces_is_refused_not_read_as_none(
+    api: Client, method: str, url: str, data: dict[str, Any], field: str
+) -> None:
+    incident = declare(api)
+    reopenable = resolved(api)
+    window = Maintenance.objects.create(
+        title="W", scheduled_for=timezone.now() + timedelta(days=1), scheduled_until=timezone.now() + timedelta(days=2)
+    )
+    before = (Incident.objects.order_by("pk").values_list("status", "workaround"), list(window.updates.all()))
+    before = (list(before[0]), before[1])
+    target = url.format(id=incident["id"], resolved=reopenable["id"], maintenance=window.pk)
+
+    response = send(api, method, target, data)
+
+    assert fields_of(response) == [field]
+    assert "only spaces" in refused(response)["errors"][0]["msg"]
+    assert (
+        list(Incident.objects.order_by("pk").values_list("status", "workaround")),
+        list(window.updates.all()),
+    ) == before
+    # The same request with text in the field is not refused for it (complete answers 409: not started).
+    assert send(api, method, target, {**data, field: "Some text."}).status_code in (200, 201, 409)
+
+
+def test_the_schema_says_optional_text_is_empty_or_says_something(db: None) -> None:
+    schemas = Client().get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+    assert schemas["ResolveIn"]["properties"]["message"]["pattern"] == r"^$|\S"
+    assert schemas["MaintenanceCancelIn"]["properties"]["reason"]["pattern"] == r"^$|\S"
+
+
 def test_each_free_text_has_one_limit_in_the_forms_and_the_api(db: None) -> None:
     from incidents.admin import ComponentAdminForm
     from incidents.forms import ReopenForm, StopPagingForm
