@@ -500,12 +500,18 @@ def test_it_refuses_bad_reschedules(api: Client, data: dict[str, Any], status: i
     assert field in [error["field"] for error in body["errors"]]
 
 
-def test_it_refuses_a_reschedule_that_changes_nothing_with_409(api: Client) -> None:
+@pytest.mark.parametrize("data", [{"scheduled_for": START, "scheduled_until": END}, {"scheduled_until": END}])
+def test_a_reschedule_that_changes_nothing_answers_200_and_sends_nothing(api: Client, data: dict[str, Any]) -> None:
     created = schedule(api)
+    url = f"/api/v1/maintenances/{created['id']}"
+    before = api.get(url).json()
 
-    response = patch(api, f"/api/v1/maintenances/{created['id']}", {"scheduled_for": START, "scheduled_until": END})
+    response = patch(api, url, {**data, "message": "Still on."})
 
-    assert_error(response, 409, "Nothing changed.", code="unchanged")
+    assert response.status_code == 200, response.content
+    assert response.json() == before
+    window = Maintenance.objects.get()
+    assert (window.sequence, window.updates.count(), window.events.count()) == (0, 1, 1)
 
 
 # --- cancel -------------------------------------------------------------------------------------

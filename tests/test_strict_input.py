@@ -22,7 +22,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from incidents.models import Component, Incident, IncidentUpdate, Maintenance
+from incidents.models import Component, ComponentStatusChange, Incident, IncidentUpdate, Maintenance, TimelineEvent
 from tests import factories
 from tests.test_api import create_token
 
@@ -944,6 +944,48 @@ def test_a_postmortem_patch_that_would_change_nothing_is_refused(api: Client, pa
 
     body = refused(response)
     assert body["field"] == (next(iter(payload)) if payload else "body")
+
+
+# --- one rule for a PATCH that changes nothing: 200, the object as it is, nothing recorded ----------
+
+
+def test_a_postmortem_patch_that_changes_nothing_answers_200_and_records_nothing(api: Client, staff: User) -> None:
+    url = with_postmortem(api)
+    body = {"body": "A bad deploy.", "is_public": True}
+    written = send(api, "PATCH", url, {"sections": {"root_cause": body}, "owner": staff.username})
+    assert written.status_code == 200, written.content
+    events = TimelineEvent.objects.count()
+
+    again = send(api, "PATCH", url, {"sections": {"root_cause": body}, "owner": staff.username})
+
+    assert again.status_code == 200 and again.json() == written.json()
+    assert TimelineEvent.objects.count() == events
+
+
+def test_a_component_patch_to_its_own_status_answers_200_and_records_nothing(api: Client, web: Component) -> None:
+    incident = declare(api)
+    url = f"/api/v1/components/{web.pk}"
+    before = api.get(url.rsplit("/", 1)[0]).json()
+    events = TimelineEvent.objects.count()
+
+    plain = send(api, "PATCH", url, {"status": "operational"})
+    on_incident = send(api, "PATCH", url, {"status": "operational", "incident_id": incident["id"]})
+
+    assert (plain.status_code, on_incident.status_code) == (200, 200)
+    assert plain.json() == on_incident.json() == next(c for c in before if c["id"] == web.pk)
+    assert (TimelineEvent.objects.count(), ComponentStatusChange.objects.filter(component=web).count()) == (events, 0)
+
+
+def test_an_action_item_patch_to_its_own_status_answers_200_and_records_nothing(api: Client) -> None:
+    url = with_postmortem(api)
+    added = send(api, "POST", f"{url}/action-items", {"title": "Alert on error rate"})
+    item = added.json()["action_items"][0]["id"]
+    events = TimelineEvent.objects.count()
+
+    response = send(api, "PATCH", f"{url}/action-items/{item}", {"status": "open"})
+
+    assert response.status_code == 200 and response.json() == added.json()
+    assert TimelineEvent.objects.count() == events
 
 
 def test_a_group_takes_no_status_and_reads_as_the_public_page_shows_it(api: Client, staff: User) -> None:

@@ -8,6 +8,7 @@ milestones, impact) of its change.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -114,6 +115,21 @@ def _idempotency_key(value: str) -> str:
     return key
 
 
+def unless_unchanged(change: Callable[[], object]) -> None:
+    """Make a change a PATCH asks for, where the object may already be as asked.
+
+    The API's rule for every PATCH: one that changes nothing answers 200 with the object as it is, and
+    records and sends nothing. PATCH is a statement of the state wanted, so a client that retries after a
+    lost answer, or sends the whole form again, learns it has what it asked for instead of a 409 it must
+    tell apart from a real conflict. The actions refuse "no change" (code "unchanged") for the staff UI,
+    which says "Nothing changed."; here it is simply done."""
+    try:
+        change()
+    except ActionRefused as refused:
+        if refused.code != "unchanged":
+            raise
+
+
 def _incident_read(user: Any, incident_id: int) -> dict[str, Any]:
     return incident_out(access.get_full_incident_for_user(user, incident_id), now=timezone.now())
 
@@ -198,7 +214,9 @@ def get_incident(request: HttpRequest, incident_id: int) -> dict[str, Any]:
     response={200: IncidentOut, **WRITE_ERRORS},
     tags=["incidents"],
     summary="Change severity and/or impact scope",
-    description="Only the fields present change. Both kinds of change in one request apply together or not at all.",
+    description="Only the fields present change. Both kinds of change in one request apply together or not at all. "
+    "Fields that already hold the value sent are no change: nothing is recorded for them (and a PATCH that changes "
+    "nothing answers 200 with the incident as it is).",
 )
 def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatchIn) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
@@ -217,7 +235,8 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
         if "severity" in given:
             if payload.severity is None:
                 raise ActionRefused("Severity cannot be empty.", field="severity", code="invalid")
-            actions.change_severity(incident, actor=user, severity=_severity(user, payload.severity))
+            severity = _severity(user, payload.severity)
+            unless_unchanged(lambda: actions.change_severity(incident, actor=user, severity=severity))
         if "commander" in given:
             if not (payload.commander or "").strip():
                 raise ActionRefused(
@@ -230,9 +249,9 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
                 raise ActionRefused(
                     f"No active staff user is called {payload.commander!r}.", field="commander", code="unknown"
                 )
-            actions.assign_commander(incident, actor=user, commander=commander)
+            unless_unchanged(lambda: actions.assign_commander(incident, actor=user, commander=commander))
         if scope:
-            actions.update_impact_scope(incident, actor=user, **scope)
+            unless_unchanged(lambda: actions.update_impact_scope(incident, actor=user, **scope))
     return _incident_read(user, incident_id)
 
 
