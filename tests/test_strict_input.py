@@ -792,8 +792,7 @@ def test_optional_text_of_only_spaces_is_refused_not_read_as_none(
     window = Maintenance.objects.create(
         title="W", scheduled_for=timezone.now() + timedelta(days=1), scheduled_until=timezone.now() + timedelta(days=2)
     )
-    before = (Incident.objects.order_by("pk").values_list("status", "workaround"), list(window.updates.all()))
-    before = (list(before[0]), before[1])
+    before = (list(Incident.objects.order_by("pk").values_list("status", "workaround")), list(window.updates.all()))
     target = url.format(id=incident["id"], resolved=reopenable["id"], maintenance=window.pk)
 
     response = send(api, method, target, data)

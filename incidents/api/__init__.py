@@ -79,10 +79,10 @@ def schema_view_as_strict(view: Callable[..., HttpResponseBase]) -> Callable[...
 def urls() -> tuple[list[Any], str, str]:
     """What statuspage/urls.py includes at /api/v1/."""
     patterns, app_name, namespace = api.urls
-    patterns = [
+    strict = [
         URLPattern(p.pattern, schema_view_as_strict(p.callback), p.default_args, p.name)
-        if p.name == "openapi-json"
+        if isinstance(p, URLPattern) and p.name == "openapi-json"
         else p
         for p in patterns
     ]
-    return answer_wrong_methods_in_json((patterns, app_name, namespace))
+    return answer_wrong_methods_in_json((strict, app_name, namespace))
