@@ -1,8 +1,9 @@
 """Every API error is JSON: {"detail": "…", "code": "…"}, plus "field" and "errors" for bad input (422).
 
 409 means the change is impossible in the incident's current state (an ActionRefused without a
-field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field); 413 a
-body over DATA_UPLOAD_MAX_MEMORY_SIZE; 503 a database that is down or not answering; 500 our fault
+field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field); 411 a
+chunked body without Content-Length (WSGI would hand it over empty); 413 a body over
+DATA_UPLOAD_MAX_MEMORY_SIZE; 503 a database that is down or not answering; 500 our fault
 (logged as Django logs it, with the traceback).
 """
 
