@@ -438,7 +438,9 @@ def test_the_openapi_schema_is_read_with_get_or_head_only(db: None) -> None:
     client = Client()
 
     assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "Signalpost staff API"
-    assert client.head("/api/v1/openapi.json").status_code == 200
+    head = client.head("/api/v1/openapi.json")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head["Content-Length"] == str(len(client.get("/api/v1/openapi.json").content))
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         response = client.generic(method, "/api/v1/openapi.json")
         assert refused(response, 405)["code"] == "method_not_allowed"

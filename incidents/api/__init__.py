@@ -18,7 +18,7 @@ from ninja.operation import Operation
 
 from incidents.api.auth import ApiTokenAuth
 from incidents.api.endpoints import router
-from incidents.api.errors import answer_wrong_methods_in_json, install_error_handlers, not_allowed
+from incidents.api.errors import answer_head, answer_wrong_methods_in_json, install_error_handlers, not_allowed
 from incidents.api.fields import StrictParser, refuse_unknown_input
 
 
@@ -71,6 +71,8 @@ def schema_view_as_strict(view: Callable[..., HttpResponseBase]) -> Callable[...
             msg = "Unknown query parameter; this endpoint takes none"
             errors = [{"loc": ("query", name), "msg": msg, "type": "extra_forbidden"} for name in sorted(request.GET)]
             return api.on_exception(request, ValidationError(errors))
+        if request.method == "HEAD":
+            return answer_head(view, request, *args, **kwargs)
         return view(request, *args, **kwargs)
 
     return strict

@@ -178,7 +178,9 @@ def length_required() -> HttpResponse:
     )
 
 
-def _head(view: Callable[..., HttpResponseBase], request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+def answer_head(
+    view: Callable[..., HttpResponseBase], request: HttpRequest, *args: Any, **kwargs: Any
+) -> HttpResponseBase:
     """HEAD answered as Django answers it for its own views: what GET would answer, headers and status, without
     the body (ninja knows only the methods an operation names, so it answered 405)."""
     request.method = "GET"
@@ -210,7 +212,7 @@ def answer_wrong_methods_in_json(urls: tuple[list[Any], str, str]) -> tuple[list
             methods = {method.strip() for method in response["Allow"].split(",")}
             if "GET" in methods:
                 if request.method == "HEAD":
-                    return _head(view, request, *args, **kwargs)
+                    return answer_head(view, request, *args, **kwargs)
                 methods.add("HEAD")
             return not_allowed(sorted(methods))
 
