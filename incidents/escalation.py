@@ -56,6 +56,7 @@ from django.utils import timezone
 from incidents.addresses import sending_problem
 from incidents.emails import is_plain_address
 from incidents.models import (
+    MAX_STOP_REASON_LENGTH,
     Clock,
     ClockEvent,
     ClockEventKind,
@@ -131,7 +132,7 @@ def copy_policy(
                     due_at=due_at,
                     recipients=recipients,
                     stopped_at=past_at if past else None,
-                    stop_reason=past_reason[:200] if past else "",
+                    stop_reason=past_reason[:MAX_STOP_REASON_LENGTH] if past else "",
                     created_at=past_at or start,
                 )
             )
@@ -141,7 +142,7 @@ def copy_policy(
 def stop_pending(incident: Incident, at: datetime, reason: str) -> int:
     """Stop the steps not yet fired and cancel the pages not yet sent. The caller holds the incident lock."""
     stopped = PageStep.objects.filter(incident=incident, fired_at__isnull=True, stopped_at__isnull=True).update(
-        stopped_at=at, stop_reason=reason[:200]
+        stopped_at=at, stop_reason=reason[:MAX_STOP_REASON_LENGTH]
     )
     StaffNotice.objects.filter(incident=incident, kind=NoticeKind.PAGE, status__in=[NoticeStatus.PENDING]).update(
         status=NoticeStatus.CANCELLED, last_error=reason[:500]

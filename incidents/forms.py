@@ -39,6 +39,23 @@ REGIONS_INPUT_LENGTH = MAX_REGIONS * (MAX_REGION_LENGTH + 2)
 OPEN_PUBLIC_STATUSES = [(value, label) for value, label in PublicStatus.choices if value != PublicStatus.RESOLVED]
 
 
+class OptionalTextField(forms.CharField):
+    """Optional text: empty means none, but text of only spaces or blank lines is an error next to the field
+    rather than quietly read as none (as the API answers it: a 422 naming the field)."""
+
+    default_error_messages = {"blank": "This is only spaces: write something, or leave it empty."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(strip=False, **kwargs)
+
+    def clean(self, value: Any) -> str:
+        text: str = super().clean(value)
+        if text and not text.strip():
+            raise forms.ValidationError(self.error_messages["blank"], code="blank")
+        return text.strip()
+
+
 def _plain_number(value: Decimal | None) -> str | None:
     """12.50 → '12.5', 100.00 → '100' (normalize alone would give '1E+2')."""
     return None if value is None else f"{value.normalize():f}"
@@ -166,9 +183,8 @@ class DeclareForm(ComponentStatusForm):
     public_status = forms.ChoiceField(
         choices=OPEN_PUBLIC_STATUSES, initial=PublicStatus.INVESTIGATING, label="Public status"
     )
-    message = forms.CharField(
+    message = OptionalTextField(
         max_length=MAX_MESSAGE_LENGTH,
-        required=False,
         widget=forms.Textarea(attrs={"rows": 4}),
         label="First message",
         help_text="Markdown. A public first message starts the update cadence and stops the first-update clock.",
@@ -264,9 +280,7 @@ class ScopeForm(StaffForm):
     regions = forms.CharField(
         required=False, max_length=REGIONS_INPUT_LENGTH, label="Regions or segments", help_text="Comma-separated."
     )
-    workaround = forms.CharField(
-        max_length=MAX_WORKAROUND_LENGTH, required=False, widget=forms.Textarea(attrs={"rows": 3})
-    )
+    workaround = OptionalTextField(max_length=MAX_WORKAROUND_LENGTH, widget=forms.Textarea(attrs={"rows": 3}))
     impact_override = forms.ChoiceField(
         required=False,
         choices=[("", "Derived from component statuses"), *Impact.choices],
@@ -290,9 +304,8 @@ class ScopeForm(StaffForm):
 class ResolveForm(StaffForm):
     refusal_fields = {"body": "message"}
 
-    message = forms.CharField(
+    message = OptionalTextField(
         max_length=MAX_MESSAGE_LENGTH,
-        required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         label="Final message (optional)",
         help_text=(
@@ -318,9 +331,8 @@ class ReopenForm(StaffForm):
     reason = forms.CharField(
         max_length=MAX_REASON_LENGTH, label="Why reopen?", help_text="For the timeline (internal)."
     )
-    message = forms.CharField(
+    message = OptionalTextField(
         max_length=MAX_MESSAGE_LENGTH,
-        required=False,
         label="Tell customers (optional)",
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text=(

@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.forms.boundfield import BoundWidget
 
 from incidents.api.fields import EARLIEST, LATEST
-from incidents.forms import StaffForm
+from incidents.forms import OptionalTextField, StaffForm
 from incidents.models import MAX_MESSAGE_LENGTH, MAX_REASON_LENGTH, Component, Maintenance, MaintenanceStatus
 
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
@@ -106,9 +106,8 @@ class ScheduleForm(StaffForm):
         label="Affected components",
         help_text="They show “Under maintenance” while the window is in progress, and get back their status after.",
     )
-    message = forms.CharField(
+    message = OptionalTextField(
         max_length=MAX_MESSAGE_LENGTH,
-        required=False,
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Markdown, shown on the status page. Leave empty to announce just the window.",
     )
@@ -171,9 +170,8 @@ class MaintenanceUpdateForm(StaffForm):
 
 
 class RescheduleForm(StaffForm):
-    message = forms.CharField(
+    message = OptionalTextField(
         max_length=MAX_MESSAGE_LENGTH,
-        required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         label="Note (optional)",
         help_text="Markdown. Default: the new window.",
@@ -196,8 +194,7 @@ class RescheduleForm(StaffForm):
 class CancelForm(StaffForm):
     refusal_fields = {"reason": "reason"}
 
-    reason = forms.CharField(
-        required=False,
+    reason = OptionalTextField(
         max_length=MAX_REASON_LENGTH,
         widget=forms.Textarea(attrs={"rows": 2}),
         label="Reason (optional)",

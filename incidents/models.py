@@ -193,6 +193,9 @@ MAX_REGION_LENGTH = 100
 MAX_MESSAGE_LENGTH = 20_000
 MAX_WORKAROUND_LENGTH = 2_000
 MAX_REASON_LENGTH = 500
+# A stopped page step keeps who stopped it with the reason ("stopped by alice: …"): room for a full reason
+# and a username (150) with the words around it.
+MAX_STOP_REASON_LENGTH = MAX_REASON_LENGTH + 200
 # A component's description (shown on the status page), in the admin and the API alike.
 MAX_COMPONENT_DESCRIPTION_LENGTH = 2_000
 
@@ -1033,7 +1036,7 @@ class PageStep(models.Model):
     recipients = models.JSONField(default=list, help_text='[{"user_id": 3, "name": "alice"}, {"email": "…"}]')
     fired_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
-    stop_reason = models.CharField(max_length=200, blank=True)
+    stop_reason = models.CharField(max_length=MAX_STOP_REASON_LENGTH, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

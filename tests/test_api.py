@@ -17,7 +17,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from incidents import actions, clocks
-from incidents.models import ApiToken, Component, Incident, TimelineEvent
+from incidents.models import ApiToken, Component, Incident, PublishRequest, TimelineEvent
 from statuspage.snapshot import reader
 from tests import factories
 from tests.conftest import Subscribe
@@ -740,18 +740,53 @@ def test_it_changes_severity_and_scope_in_one_request(api: Client, staff: User) 
 
 def test_it_applies_nothing_when_part_of_a_patch_is_refused(api: Client, staff: User) -> None:
     incident = factories.declare(actor=staff, regions=["eu"])
-    response = patch(api, f"/api/v1/incidents/{incident.pk}", {"severity": "sev2", "regions": ["eu"]})
+    response = patch(api, f"/api/v1/incidents/{incident.pk}", {"severity": "sev2", "commander": "nobody"})
 
-    assert_error(response, 409, "Nothing changed.")
+    assert_error(response, 422, field="commander")
     incident.refresh_from_db()
     assert incident.severity.key == "sev1"
     assert not incident.events.filter(kind="severity_changed").exists()
 
 
-def test_it_refuses_a_patch_to_the_same_severity_as_a_conflict(api: Client, staff: User) -> None:
-    incident = factories.declare(actor=staff, severity_key="sev1")
-    response = patch(api, f"/api/v1/incidents/{incident.pk}", {"severity": "sev1"})
-    assert_error(response, 409, "The incident is already SEV1.")
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"severity": "sev1"},
+        {"severity": "SEV1", "commander": "alice"},
+        {"regions": ["eu"], "workaround": "Retry.", "customer_impact_percent": 10},
+        {"severity": "sev1", "commander": "alice", "regions": ["eu"], "impact_override": None},
+    ],
+)
+def test_a_patch_that_changes_nothing_answers_200_and_records_nothing(
+    api: Client, staff: User, data: dict[str, Any]
+) -> None:
+    """The rule for every PATCH: the object as it is, no timeline event, nothing published or sent."""
+    with time_machine.travel(T0, tick=False):
+        incident = factories.declare(
+            actor=staff, severity_key="sev1", regions=["eu"], workaround="Retry.", customer_impact_percent=10
+        )
+        assert incident.commander == staff  # the declarer commands at first
+        url = f"/api/v1/incidents/{incident.pk}"
+        before = api.get(url).json()
+        events = list(incident.events.values_list("pk", flat=True))
+        publishes = PublishRequest.objects.count()
+
+        response = patch(api, url, data)
+
+        assert response.status_code == 200, response.content
+        assert response.json() == before
+        assert list(incident.events.values_list("pk", flat=True)) == events
+        assert PublishRequest.objects.count() == publishes
+
+
+def test_a_patch_applies_what_changes_beside_what_does_not(api: Client, staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev1", regions=["eu"])
+
+    body = patch(api, f"/api/v1/incidents/{incident.pk}", {"severity": "sev1", "regions": ["eu", "us"]}).json()
+
+    assert (body["severity"], body["regions"]) == ("sev1", ["eu", "us"])
+    kinds = list(incident.events.values_list("kind", flat=True))
+    assert kinds.count("scope_changed") == 1 and "severity_changed" not in kinds
 
 
 @pytest.mark.parametrize(

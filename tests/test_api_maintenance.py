@@ -500,12 +500,73 @@ def test_it_refuses_bad_reschedules(api: Client, data: dict[str, Any], status: i
     assert field in [error["field"] for error in body["errors"]]
 
 
-def test_it_refuses_a_reschedule_that_changes_nothing_with_409(api: Client) -> None:
+@pytest.mark.parametrize("data", [{"scheduled_for": START, "scheduled_until": END}, {"scheduled_until": END}])
+def test_a_reschedule_that_changes_nothing_answers_200_and_sends_nothing(api: Client, data: dict[str, Any]) -> None:
     created = schedule(api)
+    url = f"/api/v1/maintenances/{created['id']}"
+    before = api.get(url).json()
 
-    response = patch(api, f"/api/v1/maintenances/{created['id']}", {"scheduled_for": START, "scheduled_until": END})
+    response = patch(api, url, {**data, "message": "Still on."})
 
-    assert_error(response, 409, "Nothing changed.", code="unchanged")
+    assert response.status_code == 200, response.content
+    assert response.json() == before
+    window = Maintenance.objects.get()
+    assert (window.sequence, window.updates.count(), window.events.count()) == (0, 1, 1)
+
+
+def test_a_window_is_to_the_minute_seconds_are_dropped(api: Client) -> None:
+    body = schedule(api, scheduled_for="2026-03-03T22:00:30Z", scheduled_until="2026-03-04T01:00:59.5Z")
+
+    assert (body["scheduled_for"], body["scheduled_until"]) == (START, END)
+    window = Maintenance.objects.get()
+    assert (window.scheduled_for.second, window.scheduled_until.microsecond) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"scheduled_for": "2026-03-03T22:00:30Z", "scheduled_until": "2026-03-04T01:00:45Z"},
+        {"scheduled_until": "2026-03-04T01:00:01.25Z"},
+        {"scheduled_for": "2026-03-03T23:00:30+01:00"},
+    ],
+)
+def test_a_reschedule_within_the_same_minutes_changes_nothing(api: Client, data: dict[str, Any]) -> None:
+    created = schedule(api)
+    url = f"/api/v1/maintenances/{created['id']}"
+
+    response = patch(api, url, data)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == api.get(url).json() == created
+    window = Maintenance.objects.get()
+    assert (window.sequence, window.updates.count()) == (0, 1)
+
+
+def test_a_window_stored_with_seconds_is_unchanged_by_its_own_minutes(api: Client) -> None:
+    """Windows scheduled before seconds were dropped may hold some: they compare as they are shown."""
+    created = schedule(api)
+    Maintenance.objects.update(
+        scheduled_for=datetime(2026, 3, 3, 22, 0, 30, tzinfo=UTC),
+        scheduled_until=datetime(2026, 3, 4, 1, 0, 30, tzinfo=UTC),
+    )
+    url = f"/api/v1/maintenances/{created['id']}"
+
+    same = patch(api, url, {"scheduled_for": START, "scheduled_until": END})
+    assert same.status_code == 200 and Maintenance.objects.get().sequence == 0
+
+    moved = patch(api, url, {"scheduled_until": "2026-03-04T02:00:00Z"})
+    assert moved.json()["scheduled_until"] == "2026-03-04T02:00:00Z"
+    assert Maintenance.objects.get().sequence == 1
+
+
+def test_a_started_window_s_end_moves_to_the_minute_and_its_start_stays(api: Client) -> None:
+    created = schedule(api, scheduled_for="2026-03-02T08:00:00Z")
+    post(api, f"/api/v1/maintenances/{created['id']}/start")
+    url = f"/api/v1/maintenances/{created['id']}"
+
+    body = patch(api, url, {"scheduled_for": "2026-03-02T08:00:40Z", "scheduled_until": "2026-03-04T03:00:40Z"}).json()
+
+    assert (body["scheduled_for"], body["scheduled_until"]) == ("2026-03-02T08:00:00Z", "2026-03-04T03:00:00Z")
 
 
 # --- cancel -------------------------------------------------------------------------------------

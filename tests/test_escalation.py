@@ -22,6 +22,7 @@ from incidents import actions, escalation
 from incidents.actions import ActionRefused
 from incidents.clocks import sweep_due
 from incidents.models import (
+    MAX_REASON_LENGTH,
     EscalationStep,
     EventKind,
     Incident,
@@ -572,6 +573,24 @@ def test_the_api_reads_the_paging_and_stops_it(policy: list[EscalationStep], sta
         assert skipped[0]["targets"][0]["error"] == "stopped by alice: On the bridge"
         again = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": "x"}, "application/json")
         assert again.status_code == 409 and again.json()["code"] == "not_paging"
+
+
+def test_a_stop_paging_reason_of_the_longest_length_the_api_takes_reads_back_whole(
+    policy: list[EscalationStep], staff: User
+) -> None:
+    from tests.test_api import client_for, create_token
+
+    client = client_for(create_token(staff.username))
+    incident = declare(staff)
+    reason = "r" * MAX_REASON_LENGTH
+    with time_machine.travel(T0 + timedelta(seconds=1), tick=False):
+        stopped = client.post(f"/api/v1/incidents/{incident.pk}/stop-paging", {"reason": reason}, "application/json")
+    assert stopped.status_code == 200, stopped.content
+    skipped = [step for step in stopped.json()["steps"] if step["fired_at"] is None]
+    assert skipped and {t["error"] for step in skipped for t in step["targets"]} == {f"stopped by alice: {reason}"}
+    assert set(PageStep.objects.filter(incident=incident).values_list("stop_reason", flat=True)) == {
+        f"stopped by alice: {reason}"
+    }
 
 
 def test_the_api_says_paged_only_once_the_mail_server_accepted_the_page(

@@ -727,6 +727,17 @@ def test_it_cancels_with_htmx(staff_client: Client, window: Maintenance) -> None
     assert "updates can no longer be posted" in html  # the update form, out of band
 
 
+def test_a_cancel_reason_of_only_spaces_is_an_error_not_the_default_notice(
+    staff_client: Client, window: Maintenance
+) -> None:
+    response = staff_client.post(f"/manage/maintenance/{window.pk}/cancel", {"reason": "   "}, headers=HTMX)
+
+    assert response.status_code == 422
+    assert errors_of(text(response), "cancel-reason") == "This is only spaces: write something, or leave it empty."
+    window.refresh_from_db()
+    assert window.cancelled_at is None
+
+
 def test_it_explains_cancelling_a_started_window(staff_client: Client, started: Maintenance) -> None:
     data = {"reason": "Too late"}
 

@@ -35,6 +35,7 @@ from statuspage.snapshot import reader
 from tests import factories
 from tests.conftest import Subscribe
 from tests.smtp import SmtpServer, text_and_html
+from tests.test_views import errors_of
 
 pytestmark = pytest.mark.django_db
 
@@ -558,6 +559,7 @@ def test_action_items_are_added_checked_and_closed(staff: User, other_staff: Use
         owner=other_staff,
         due_date=date(2026, 3, 9),
         link="https://tickets.example.com/OPS-12",
+        at=T0 + timedelta(hours=4),
     )
     assert item.is_open
     done = actions.set_action_item_status(item, actor=staff, status=ActionStatus.DONE, at=T0 + timedelta(days=4))
@@ -607,7 +609,9 @@ def test_the_dashboard_lists_unpublished_post_mortems_and_overdue_items(
     staff: User, api: Component, staff_client: Client
 ) -> None:
     postmortem = resolved_sev1(staff, api).postmortem
-    actions.add_action_item(postmortem, actor=staff, title="Replace the switch", due_date=date(2020, 1, 1))
+    # Due on a day now long past (set when it was still ahead).
+    long_ago = datetime(2019, 12, 1, tzinfo=UTC)
+    actions.add_action_item(postmortem, actor=staff, title="Replace the switch", due_date=date(2020, 1, 1), at=long_ago)
     actions.add_action_item(postmortem, actor=staff, title="Not due yet", due_date=date(2999, 1, 1))
 
     page = staff_client.get("/manage/").content.decode()
@@ -615,6 +619,76 @@ def test_the_dashboard_lists_unpublished_post_mortems_and_overdue_items(
     assert "Post-mortem: Query API degraded for US customers" in page
     assert "Replace the switch" in page
     assert "Not due yet" not in page
+
+
+# --- no timeline line ahead of now, no action item due in the past ----------------------------
+
+
+def test_a_timeline_line_later_than_now_is_refused_in_the_api_and_the_form(
+    staff: User, api: Component, staff_client: Client
+) -> None:
+    from tests.test_analytics import _token
+
+    with time_machine.travel(T0 + timedelta(hours=4), tick=False):
+        incident = resolved_sev1(staff, api)
+        auth = {"Authorization": f"Bearer {_token(staff)}"}
+        url = f"/api/v1/incidents/{incident.pk}/postmortem/timeline"
+        lines = incident.postmortem.entries.count()
+
+        ahead = staff_client.post(
+            url, {"at": "2026-03-02T13:01:00Z", "text": "Fixed for good"}, "application/json", headers=auth
+        )
+        form = staff_client.post(
+            f"/manage/incidents/{incident.pk}/postmortem/entries", {"at": "2026-03-02T13:01", "text": "Fixed for good"}
+        )
+        now = staff_client.post(
+            url, {"at": "2026-03-02T13:00:00Z", "text": "Checked"}, "application/json", headers=auth
+        )
+
+    assert ahead.status_code == 422 and ahead.json()["field"] == "at" and "future" in ahead.json()["detail"]
+    assert form.status_code == 422
+    assert "is in the future" in errors_of(form.content.decode(), "entry-at")
+    assert now.status_code == 201
+    assert incident.postmortem.entries.count() == lines + 1
+
+
+def test_an_action_item_due_in_the_past_is_refused_in_the_api_and_the_form(
+    staff: User, api: Component, staff_client: Client
+) -> None:
+    from tests.test_analytics import _token
+
+    with time_machine.travel(T0 + timedelta(hours=4), tick=False):
+        incident = resolved_sev1(staff, api)
+        auth = {"Authorization": f"Bearer {_token(staff)}"}
+        url = f"/api/v1/incidents/{incident.pk}/postmortem/action-items"
+
+        past = staff_client.post(url, {"title": "Backoff", "due_date": "2026-03-01"}, "application/json", headers=auth)
+        form = staff_client.post(
+            f"/manage/incidents/{incident.pk}/postmortem/items",
+            {"title": "Backoff", "kind": "prevent", "priority": "p1", "due_date": "2026-03-01"},
+        )
+        today = staff_client.post(url, {"title": "Backoff", "due_date": "2026-03-02"}, "application/json", headers=auth)
+
+    assert past.status_code == 422 and past.json()["field"] == "due_date" and past.json()["code"] == "in_the_past"
+    assert form.status_code == 422
+    assert "is in the past" in errors_of(form.content.decode(), "item-due_date")
+    assert today.status_code == 201
+    assert [item.due_date for item in incident.postmortem.action_items.all()] == [date(2026, 3, 2)]
+
+
+def test_an_overdue_action_item_keeps_its_date_through_other_changes(staff: User, api: Component) -> None:
+    from tests.test_analytics import _token
+
+    with time_machine.travel(T0 + timedelta(hours=4), tick=False):
+        incident = resolved_sev1(staff, api)
+        item = actions.add_action_item(incident.postmortem, actor=staff, title="Backoff", due_date=date(2026, 3, 3))
+    with time_machine.travel(T0 + timedelta(days=5), tick=False):
+        url = f"/api/v1/incidents/{incident.pk}/postmortem/action-items/{item.pk}"
+        auth = {"Authorization": f"Bearer {_token(staff)}"}
+        response = Client().patch(url, {"status": "in_progress"}, "application/json", headers=auth)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["action_items"][0]["due_date"] == "2026-03-03"
 
 
 # --- the staff API ------------------------------------------------------------------------------

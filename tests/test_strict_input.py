@@ -8,8 +8,10 @@ maintenance windows may not end in the past, and regions are limited (20, of 100
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from incidents.models import Component, Incident, IncidentUpdate, Maintenance
+from incidents.models import Component, ComponentStatusChange, Incident, IncidentUpdate, Maintenance, TimelineEvent
 from tests import factories
 from tests.test_api import create_token
 
@@ -417,6 +419,7 @@ def test_it_answers_an_oversized_body_with_a_json_413(api: Client, settings: Any
         ("/api/v1/incidents?stat=open", "stat"),
         ("/api/v1/maintenances?state=upcoming&limt=5", "limt"),
         ("/api/v1/components?group=1", "group"),
+        ("/api/v1/openapi.json?x=1", "x"),
     ],
 )
 def test_it_refuses_unknown_query_parameters(api: Client, url: str, field: str) -> None:
@@ -429,6 +432,76 @@ def test_it_still_reads_known_query_parameters_and_answers_404_for_unknown_urls(
     assert api.get("/api/v1/metrics?severity=sev1&since=2026-03-01T00:00:00Z").status_code == 200
     assert api.get("/api/v1/incidents?state=open&limit=5&offset=0").status_code == 200
     refused(api.get("/api/v1/nothing-here?x=1"), 404)
+
+
+def test_the_openapi_schema_is_read_with_get_or_head_only(db: None) -> None:
+    client = Client()
+
+    assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "Signalpost staff API"
+    head = client.head("/api/v1/openapi.json")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head["Content-Length"] == str(len(client.get("/api/v1/openapi.json").content))
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        response = client.generic(method, "/api/v1/openapi.json")
+        assert refused(response, 405)["code"] == "method_not_allowed"
+        assert response["Allow"] == "GET, HEAD"
+
+
+# --- a chunked body without Content-Length is never read as empty ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/incidents"), ("PATCH", "/incidents/{id}"), ("POST", "/incidents/{id}/resolve"), ("PUT", "/incidents")],
+)
+def test_a_chunked_body_without_a_length_is_a_411_not_an_empty_body(api: Client, method: str, path: str) -> None:
+    """Under WSGI Django reads a body by its Content-Length: a chunked one arrives empty, and resolving
+    with it would resolve without the message the client sent. What the test client sends here is what
+    Django sees from gunicorn or runserver for such a request: the header, and no body."""
+    incident = declare(api)
+    url = "/api/v1" + path.format(id=incident["id"])
+
+    response = api.generic(method, url, b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked")
+
+    body = refused(response, 411)
+    assert body["code"] == "length_required" and "Content-Length" in body["detail"]
+    assert Incident.objects.get().status != "resolved" and Incident.objects.count() == 1
+
+
+def test_a_body_with_its_length_is_read_whatever_transfer_encoding_says(api: Client) -> None:
+    incident = declare(api)
+    url = f"/api/v1/incidents/{incident['id']}/resolve"
+
+    response = api.post(url, {"message": "Fixed."}, content_type="application/json", HTTP_TRANSFER_ENCODING="identity")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["updates"][0]["body"] == "Fixed."
+
+
+def test_a_real_chunked_request_is_answered_411(live_server: Any, staff: User) -> None:
+    """Over a socket to a real server: without the 411, the body arrived empty (a 422 for missing fields)."""
+    factories.ensure_severities()
+    host, port = live_server.url.removeprefix("http://").split(":")
+    body = b'{"title": "Queries are slow", "severity": "sev1"}'
+    request = (
+        b"POST /api/v1/incidents HTTP/1.1\r\n"
+        + f"Host: {host}:{port}\r\n".encode()
+        + f"Authorization: Bearer {create_token(staff.username)}\r\n".encode()
+        + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 411"), answer
+    assert json.loads(payload)["code"] == "length_required"
+    assert not Incident.objects.exists()
 
 
 # --- Idempotency-Key lasts 24 hours -------------------------------------------------------------
@@ -576,9 +649,33 @@ def test_a_url_asked_with_a_method_it_does_not_take_answers_json_naming_the_ones
         response = api.generic(method, url)
         body = refused(response, 405)
         assert body["code"] == "method_not_allowed"
-        assert body["detail"] == "This URL takes GET, PATCH only."
-        assert response["Allow"] == "GET, PATCH"
-    assert refused(api.patch("/api/v1/severities"), 405)["detail"] == "This URL takes GET only."
+        assert body["detail"] == "This URL takes GET, HEAD, PATCH only."
+        assert response["Allow"] == "GET, HEAD, PATCH"
+    assert refused(api.patch("/api/v1/severities"), 405)["detail"] == "This URL takes GET, HEAD only."
+    head = api.head(f"{url}/acknowledge")
+    assert (head.status_code, head["Allow"]) == (405, "POST")
+
+
+@pytest.mark.parametrize(
+    "path", ["/incidents", "/incidents/{id}", "/incidents/{id}/paging", "/components", "/severities", "/maintenances"]
+)
+def test_head_is_answered_like_get_without_the_body(api: Client, path: str) -> None:
+    url = "/api/v1" + path.format(id=declare(api)["id"])
+
+    got = api.get(url)
+    head = api.head(url)
+
+    assert (got.status_code, head.status_code) == (200, 200)
+    assert head.content == b""
+    assert head["Content-Type"] == got["Content-Type"] == "application/json; charset=utf-8"
+    assert head["Content-Length"] == str(len(got.content))
+
+
+def test_head_answers_the_errors_get_would(api: Client) -> None:
+    assert api.head("/api/v1/incidents/999999").status_code == 404
+    assert api.head("/api/v1/incidents?bogus=1").status_code == 422
+    assert api.head("/api/v1/nowhere").status_code == 404
+    assert Client().head("/api/v1/incidents").status_code == 401
 
 
 def test_a_key_given_twice_in_a_body_is_refused_not_the_last_one_kept(api: Client) -> None:
@@ -657,6 +754,68 @@ def test_free_text_beyond_its_limit_is_refused_not_cut(api: Client, url: str, fi
     assert "at most" in refused(response)["errors"][0]["msg"]
 
 
+SPACES = " \n\t "
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "data", "field"),
+    [
+        ("POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "message": SPACES}, "message"),
+        ("POST", "/api/v1/incidents/{id}/resolve", {"message": SPACES}, "message"),
+        ("POST", "/api/v1/incidents/{resolved}/reopen", {"reason": "Back", "message": SPACES}, "message"),
+        ("PATCH", "/api/v1/incidents/{id}", {"workaround": SPACES}, "workaround"),
+        ("POST", "/api/v1/maintenances/{maintenance}/cancel", {"reason": SPACES}, "reason"),
+        ("POST", "/api/v1/maintenances/{maintenance}/start", {"message": SPACES}, "message"),
+        ("POST", "/api/v1/maintenances/{maintenance}/complete", {"message": SPACES}, "message"),
+        (
+            "PATCH",
+            "/api/v1/maintenances/{maintenance}",
+            {"scheduled_until": "2026-03-05T10:00:00Z", "message": SPACES},
+            "message",
+        ),
+        (
+            "POST",
+            "/api/v1/maintenances",
+            {
+                "title": "W",
+                "scheduled_for": "2026-03-05T10:00:00Z",
+                "scheduled_until": "2026-03-05T11:00:00Z",
+                "message": SPACES,
+            },
+            "message",
+        ),
+    ],
+)
+def test_optional_text_of_only_spaces_is_refused_not_read_as_none(
+    api: Client, method: str, url: str, data: dict[str, Any], field: str
+) -> None:
+    incident = declare(api)
+    reopenable = resolved(api)
+    window = Maintenance.objects.create(
+        title="W", scheduled_for=timezone.now() + timedelta(days=1), scheduled_until=timezone.now() + timedelta(days=2)
+    )
+    before = (list(Incident.objects.order_by("pk").values_list("status", "workaround")), list(window.updates.all()))
+    target = url.format(id=incident["id"], resolved=reopenable["id"], maintenance=window.pk)
+
+    response = send(api, method, target, data)
+
+    assert fields_of(response) == [field]
+    assert "only spaces" in refused(response)["errors"][0]["msg"]
+    assert (
+        list(Incident.objects.order_by("pk").values_list("status", "workaround")),
+        list(window.updates.all()),
+    ) == before
+    # The same request with text in the field is not refused for it (complete answers 409: not started).
+    assert send(api, method, target, {**data, field: "Some text."}).status_code in (200, 201, 409)
+
+
+def test_the_schema_says_optional_text_is_empty_or_says_something(db: None) -> None:
+    schemas = Client().get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+    assert schemas["ResolveIn"]["properties"]["message"]["pattern"] == r"^$|\S"
+    assert schemas["MaintenanceCancelIn"]["properties"]["reason"]["pattern"] == r"^$|\S"
+
+
 def test_each_free_text_has_one_limit_in_the_forms_and_the_api(db: None) -> None:
     from incidents.admin import ComponentAdminForm
     from incidents.forms import ReopenForm, StopPagingForm
@@ -717,6 +876,30 @@ def test_two_idempotency_keys_or_an_empty_one_are_refused(api: Client) -> None:
     assert not Incident.objects.exists()
 
 
+@pytest.mark.parametrize("key", ["alert\x01db-1", "alert\tdb-1", "alert db-1", "alert\x7fdb-1", "alerté"])
+def test_an_idempotency_key_of_anything_but_visible_ascii_is_refused(api: Client, key: str) -> None:
+    data = {"title": "T", "severity": "sev1"}
+
+    response = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key})
+
+    body = refused(response)
+    assert body["field"] == "Idempotency-Key" and "visible ASCII" in body["detail"]
+    assert not Incident.objects.exists()
+
+
+def test_an_idempotency_key_of_200_visible_characters_is_honoured(api: Client) -> None:
+    data = {"title": "T", "severity": "sev1"}
+    key = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != ",")[:94] * 3
+
+    first = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key[:200]})
+    again = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key[:200]})
+    too_long = send(api, "POST", "/api/v1/incidents", data, **{"Idempotency-Key": key[:201]})
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert fields_of(too_long) == ["Idempotency-Key"]
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["application/json-patch+json", "application/vnd.api+json", "application/json; charset=utf-16"],
@@ -762,6 +945,48 @@ def test_a_postmortem_patch_that_would_change_nothing_is_refused(api: Client, pa
 
     body = refused(response)
     assert body["field"] == (next(iter(payload)) if payload else "body")
+
+
+# --- one rule for a PATCH that changes nothing: 200, the object as it is, nothing recorded ----------
+
+
+def test_a_postmortem_patch_that_changes_nothing_answers_200_and_records_nothing(api: Client, staff: User) -> None:
+    url = with_postmortem(api)
+    body = {"body": "A bad deploy.", "is_public": True}
+    written = send(api, "PATCH", url, {"sections": {"root_cause": body}, "owner": staff.username})
+    assert written.status_code == 200, written.content
+    events = TimelineEvent.objects.count()
+
+    again = send(api, "PATCH", url, {"sections": {"root_cause": body}, "owner": staff.username})
+
+    assert again.status_code == 200 and again.json() == written.json()
+    assert TimelineEvent.objects.count() == events
+
+
+def test_a_component_patch_to_its_own_status_answers_200_and_records_nothing(api: Client, web: Component) -> None:
+    incident = declare(api)
+    url = f"/api/v1/components/{web.pk}"
+    before = api.get(url.rsplit("/", 1)[0]).json()
+    events = TimelineEvent.objects.count()
+
+    plain = send(api, "PATCH", url, {"status": "operational"})
+    on_incident = send(api, "PATCH", url, {"status": "operational", "incident_id": incident["id"]})
+
+    assert (plain.status_code, on_incident.status_code) == (200, 200)
+    assert plain.json() == on_incident.json() == next(c for c in before if c["id"] == web.pk)
+    assert (TimelineEvent.objects.count(), ComponentStatusChange.objects.filter(component=web).count()) == (events, 0)
+
+
+def test_an_action_item_patch_to_its_own_status_answers_200_and_records_nothing(api: Client) -> None:
+    url = with_postmortem(api)
+    added = send(api, "POST", f"{url}/action-items", {"title": "Alert on error rate"})
+    item = added.json()["action_items"][0]["id"]
+    events = TimelineEvent.objects.count()
+
+    response = send(api, "PATCH", f"{url}/action-items/{item}", {"status": "open"})
+
+    assert response.status_code == 200 and response.json() == added.json()
+    assert TimelineEvent.objects.count() == events
 
 
 def test_a_group_takes_no_status_and_reads_as_the_public_page_shows_it(api: Client, staff: User) -> None:

@@ -718,6 +718,34 @@ def test_resolving_without_a_final_message_tells_customers(staff_client: Client,
     assert (latest.status, latest.body) == ("resolved", "This incident has been resolved.")
 
 
+ONLY_SPACES = "This is only spaces: write something, or leave it empty."
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_a_final_message_of_only_spaces_is_an_error_not_none(
+    staff_client: Client, incident: Incident, htmx: bool
+) -> None:
+    data = {"message": "  \r\n  ", "visibility": "public"}
+
+    response = staff_client.post(f"/manage/incidents/{incident.pk}/resolve", data, headers=HTMX if htmx else {})
+
+    assert response.status_code == 422
+    assert errors_of(text(response), "resolve-message") == ONLY_SPACES
+    incident.refresh_from_db()
+    assert not incident.is_resolved
+
+
+def test_a_reopen_message_or_workaround_of_only_spaces_is_an_error(staff_client: Client, resolved: Incident) -> None:
+    reopen = staff_client.post(f"/manage/incidents/{resolved.pk}/reopen", {"reason": "Back", "message": "   "})
+    scope = staff_client.post(f"/manage/incidents/{resolved.pk}/scope", {"workaround": " \t "})
+
+    assert (reopen.status_code, scope.status_code) == (422, 422)
+    assert errors_of(text(reopen), "reopen-message") == ONLY_SPACES
+    assert errors_of(text(scope), "scope-workaround") == ONLY_SPACES
+    resolved.refresh_from_db()
+    assert resolved.is_resolved
+
+
 def test_it_explains_resolving_a_resolved_incident(staff_client: Client, resolved: Incident) -> None:
     response = staff_client.post(f"/manage/incidents/{resolved.pk}/resolve", {"visibility": "public"})
     assert response.status_code == 422

@@ -386,7 +386,9 @@ def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: da
     with transaction.atomic():
         incident = _lock(incident)
         if incident.commander_id == commander.pk:
-            raise ActionRefused(f"{commander.get_username()} is already the commander.", field="commander")
+            raise ActionRefused(
+                f"{commander.get_username()} is already the commander.", field="commander", code="unchanged"
+            )
         previous = incident.commander.get_username() if incident.commander else None
         incident.commander = commander
         incident.updated_at = at

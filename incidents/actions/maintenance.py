@@ -49,15 +49,23 @@ def _lock_maintenance(maintenance: Maintenance) -> Maintenance:
     return Maintenance.objects.select_for_update().get(pk=maintenance.pk)
 
 
+def to_the_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
 def _check_window(
     scheduled_for: datetime | None, scheduled_until: datetime | None, *, now: datetime
 ) -> tuple[datetime, datetime]:
     """A window must end after it starts and after now. Its start may be past only for a window in
-    progress now, which the end rule already means: subscribers are never told of a window that is over."""
+    progress now, which the end rule already means: subscribers are never told of a window that is over.
+
+    Windows are to the minute, as every page and notice shows them: seconds are dropped, so 10:00:30
+    and 10:00:00 are one time and a reschedule to what is shown already changes nothing."""
     if scheduled_for is None:
         raise ActionRefused("A start time is required.", field="scheduled_for")
     if scheduled_until is None:
         raise ActionRefused("An end time is required.", field="scheduled_until")
+    scheduled_for, scheduled_until = to_the_minute(scheduled_for), to_the_minute(scheduled_until)
     if scheduled_until <= scheduled_for:
         raise ActionRefused("The window must end after it starts.", field="scheduled_until")
     if scheduled_until <= now:
@@ -157,9 +165,15 @@ def reschedule_maintenance(
         maintenance = _lock_maintenance(maintenance)
         if maintenance.is_finished:
             raise ActionRefused("This maintenance is over; schedule a new one instead.")
-        if maintenance.status != MaintenanceStatus.SCHEDULED and start != maintenance.scheduled_for:
-            raise ActionRefused("The maintenance has started; only its end can move.", field="scheduled_for")
-        if (start, end) == (maintenance.scheduled_for, maintenance.scheduled_until):
+        if maintenance.status != MaintenanceStatus.SCHEDULED:
+            if start != to_the_minute(maintenance.scheduled_for):
+                raise ActionRefused("The maintenance has started; only its end can move.", field="scheduled_for")
+            start = maintenance.scheduled_for  # when it started stays as it was
+        # A window stored with seconds (before they were dropped) is compared as it is shown.
+        if (to_the_minute(start), end) == (
+            to_the_minute(maintenance.scheduled_for),
+            to_the_minute(maintenance.scheduled_until),
+        ):
             raise ActionRefused("Nothing changed.", code="unchanged")
         old = (_when(maintenance.scheduled_for), _when(maintenance.scheduled_until))
         maintenance.scheduled_for, maintenance.scheduled_until = start, end

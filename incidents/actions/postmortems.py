@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from html import unescape
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
@@ -326,6 +328,13 @@ def add_postmortem_entry(
     text = text.strip()
     if not text:
         raise ActionRefused("Say what happened at that time.", field="text")
+    if at > timezone.now():
+        # A timeline says what happened; a line dated ahead would sort after everything yet to come.
+        raise ActionRefused(
+            f"That time ({_when(at)}) is in the future; a timeline line says what has happened.",
+            field="at",
+            code="in_the_future",
+        )
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
         entry = PostmortemEntry.objects.create(
@@ -373,6 +382,18 @@ def _check_action_item(title: str, owner: Any, link: str) -> tuple[str, str]:
     return title, link
 
 
+def _check_due_date(due_date: date | None, at: datetime) -> None:
+    """A new due date is today or later, in the zone every staff page shows dates in. (Only a date being
+    set is checked: an item that has become overdue keeps its date through other changes.)"""
+    today = timezone.localdate(at, zoneinfo.ZoneInfo(settings.DISPLAY_TIME_ZONE))
+    if due_date is not None and due_date < today:
+        raise ActionRefused(
+            f"The due date ({due_date:%d %b %Y}) is in the past; choose today ({today:%d %b %Y}) or later.",
+            field="due_date",
+            code="in_the_past",
+        )
+
+
 def add_action_item(
     postmortem: Postmortem,
     *,
@@ -392,6 +413,7 @@ def add_action_item(
         raise ActionRefused("Choose detect, mitigate, prevent or process.", field="kind")
     if priority not in ActionPriority.values:
         raise ActionRefused("Choose P1, P2 or P3.", field="priority")
+    _check_due_date(due_date, at)
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
         item = ActionItem.objects.create(

@@ -6,15 +6,19 @@ app, and the page would break our no-CDN rule and CSP. Point any OpenAPI viewer 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseBase
+from django.urls import URLPattern
 from ninja import NinjaAPI, Router
+from ninja.errors import ValidationError
 from ninja.operation import Operation
 
 from incidents.api.auth import ApiTokenAuth
 from incidents.api.endpoints import router
-from incidents.api.errors import answer_wrong_methods_in_json, install_error_handlers
+from incidents.api.errors import answer_head, answer_wrong_methods_in_json, install_error_handlers, not_allowed
 from incidents.api.fields import StrictParser, refuse_unknown_input
 
 
@@ -55,6 +59,32 @@ def unknown_endpoint(request: HttpRequest, rest: str) -> None:
 api.add_router("", fallback)
 
 
+def schema_view_as_strict(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """openapi.json is no operation, so refuse_unknown_input never sees it, and ninja serves it to any
+    method: hold it to the rules every endpoint keeps (GET or HEAD; no query parameters)."""
+
+    @wraps(view)
+    def strict(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method not in ("GET", "HEAD"):
+            return not_allowed(["GET", "HEAD"])
+        if request.GET:
+            msg = "Unknown query parameter; this endpoint takes none"
+            errors = [{"loc": ("query", name), "msg": msg, "type": "extra_forbidden"} for name in sorted(request.GET)]
+            return api.on_exception(request, ValidationError(errors))
+        if request.method == "HEAD":
+            return answer_head(view, request, *args, **kwargs)
+        return view(request, *args, **kwargs)
+
+    return strict
+
+
 def urls() -> tuple[list[Any], str, str]:
     """What statuspage/urls.py includes at /api/v1/."""
-    return answer_wrong_methods_in_json(api.urls)
+    patterns, app_name, namespace = api.urls
+    strict = [
+        URLPattern(p.pattern, schema_view_as_strict(p.callback), p.default_args, p.name)
+        if isinstance(p, URLPattern) and p.name == "openapi-json"
+        else p
+        for p in patterns
+    ]
+    return answer_wrong_methods_in_json((strict, app_name, namespace))

@@ -7,6 +7,8 @@ milestones, impact) of its change.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -85,6 +87,49 @@ def _renamed(refused: ActionRefused, fields: dict[str, str]) -> ActionRefused:
     return ActionRefused(refused.message, field=fields[refused.field], code=refused.code)
 
 
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+def _idempotency_key(value: str) -> str:
+    """The key as sent, without the spaces around it; a 422 for one no client means to send."""
+    key = value.strip(" ")
+    if not key:
+        raise ActionRefused(
+            "Idempotency-Key is empty: send a key, or leave the header out.", field="Idempotency-Key", code="invalid"
+        )
+    if "," in key:
+        # Two Idempotency-Key headers arrive joined by a comma: neither key would match a retry.
+        raise ActionRefused(
+            "Send one Idempotency-Key, without commas (two headers arrive joined into one).",
+            field="Idempotency-Key",
+            code="invalid",
+        )
+    if not _VISIBLE_ASCII.fullmatch(key):
+        # A control character (NUL, a tab, \x01) or a non-ASCII one is a client's bug, and some would not
+        # survive a proxy or the database unchanged: a retry might then not find the first request.
+        raise ActionRefused(
+            "Idempotency-Key may hold only visible ASCII characters (no spaces, tabs or control characters).",
+            field="Idempotency-Key",
+            code="invalid",
+        )
+    return key
+
+
+def unless_unchanged(change: Callable[[], object]) -> None:
+    """Make a change a PATCH asks for, where the object may already be as asked.
+
+    The API's rule for every PATCH: one that changes nothing answers 200 with the object as it is, and
+    records and sends nothing. PATCH is a statement of the state wanted, so a client that retries after a
+    lost answer, or sends the whole form again, learns it has what it asked for instead of a 409 it must
+    tell apart from a real conflict. The actions refuse "no change" (code "unchanged") for the staff UI,
+    which says "Nothing changed."; here it is simply done."""
+    try:
+        change()
+    except ActionRefused as refused:
+        if refused.code != "unchanged":
+            raise
+
+
 def _incident_read(user: Any, incident_id: int) -> dict[str, Any]:
     return incident_out(access.get_full_incident_for_user(user, incident_id), now=timezone.now())
 
@@ -105,27 +150,19 @@ def _incident_read(user: Any, incident_id: int) -> dict[str, Any]:
 def declare_incident(
     request: HttpRequest,
     payload: DeclareIn,
-    idempotency_key: HeaderEx[str | None, P(alias="Idempotency-Key", max_length=200, pattern=r"^[^\x00]*$")] = None,
+    idempotency_key: HeaderEx[
+        str | None,
+        P(
+            alias="Idempotency-Key",
+            max_length=200,
+            description="Visible ASCII characters (no spaces, tabs or control characters), at most 200.",
+        ),
+    ] = None,
 ) -> Status[dict[str, Any]]:
     user = request.auth  # type: ignore[attr-defined]
+    key = None if idempotency_key is None else _idempotency_key(idempotency_key)
     severity = _severity(user, payload.severity)
     components = _component_statuses(user, payload.components)
-    key = None
-    if idempotency_key is not None:
-        key = idempotency_key.strip()
-        if not key:
-            raise ActionRefused(
-                "Idempotency-Key is empty: send a key, or leave the header out.",
-                field="Idempotency-Key",
-                code="invalid",
-            )
-        if "," in key:
-            # Two Idempotency-Key headers arrive joined by a comma: neither key would match a retry.
-            raise ActionRefused(
-                "Send one Idempotency-Key, without commas (two headers arrive joined into one).",
-                field="Idempotency-Key",
-                code="invalid",
-            )
     incident = actions.declare_incident(
         actor=user,
         title=payload.title,
@@ -177,7 +214,9 @@ def get_incident(request: HttpRequest, incident_id: int) -> dict[str, Any]:
     response={200: IncidentOut, **WRITE_ERRORS},
     tags=["incidents"],
     summary="Change severity and/or impact scope",
-    description="Only the fields present change. Both kinds of change in one request apply together or not at all.",
+    description="Only the fields present change. Both kinds of change in one request apply together or not at all. "
+    "Fields that already hold the value sent are no change: nothing is recorded for them (and a PATCH that changes "
+    "nothing answers 200 with the incident as it is).",
 )
 def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatchIn) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
@@ -196,7 +235,8 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
         if "severity" in given:
             if payload.severity is None:
                 raise ActionRefused("Severity cannot be empty.", field="severity", code="invalid")
-            actions.change_severity(incident, actor=user, severity=_severity(user, payload.severity))
+            severity = _severity(user, payload.severity)
+            unless_unchanged(lambda: actions.change_severity(incident, actor=user, severity=severity))
         if "commander" in given:
             if not (payload.commander or "").strip():
                 raise ActionRefused(
@@ -209,9 +249,9 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
                 raise ActionRefused(
                     f"No active staff user is called {payload.commander!r}.", field="commander", code="unknown"
                 )
-            actions.assign_commander(incident, actor=user, commander=commander)
+            unless_unchanged(lambda: actions.assign_commander(incident, actor=user, commander=commander))
         if scope:
-            actions.update_impact_scope(incident, actor=user, **scope)
+            unless_unchanged(lambda: actions.update_impact_scope(incident, actor=user, **scope))
     return _incident_read(user, incident_id)
 
 

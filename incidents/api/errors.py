@@ -1,8 +1,9 @@
 """Every API error is JSON: {"detail": "…", "code": "…"}, plus "field" and "errors" for bad input (422).
 
 409 means the change is impossible in the incident's current state (an ActionRefused without a
-field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field); 413 a
-body over DATA_UPLOAD_MAX_MEMORY_SIZE; 503 a database that is down or not answering; 500 our fault
+field); 422 means the input is wrong (a validation error, or an ActionRefused naming a field); 411 a
+chunked body without Content-Length (WSGI would hand it over empty); 413 a body over
+DATA_UPLOAD_MAX_MEMORY_SIZE; 503 a database that is down or not answering; 500 our fault
 (logged as Django logs it, with the traceback).
 """
 
@@ -37,6 +38,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    411: "length_required",
     413: "too_large",
     415: "unsupported_media_type",
     429: "throttled",
@@ -146,27 +148,73 @@ def install_error_handlers(api: NinjaAPI) -> None:
         return error(request, exc.status_code, exc.message, _CODES.get(exc.status_code, "error"))
 
 
+def not_allowed(methods: Sequence[str]) -> HttpResponse:
+    """A 405 in JSON naming the methods the URL takes (also in Allow)."""
+    detail = f"This URL takes {', '.join(methods)} only."
+    answer = HttpResponse(
+        json.dumps({"detail": detail, "code": "method_not_allowed"}), status=405, content_type="application/json"
+    )
+    answer["Allow"] = ", ".join(methods)
+    return answer
+
+
+def _body_without_length(request: HttpRequest) -> bool:
+    """A write whose body comes chunked (Transfer-Encoding) without a Content-Length. Under WSGI Django reads
+    a body by its Content-Length, so such a body arrives empty: answering it would act on nothing."""
+    return (
+        request.method in ("POST", "PUT", "PATCH")
+        and "Transfer-Encoding" in request.headers
+        and not request.META.get("CONTENT_LENGTH")
+    )
+
+
+def length_required() -> HttpResponse:
+    detail = (
+        "Length Required: send Content-Length with the body (a body sent with Transfer-Encoding: chunked "
+        "cannot be read here)."
+    )
+    return HttpResponse(
+        json.dumps({"detail": detail, "code": "length_required"}), status=411, content_type="application/json"
+    )
+
+
+def answer_head(
+    view: Callable[..., HttpResponseBase], request: HttpRequest, *args: Any, **kwargs: Any
+) -> HttpResponseBase:
+    """HEAD answered as Django answers it for its own views: what GET would answer, headers and status, without
+    the body (ninja knows only the methods an operation names, so it answered 405)."""
+    request.method = "GET"
+    try:
+        response = view(request, *args, **kwargs)
+    finally:
+        request.method = "HEAD"
+    if isinstance(response, HttpResponse):
+        length = len(response.content)
+        response.content = b""
+        response["Content-Length"] = str(length)
+    return response
+
+
 def answer_wrong_methods_in_json(urls: tuple[list[Any], str, str]) -> tuple[list[Any], str, str]:
     """api.urls with every view wrapped so that a known URL asked with a method it does not take answers
     a 405 in JSON, naming the methods it takes (ninja answers those in plain text, before any exception
-    handler)."""
+    handler), HEAD is answered wherever GET is, and a chunked body without a Content-Length is a 411."""
     patterns, app_name, namespace = urls
 
     def wrap(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if _body_without_length(request):
+                return length_required()
             response = view(request, *args, **kwargs)
             if not isinstance(response, HttpResponseNotAllowed):
                 return response
-            methods = sorted(method.strip() for method in response["Allow"].split(","))
-            detail = f"This URL takes {', '.join(methods)} only."
-            answer = HttpResponse(
-                json.dumps({"detail": detail, "code": "method_not_allowed"}),
-                status=405,
-                content_type="application/json",
-            )
-            answer["Allow"] = ", ".join(methods)
-            return answer
+            methods = {method.strip() for method in response["Allow"].split(",")}
+            if "GET" in methods:
+                if request.method == "HEAD":
+                    return answer_head(view, request, *args, **kwargs)
+                methods.add("HEAD")
+            return not_allowed(sorted(methods))
 
         return wrapped
 

@@ -177,10 +177,27 @@ Day = Annotated[
 # A string that must say something. The actions refuse empty or blank text with their own message
 # (which names the field); this states the rule in the OpenAPI schema as minLength and pattern.
 NonBlank = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]
-# Free text, with the limits the domain keeps (refused beyond them, never cut).
-Markdown = Annotated[str, Field(max_length=MAX_MESSAGE_LENGTH)]
-Workaround = Annotated[str, Field(max_length=MAX_WORKAROUND_LENGTH)]
-Reason = Annotated[str, Field(max_length=MAX_REASON_LENGTH)]
+
+
+def _empty_or_not_blank(value: str) -> str:
+    if value and not value.strip():
+        raise PydanticCustomError("blank", 'must not be only spaces: send text, or "" (or leave it out) for none')
+    return value
+
+
+# Optional free text: "" (or left out) means none, and anything else must say something: text of only
+# spaces is a mistake (a template with an empty variable, say), not a way to write "none". With the limits
+# the domain keeps (refused beyond them, never cut).
+_EMPTY_OR_TEXT: dict[str, Any] = {"pattern": r"^$|\S"}
+OptionalMarkdown = Annotated[
+    str, Field(max_length=MAX_MESSAGE_LENGTH, json_schema_extra=_EMPTY_OR_TEXT), AfterValidator(_empty_or_not_blank)
+]
+Workaround = Annotated[
+    str, Field(max_length=MAX_WORKAROUND_LENGTH, json_schema_extra=_EMPTY_OR_TEXT), AfterValidator(_empty_or_not_blank)
+]
+OptionalReason = Annotated[
+    str, Field(max_length=MAX_REASON_LENGTH, json_schema_extra=_EMPTY_OR_TEXT), AfterValidator(_empty_or_not_blank)
+]
 ComponentDescription = Annotated[str, Field(max_length=MAX_COMPONENT_DESCRIPTION_LENGTH)]
 NonBlankMarkdown = Annotated[
     str, Field(max_length=MAX_MESSAGE_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"})

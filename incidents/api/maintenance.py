@@ -16,6 +16,7 @@ from ninja import Query, Router, Status
 
 from incidents import access, actions
 from incidents.actions import ActionRefused
+from incidents.api.endpoints import unless_unchanged
 from incidents.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -109,7 +110,8 @@ def get_maintenance(request: HttpRequest, maintenance_id: int) -> dict[str, Any]
     response={200: MaintenanceOut, **WRITE_ERRORS},
     summary="Reschedule a maintenance window",
     description="Send scheduled_for and/or scheduled_until; a time left out keeps its value. Once the window "
-    "has started only its end can move (422 on scheduled_for); a finished window cannot move (409).",
+    "has started only its end can move (422 on scheduled_for); a finished window cannot move (409). The same "
+    "times as now are no change: 200 with the window as it is, and no update is posted or sent.",
 )
 def reschedule_maintenance(request: HttpRequest, maintenance_id: int, payload: MaintenancePatchIn) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
@@ -120,12 +122,14 @@ def reschedule_maintenance(request: HttpRequest, maintenance_id: int, payload: M
     for name in sorted(given):
         if getattr(payload, name) is None:
             raise ActionRefused(f"{name} cannot be empty.", field=name, code="invalid")
-    actions.reschedule_maintenance(
-        maintenance,
-        actor=user,
-        scheduled_for=payload.scheduled_for or maintenance.scheduled_for,
-        scheduled_until=payload.scheduled_until or maintenance.scheduled_until,
-        message=payload.message,
+    unless_unchanged(
+        lambda: actions.reschedule_maintenance(
+            maintenance,
+            actor=user,
+            scheduled_for=payload.scheduled_for or maintenance.scheduled_for,
+            scheduled_until=payload.scheduled_until or maintenance.scheduled_until,
+            message=payload.message,
+        )
     )
     return _read(user, maintenance_id)
 

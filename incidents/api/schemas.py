@@ -18,14 +18,14 @@ from incidents.api.fields import (
     Choice,
     ComponentDescription,
     Id,
-    Markdown,
     Moment,
     NonBlank,
     NonBlankMarkdown,
     NonBlankReason,
+    OptionalMarkdown,
+    OptionalReason,
     QueryIn,
     QueryInt,
-    Reason,
     Regions,
     Workaround,
 )
@@ -115,7 +115,9 @@ class DeclareIn(VisibilityIn):
     )
     title: NonBlank = Field(min_length=1, max_length=200)
     severity: NonBlank = Field(max_length=16, description='A severity key, e.g. "sev1" (see GET /severities).')
-    message: Markdown = Field("", description="The first update (Markdown); none if empty. is_public says who sees it.")
+    message: OptionalMarkdown = Field(
+        "", description="The first update (Markdown); none if empty. is_public says who sees it."
+    )
     public_status: Annotated[PublicStatus, Choice] = PublicStatus.INVESTIGATING
     components: list[ComponentStatusIn] = Field(default_factory=list)
     customer_impact_percent: float | None = _percent()
@@ -138,12 +140,12 @@ class UpdateIn(VisibilityIn):
 
 
 class ResolveIn(VisibilityIn):
-    message: Markdown = Field("", description="A closing update (Markdown); none if empty.")
+    message: OptionalMarkdown = Field("", description="A closing update (Markdown); none if empty.")
 
 
 class ReopenIn(VisibilityIn):
     reason: NonBlankReason = Field(description="Why the incident is reopened (required, recorded on the timeline).")
-    message: Markdown = Field("", description="An update to post at once (otherwise the next one falls due).")
+    message: OptionalMarkdown = Field("", description="An update to post at once (otherwise the next one falls due).")
 
 
 class IncidentPatchIn(BodyIn):
@@ -389,7 +391,9 @@ class MaintenanceIn(BodyIn):
     components: list[Id] = Field(
         default_factory=list, description="Ids of the components (not groups) the window affects."
     )
-    message: Markdown = Field("", description="The announcement (Markdown); a default naming the window if empty.")
+    message: OptionalMarkdown = Field(
+        "", description="The announcement (Markdown); a default naming the window if empty."
+    )
     auto_start: bool = Field(True, description="The sweep starts the window at scheduled_for.")
     auto_complete: bool = Field(True, description="The sweep completes the window at scheduled_until.")
 
@@ -399,7 +403,9 @@ class MaintenancePatchIn(BodyIn):
 
     scheduled_for: Moment | None = Field(None, description="ISO 8601 with an offset.")
     scheduled_until: Moment | None = Field(None, description=_WINDOW_END)
-    message: Markdown = Field("", description="The update announcing the new window (Markdown); a default if empty.")
+    message: OptionalMarkdown = Field(
+        "", description="The update announcing the new window (Markdown); a default if empty."
+    )
 
 
 class MaintenanceUpdateIn(BodyIn):
@@ -410,11 +416,13 @@ class MaintenanceUpdateIn(BodyIn):
 
 
 class MaintenanceMessageIn(BodyIn):
-    message: Markdown = Field("", description="The update posted with the change (Markdown); a default if empty.")
+    message: OptionalMarkdown = Field(
+        "", description="The update posted with the change (Markdown); a default if empty."
+    )
 
 
 class MaintenanceCancelIn(BodyIn):
-    reason: Reason = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
+    reason: OptionalReason = Field("", description="Posted as the cancellation notice (Markdown); a default if empty.")
 
 
 class MaintenanceListQuery(QueryIn):
