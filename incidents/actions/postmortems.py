@@ -328,8 +328,9 @@ def add_postmortem_entry(
     text = text.strip()
     if not text:
         raise ActionRefused("Say what happened at that time.", field="text")
-    if at > timezone.now():
-        # A timeline says what happened; a line dated ahead would sort after everything yet to come.
+    if at > timezone.now() + timedelta(minutes=1):
+        # A timeline says what happened; a line dated ahead would sort after everything yet to come. A
+        # minute's grace: the form is to the minute, and a client's clock may run a little ahead.
         raise ActionRefused(
             f"That time ({_when(at)}) is in the future; a timeline line says what has happened.",
             field="at",
