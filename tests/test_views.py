@@ -707,6 +707,27 @@ def test_it_resolves_without_javascript(staff_client: Client, incident: Incident
     assert "Resolved." in text(staff_client.get(response["Location"]))
 
 
+def test_an_internal_closing_message_is_labelled_resolved_and_internal(
+    staff_client: Client, staff: User, incident: Incident
+) -> None:
+    actions.resolve_incident(incident, actor=staff, message="Rolled back db01.", is_public=False)
+
+    page = text(staff_client.get(f"/manage/incidents/{incident.pk}"))
+    updates = re.findall(r'<article class="update update--(\w+)">(.*?)</article>', page, re.DOTALL)
+    labels = [
+        (kind, re.sub(r"<[^>]+>", "", head).split(), re.sub(r"<[^>]+>", "", body).strip())
+        for kind, html in updates
+        for head, body in re.findall(
+            r'<header class="update__head">(.*?)</header>\s*<div class="prose">(.*?)</div>', html, re.DOTALL
+        )
+    ]
+    assert [(kind, words[:2], body) for kind, words, body in labels] == [
+        ("public", ["Resolved", "Public"], "This incident has been resolved."),
+        ("internal", ["Resolved", "Internal"], "Rolled back db01."),
+        ("public", ["Investigating", "Public"], "We are investigating elevated latency."),
+    ]
+
+
 def test_resolving_without_a_final_message_tells_customers(staff_client: Client, incident: Incident) -> None:
     page = text(staff_client.get(f"/manage/incidents/{incident.pk}"))
     assert "customers of a public incident read “This incident has been resolved.”" in page

@@ -264,7 +264,9 @@ def _post_update_locked(
         request_publish()
     update = IncidentUpdate.objects.create(
         incident=incident,
-        status=public_status if is_public else incident.public_status,
+        # The status it was written with, internal or not: an internal closing note is "Resolved" (it was
+        # labelled with the public status it left unchanged, "Investigating"), and the milestones moved.
+        status=public_status,
         body=body,
         body_html=render_markdown(body),
         is_public=is_public,
