@@ -407,7 +407,7 @@ def send_on_commit() -> None:
         from incidents.tasks import send_staff_notices
 
         if send_staff_notices.app.conf.task_always_eager and not settings.DELIVER_EAGERLY:
-            return  # no broker: the timer loop sends within TIMER_SWEEP_SECONDS (see actions._notify)
+            return  # no broker: the timer loop sends within TIMER_SWEEP_SECONDS (see incidents.actions.notify)
         try:
             send_staff_notices.delay()
         except Exception:  # the sweep sends them later

@@ -15,7 +15,10 @@ from django.utils import timezone
 from django.utils.html import strip_tags
 
 from incidents import clocks
-from incidents.actions._common import ActionRefused, Actor, _actor_name, _event, _lock, _notify, _user, _when
+from incidents.actions.errors import ActionRefused
+from incidents.actions.locking import lock_incident
+from incidents.actions.notify import notify_after_commit
+from incidents.actions.timeline import Actor, acting_user, actor_name, format_moment, record_event
 from incidents.actions.timing import _aim_clock, _clock, _duration, _pause_clock, _resume_clock, _stop_clock
 from incidents.models import (
     PUBLIC_BY_DEFAULT,
@@ -49,7 +52,7 @@ _STARRED_EVENT_KINDS = {EventKind.DECLARED, EventKind.ACKNOWLEDGED, EventKind.RE
 
 
 def _require_staff(actor: Actor, what: str) -> Any:
-    user = _user(actor)
+    user = acting_user(actor)
     if user is None or not user.is_staff:
         raise ActionRefused(f"Only staff can {what}.", code="forbidden")
     return user
@@ -125,7 +128,7 @@ def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postm
     target = incident.severity.postmortem_target
     postmortem = Postmortem.objects.create(
         incident=incident,
-        owner=incident.commander or _user(actor),
+        owner=incident.commander or acting_user(actor),
         due_at=at + timedelta(seconds=target) if target else None,
         created_at=at,
         updated_at=at,
@@ -154,8 +157,8 @@ def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postm
         clock.next_check_at = clocks.next_check_at(clock)
         clock.save()
     owner = postmortem.owner.get_username() if postmortem.owner else "nobody"
-    due = f", due {_when(postmortem.due_at)}" if postmortem.due_at else ""
-    _event(
+    due = f", due {format_moment(postmortem.due_at)}" if postmortem.due_at else ""
+    record_event(
         incident,
         EventKind.POSTMORTEM_STARTED,
         f"Post-mortem draft opened, owned by {owner}{due}",
@@ -205,7 +208,7 @@ def _resume_postmortem(incident: Incident, at: datetime) -> str:
     postmortem.due_at += paused_for
     postmortem.save(update_fields=["due_at"])
     _aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
-    return f"; the post-mortem clock runs again, due {_when(postmortem.due_at)}"
+    return f"; the post-mortem clock runs again, due {format_moment(postmortem.due_at)}"
 
 
 def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> None:
@@ -217,13 +220,13 @@ def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> Non
         raise ActionRefused("This post-mortem is published: its due date is history now.", field="due_at")
     if due_at < incident.declared_at:
         raise ActionRefused(
-            f"The due date is before the incident was declared ({_when(incident.declared_at)}).",
+            f"The due date is before the incident was declared ({format_moment(incident.declared_at)}).",
             field="due_at",
             code="before_declared",
         )
     if due_at < at:
         raise ActionRefused(
-            f"The due date is in the past ({_when(due_at)}); choose a time after now.",
+            f"The due date is in the past ({format_moment(due_at)}); choose a time after now.",
             field="due_at",
             code="in_the_past",
         )
@@ -248,7 +251,7 @@ def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = 
     at = at or timezone.now()
     _require_staff(actor, "start a post-mortem")
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if Postmortem.objects.filter(incident=incident).exists():
             raise ActionRefused("This incident already has a post-mortem.", code="exists")
         if not incident.is_resolved:
@@ -292,17 +295,17 @@ def edit_postmortem(
         if due_at is not None and due_at != postmortem.due_at:
             _set_due_date(postmortem, due_at, at)
             fields.append("due_at")
-            changed.append(f"due {_when(due_at)}")
+            changed.append(f"due {format_moment(due_at)}")
         if not changed:
             return postmortem
         postmortem.updated_at = at
         postmortem.save(update_fields=fields)
         if postmortem.is_published:
             request_publish()
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} edited the post-mortem: {', '.join(changed)}",
+            f"{actor_name(actor)} edited the post-mortem: {', '.join(changed)}",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,
@@ -404,10 +407,10 @@ def add_action_item(
             link=link,
             created_at=at,
         )
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} added action item “{title}” ({ActionKind(kind).label.lower()}, "
+            f"{actor_name(actor)} added action item “{title}” ({ActionKind(kind).label.lower()}, "
             f"{priority.upper()}{', owner ' + owner.get_username() if owner else ''})",
             actor=actor,
             at=at,
@@ -429,10 +432,10 @@ def set_action_item_status(item: ActionItem, *, actor: Actor, status: str, at: d
         item.status = status
         item.closed_at = None if item.is_open else at
         item.save(update_fields=["status", "closed_at"])
-        _event(
+        record_event(
             item.postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} moved action item “{item.title}” from {previous} to {item.get_status_display()}",
+            f"{actor_name(actor)} moved action item “{item.title}” from {previous} to {item.get_status_display()}",
             actor=actor,
             at=at,
             action_item_id=item.pk,
@@ -462,10 +465,10 @@ def submit_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | No
         postmortem.submitted_at = at
         postmortem.updated_at = at
         postmortem.save(update_fields=["state", "submitted_at", "updated_at"])
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_REVIEW,
-            f"{_actor_name(actor)} sent the post-mortem for review",
+            f"{actor_name(actor)} sent the post-mortem for review",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,
@@ -489,10 +492,10 @@ def return_postmortem_to_draft(
         postmortem.state = PostmortemState.DRAFT
         postmortem.updated_at = at
         postmortem.save(update_fields=["state", "updated_at"])
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} sent the post-mortem back to draft: {reason}",
+            f"{actor_name(actor)} sent the post-mortem back to draft: {reason}",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,
@@ -509,7 +512,7 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
     _require_staff(actor, "publish a post-mortem")
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
-        incident = _lock(postmortem.incident)
+        incident = lock_incident(postmortem.incident)
         if postmortem.state == PostmortemState.PUBLISHED:
             raise ActionRefused("This post-mortem is already published.", code="already_published")
         if postmortem.state != PostmortemState.IN_REVIEW:
@@ -524,10 +527,10 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
         _stop_clock(_clock(incident, Metric.POSTMORTEM), at)
         if internal:
             # Never public: nothing to show customers or send them. It is finished, for staff only.
-            _event(
+            record_event(
                 incident,
                 EventKind.POSTMORTEM_PUBLISHED,
-                f"{_actor_name(actor)} completed the post-mortem (staff only: the incident was never public)",
+                f"{actor_name(actor)} completed the post-mortem (staff only: the incident was never public)",
                 actor=actor,
                 at=at,
                 postmortem_id=postmortem.pk,
@@ -543,11 +546,11 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
             component_ids=sorted(c.pk for c in incident.components.all()),
             created_at=at,
         )
-        _notify(message)
-        _event(
+        notify_after_commit(message)
+        record_event(
             incident,
             EventKind.POSTMORTEM_PUBLISHED,
-            f"{_actor_name(actor)} published the post-mortem",
+            f"{actor_name(actor)} published the post-mortem",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,

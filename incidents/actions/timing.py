@@ -9,7 +9,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 
 from incidents import clocks, escalation
-from incidents.actions._common import Actor, _actor_name, _event, _user
+from incidents.actions.timeline import Actor, acting_user, actor_name, record_event
 from incidents.models import (
     Clock,
     ClockEvent,
@@ -74,7 +74,7 @@ def _record_clock_event(clock: Clock, kind: str, due: datetime, *, nudge: bool =
     else:
         message = f"{label} clock breached its {_duration(clock.target_seconds)} target"
         event_kind = EventKind.CLOCK_BREACHED
-    _event(
+    record_event(
         clock.incident, event_kind, message, actor=None, at=due, metric=clock.metric, threshold=kind, cycle=clock.cycle
     )
     return True
@@ -262,9 +262,9 @@ def _stamp_acknowledged(incident: Incident, actor: Actor, at: datetime) -> bool:
     if incident.acknowledged_at is not None:
         return False
     incident.acknowledged_at = at
-    incident.acknowledged_by = _user(actor)
+    incident.acknowledged_by = acting_user(actor)
     _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
-    escalation.stop_pending(incident, at, f"acknowledged by {_actor_name(actor)}")
+    escalation.stop_pending(incident, at, f"acknowledged by {actor_name(actor)}")
     return True
 
 
@@ -274,7 +274,7 @@ def _advance(incident: Incident, public_status: str, actor: Actor, at: datetime)
     target = _INTERNAL_FOR_PUBLIC[PublicStatus(public_status)]
     # A person who identifies or resolves has acknowledged, even without pressing the button.
     beyond_investigating = target != IncidentStatus.ACKNOWLEDGED
-    if beyond_investigating and _user(actor) is not None and _stamp_acknowledged(incident, actor, at):
+    if beyond_investigating and acting_user(actor) is not None and _stamp_acknowledged(incident, actor, at):
         stamped.append("acknowledged_at")
     if beyond_investigating and incident.identified_at is None:
         incident.identified_at = at
