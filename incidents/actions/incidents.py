@@ -14,20 +14,20 @@ from incidents import escalation
 from incidents.actions.errors import ActionRefused
 from incidents.actions.impact import ComponentChange, apply_component_changes, derived_impact, refresh_impact
 from incidents.actions.locking import lock_incident
-from incidents.actions.postmortems import _open_postmortem, _pause_postmortem, _resume_postmortem
-from incidents.actions.subscriptions import _message_for_update
+from incidents.actions.postmortems import open_postmortem, pause_postmortem, resume_postmortem
+from incidents.actions.subscriptions import message_for_update
 from incidents.actions.timeline import Actor, acting_user, actor_name, record_event
 from incidents.actions.timing import (
-    _advance,
-    _clock,
-    _copy_targets,
-    _duration,
-    _restart_cadence,
-    _resume_clock,
-    _retarget_clocks,
-    _stamp_acknowledged,
-    _start_clocks,
-    _stop_clock,
+    advance_status,
+    copy_targets,
+    format_duration,
+    locked_clock,
+    restart_cadence,
+    resume_clock,
+    retarget_clocks,
+    stamp_acknowledged,
+    start_clocks,
+    stop_clock,
 )
 from incidents.actions.validation import check_component_status, clean_percent, clean_regions
 from incidents.markup import render_markdown
@@ -120,8 +120,8 @@ def declare_incident(
                 winner.replayed = True
                 return winner
 
-        _start_clocks(incident, severity, at)
-        _copy_targets(incident)
+        start_clocks(incident, severity, at)
+        copy_targets(incident)
         escalation.copy_policy(incident, severity, at)
         changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
         for change in changes:
@@ -166,7 +166,7 @@ def acknowledge_incident(incident: Incident, *, actor: Actor, at: datetime | Non
         if incident.acknowledged_at is not None:
             who = incident.acknowledged_by.get_username() if incident.acknowledged_by else "someone"
             raise ActionRefused(f"Already acknowledged by {who}.", code="already_acknowledged")
-        _stamp_acknowledged(incident, actor, at)
+        stamp_acknowledged(incident, actor, at)
         if incident.status == IncidentStatus.DECLARED:
             incident.status = IncidentStatus.ACKNOWLEDGED
         incident.updated_at = at
@@ -175,7 +175,7 @@ def acknowledge_incident(incident: Incident, *, actor: Actor, at: datetime | Non
         record_event(
             incident,
             EventKind.ACKNOWLEDGED,
-            f"{actor_name(actor)} acknowledged after {_duration(round(elapsed))}",
+            f"{actor_name(actor)} acknowledged after {format_duration(round(elapsed))}",
             actor=actor,
             at=at,
             elapsed_seconds=elapsed,
@@ -236,7 +236,7 @@ def _post_update_locked(
     fields = {"public_status", "status", "impact", "updated_at"}
     if is_public:
         incident.public_status = public_status
-    stamped = _advance(incident, public_status, actor, at)
+    stamped = advance_status(incident, public_status, actor, at)
     fields.update(stamped)
     if "acknowledged_at" in stamped:
         fields.add("acknowledged_by")
@@ -244,9 +244,9 @@ def _post_update_locked(
         if incident.published_at is None:
             incident.published_at = at
             fields.add("published_at")
-            _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at)
+            stop_clock(locked_clock(incident, Metric.FIRST_UPDATE), at)
         if public_status != PublicStatus.RESOLVED:
-            _restart_cadence(incident, incident.severity, at)
+            restart_cadence(incident, incident.severity, at)
     refresh_impact(incident, [c["new_status"] for c in applied])
     incident.updated_at = at
     incident.save(update_fields=sorted(fields))
@@ -265,7 +265,7 @@ def _post_update_locked(
         created_at=at,
     )
     if is_public:
-        _message_for_update(incident, update, sorted({c.pk for c in incident.components.all()}))
+        message_for_update(incident, update, sorted({c.pk for c in incident.components.all()}))
     kind = "a public" if is_public else "an internal"
     status_note = f" ({previous_status} → {public_status})" if is_public and previous_status != public_status else ""
     record_event(
@@ -293,8 +293,8 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
         incident.severity = severity
         incident.updated_at = at
         incident.save(update_fields=["severity", "updated_at"])
-        _retarget_clocks(incident, severity, at)
-        _copy_targets(incident)
+        retarget_clocks(incident, severity, at)
+        copy_targets(incident)
         if incident.published_at is not None:
             request_publish()  # the public "next update by" follows the new cadence target
         record_event(
@@ -508,12 +508,12 @@ def resolve_incident(
             if carries_changes:
                 restore = []
         if not posts:
-            _advance(incident, PublicStatus.RESOLVED, actor, at)
+            advance_status(incident, PublicStatus.RESOLVED, actor, at)
         applied = apply_component_changes(incident, restore, actor=actor, at=at)
         # Skipped milestones fill forward, so every resolved incident has all of them.
         if incident.acknowledged_at is None:
             incident.acknowledged_at = at
-            _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+            stop_clock(locked_clock(incident, Metric.ACKNOWLEDGE), at)
         escalation.stop_pending(incident, at, "the incident was resolved")
         incident.identified_at = incident.identified_at or at
         incident.mitigated_at = incident.mitigated_at or at
@@ -527,25 +527,25 @@ def resolve_incident(
                 "status", "public_status", "published_at", "impact", "updated_at",
             ]
         )  # fmt: skip
-        _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at, satisfied=False)
-        _stop_clock(_clock(incident, Metric.UPDATE_CADENCE), at, satisfied=False)
-        _stop_clock(_clock(incident, Metric.RESOLVE), at)
+        stop_clock(locked_clock(incident, Metric.FIRST_UPDATE), at, satisfied=False)
+        stop_clock(locked_clock(incident, Metric.UPDATE_CADENCE), at, satisfied=False)
+        stop_clock(locked_clock(incident, Metric.RESOLVE), at)
         request_publish()
         duration = (at - incident.declared_at).total_seconds()
         opens_postmortem = (
             incident.severity.postmortem_required and not Postmortem.objects.filter(incident=incident).exists()
         )
-        resumed = "" if opens_postmortem else _resume_postmortem(incident, at)
+        resumed = "" if opens_postmortem else resume_postmortem(incident, at)
         record_event(
             incident,
             EventKind.RESOLVED,
-            f"{actor_name(actor)} resolved the incident after {_duration(round(duration))}{resumed}",
+            f"{actor_name(actor)} resolved the incident after {format_duration(round(duration))}{resumed}",
             actor=actor,
             at=at,
             components=applied,
         )
         if opens_postmortem:
-            _open_postmortem(incident, actor=actor, at=at)
+            open_postmortem(incident, actor=actor, at=at)
         return incident
 
 
@@ -573,14 +573,14 @@ def reopen_incident(
         incident = lock_incident(incident)
         if not incident.is_resolved:
             raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
-        paused = _pause_postmortem(incident, at)  # reads the resolve about to be undone
+        paused = pause_postmortem(incident, at)  # reads the resolve about to be undone
         incident.status = IncidentStatus.ACKNOWLEDGED
         incident.public_status = PublicStatus.INVESTIGATING
         incident.resolved_at = None
         incident.reopened_count += 1
         incident.updated_at = at
         incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
-        _resume_clock(_clock(incident, Metric.RESOLVE), at)
+        resume_clock(locked_clock(incident, Metric.RESOLVE), at)
         note = "; the post-mortem clock waits for the next resolve" if paused.get("postmortem_clock_paused") else ""
         record_event(
             incident,

@@ -17,7 +17,7 @@ from incidents.actions.impact import (
     apply_component_changes,
     components_in_open_incidents,
 )
-from incidents.actions.subscriptions import _message_for_maintenance
+from incidents.actions.subscriptions import message_for_maintenance
 from incidents.actions.timeline import Actor, acting_user, actor_name, format_moment
 from incidents.markup import render_markdown
 from incidents.models import (
@@ -87,7 +87,7 @@ def _maintenance_update(
         author=acting_user(actor),
         created_at=at,
     )
-    _message_for_maintenance(maintenance, update)
+    message_for_maintenance(maintenance, update)
     return update
 
 

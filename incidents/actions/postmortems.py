@@ -19,7 +19,7 @@ from incidents.actions.errors import ActionRefused
 from incidents.actions.locking import lock_incident
 from incidents.actions.notify import notify_after_commit
 from incidents.actions.timeline import Actor, acting_user, actor_name, format_moment, record_event
-from incidents.actions.timing import _aim_clock, _clock, _duration, _pause_clock, _resume_clock, _stop_clock
+from incidents.actions.timing import aim_clock, format_duration, locked_clock, pause_clock, resume_clock, stop_clock
 from incidents.models import (
     PUBLIC_BY_DEFAULT,
     ActionItem,
@@ -74,7 +74,7 @@ def customer_impact_text(incident: Incident) -> str:
     where = f" in {', '.join(incident.regions)}" if incident.regions else ""
     components = ", ".join(sorted(c.display_name for c in incident.components.select_related("group")))
     lines = [
-        f"{who}{where} were affected for {_duration((ended - started).total_seconds())}, "
+        f"{who}{where} were affected for {format_duration((ended - started).total_seconds())}, "
         f"from {started:%Y-%m-%d %H:%M} to {ended:%Y-%m-%d %H:%M} UTC.",
     ]
     if components:
@@ -123,7 +123,7 @@ def _collect_timeline(postmortem: Postmortem) -> int:
     return postmortem.entries.count() - before
 
 
-def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postmortem:
+def open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postmortem:
     """A draft with every section, the customer impact filled in and the timeline collected."""
     target = incident.severity.postmortem_target
     postmortem = Postmortem.objects.create(
@@ -169,7 +169,7 @@ def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postm
     return postmortem
 
 
-def _pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
+def pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
     """On reopen, before the resolve is undone: an unpublished post-mortem's clock waits for the final
     resolve. Returns what the reopen event records: whether the clock paused, and the customer-impact
     text if it is still the one filled in from the incident (the next resolve writes it again)."""
@@ -177,7 +177,7 @@ def _pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
     if postmortem is None or postmortem.is_published:
         return {}
     recorded: dict[str, Any] = {}
-    if _pause_clock(_clock(incident, Metric.POSTMORTEM), at):
+    if pause_clock(locked_clock(incident, Metric.POSTMORTEM), at):
         recorded["postmortem_clock_paused"] = True
     section = postmortem.sections.filter(key=SectionKey.CUSTOMER_IMPACT).first()
     if section is not None and section.body == customer_impact_text(incident):
@@ -185,7 +185,7 @@ def _pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
     return recorded
 
 
-def _resume_postmortem(incident: Incident, at: datetime) -> str:
+def resume_postmortem(incident: Incident, at: datetime) -> str:
     """On the resolve after a reopen: the paused post-mortem clock runs again, its due date moved on by the
     pause, and a customer-impact section nobody edited is written again for the final duration. Returns
     what the resolve event adds."""
@@ -198,16 +198,16 @@ def _resume_postmortem(incident: Incident, at: datetime) -> str:
         postmortem.sections.filter(key=SectionKey.CUSTOMER_IMPACT, body=prefilled).update(
             body=customer_impact_text(incident)
         )
-    clock = _clock(incident, Metric.POSTMORTEM)
+    clock = locked_clock(incident, Metric.POSTMORTEM)
     if clock is None or clock.state != ClockState.PAUSED or clock.stopped_at is None:
         return ""
     paused_for = at - clock.stopped_at
-    _resume_clock(clock, at)
+    resume_clock(clock, at)
     if postmortem.due_at is None:
         return "; the post-mortem clock runs again"
     postmortem.due_at += paused_for
     postmortem.save(update_fields=["due_at"])
-    _aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
+    aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
     return f"; the post-mortem clock runs again, due {format_moment(postmortem.due_at)}"
 
 
@@ -231,7 +231,7 @@ def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> Non
             code="in_the_past",
         )
     postmortem.due_at = due_at
-    clock = _clock(incident, Metric.POSTMORTEM)
+    clock = locked_clock(incident, Metric.POSTMORTEM)
     if clock is None:
         running = incident.is_resolved
         clock = Clock.objects.create(
@@ -243,7 +243,7 @@ def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> Non
             stopped_at=None if running else at,
             state=ClockState.RUNNING if running else ClockState.PAUSED,
         )
-    _aim_clock(clock, due_at, at)
+    aim_clock(clock, due_at, at)
 
 
 def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Postmortem:
@@ -256,7 +256,7 @@ def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = 
             raise ActionRefused("This incident already has a post-mortem.", code="exists")
         if not incident.is_resolved:
             raise ActionRefused("Resolve the incident before starting its post-mortem.", code="not_resolved")
-        return _open_postmortem(incident, actor=actor, at=at)
+        return open_postmortem(incident, actor=actor, at=at)
 
 
 def edit_postmortem(
@@ -524,7 +524,7 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
         postmortem.published_at = at
         postmortem.updated_at = at
         postmortem.save(update_fields=["state", "published_at", "updated_at"])
-        _stop_clock(_clock(incident, Metric.POSTMORTEM), at)
+        stop_clock(locked_clock(incident, Metric.POSTMORTEM), at)
         if internal:
             # Never public: nothing to show customers or send them. It is finished, for staff only.
             record_event(

@@ -36,7 +36,7 @@ from incidents.tokens import new_secret
 CONFIRMATION_RESEND_INTERVAL = timedelta(hours=1)
 
 
-def _message_for_update(incident: Incident, update: IncidentUpdate, component_ids: list[int]) -> None:
+def message_for_update(incident: Incident, update: IncidentUpdate, component_ids: list[int]) -> None:
     message = Message.objects.create(
         kind=MessageKind.INCIDENT_UPDATE,
         key=f"incident-update:{update.pk}",
@@ -49,7 +49,7 @@ def _message_for_update(incident: Incident, update: IncidentUpdate, component_id
     notify_after_commit(message)
 
 
-def _message_for_maintenance(maintenance: Maintenance, update: MaintenanceUpdate) -> None:
+def message_for_maintenance(maintenance: Maintenance, update: MaintenanceUpdate) -> None:
     message = Message.objects.create(
         kind=MessageKind.MAINTENANCE,
         key=f"maintenance-update:{update.pk}",
