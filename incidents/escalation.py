@@ -828,22 +828,3 @@ def escalations(incident_ids: Iterable[int]) -> dict[int, Escalation]:
         )
         found.setdefault(step.incident_id, Escalation()).steps.append(step)
     return found
-
-
-def acknowledge_by_link(notice: StaffNotice, *, actor: Any, at: datetime | None = None) -> Incident:
-    """Use a page's acknowledgment link: once only, by a signed-in person allowed to acknowledge."""
-    from incidents.actions import ActionRefused, acknowledge_incident
-
-    at = at or timezone.now()
-    with transaction.atomic():
-        # The incident first, then the notice: the order every action that stops paging takes.
-        Incident.objects.select_for_update(of=("self",)).filter(pk=notice.incident_id).first()
-        locked = StaffNotice.objects.select_for_update(of=("self",)).select_related("used_by").get(pk=notice.pk)
-        if locked.used_at is not None:
-            who = locked.used_by.get_username() if locked.used_by else "someone"
-            raise ActionRefused(
-                f"This link was already used, by {who} at {locked.used_at:%Y-%m-%d %H:%M} UTC. Links work once.",
-                code="link_used",
-            )
-        StaffNotice.objects.filter(pk=locked.pk).update(used_at=at, used_by=actor)
-        return acknowledge_incident(notice.incident, actor=actor, at=at)

@@ -518,7 +518,7 @@ def ack_link(request: HtmxHttpRequest, token: str) -> HttpResponse:
     if request.method == "GET":
         return render(request, ACK_LINK_PAGE, context)
     try:
-        escalation.acknowledge_by_link(notice, actor=request.user)
+        actions.acknowledge_by_link(notice, actor=request.user)
     except ActionRefused as refused:
         context["problem"] = refused.message
         return render(request, ACK_LINK_PAGE, context, status=409)

@@ -37,6 +37,7 @@ from incidents.actions.maintenance import (
     start_maintenance,
 )
 from incidents.actions.notify import notify_after_commit
+from incidents.actions.paging import acknowledge_by_link
 from incidents.actions.postmortems import (
     add_action_item,
     add_postmortem_entry,
@@ -73,6 +74,7 @@ __all__ = [
     "ActionRefused",
     "Actor",
     "ComponentChange",
+    "acknowledge_by_link",
     "acknowledge_incident",
     "add_action_item",
     "add_postmortem_entry",
