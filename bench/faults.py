@@ -410,9 +410,7 @@ class Result:
             if tail > SLOW:
                 self.failures.append(f"p99 of public requests over {SLOW:.0f} s ({tail:.2f} s)")
             if worst > SATURATED_SLOWEST:
-                self.failures.append(
-                    f"a public request waited over {SATURATED_SLOWEST:.0f} s (slowest {worst:.2f} s)"
-                )
+                self.failures.append(f"a public request waited over {SATURATED_SLOWEST:.0f} s (slowest {worst:.2f} s)")
         if self.public_5xx and self.aggregate is None:
             statuses = Counter(f"{s.status} {s.path}" for s in self.public if s.status >= 500 or s.status == 0)
             self.failures.append(f"{self.public_5xx} public requests failed ({dict(statuses)}; 0: no answer)")

@@ -31,9 +31,7 @@ HEARTBEAT = "timers"
 
 def elapsed(clock: Clock, now: datetime) -> float:
     """Seconds the clock has run, up to `now`."""
-    if clock.running_since is None:
-        return clock.elapsed_seconds
-    return clock.elapsed_seconds + max(0.0, (now - clock.running_since).total_seconds())
+    return clock.elapsed_at(now)
 
 
 def remaining(clock: Clock, now: datetime) -> float:
@@ -49,10 +47,7 @@ def threshold_at(clock: Clock, fraction: float) -> datetime | None:
 
 def due_at(clock: Clock) -> datetime | None:
     """When the target is (or, for a stopped clock, would have been) reached."""
-    base = clock.running_since or clock.stopped_at
-    if base is None:
-        return None
-    return base + timedelta(seconds=clock.target_seconds - clock.elapsed_seconds)
+    return clock.due_at
 
 
 def next_check_at(clock: Clock) -> datetime | None:

@@ -408,7 +408,7 @@ def send_on_commit() -> None:
         from incidents.tasks import send_staff_notices
 
         if send_staff_notices.app.conf.task_always_eager and not settings.DELIVER_EAGERLY:
-            return  # no broker: the timer loop sends within TIMER_SWEEP_SECONDS (see actions._notify)
+            return  # no broker: the timer loop sends within TIMER_SWEEP_SECONDS (see incidents.actions.notify)
         try:
             send_staff_notices.delay()
         except Exception:  # the sweep sends them later
@@ -829,22 +829,3 @@ def escalations(incident_ids: Iterable[int]) -> dict[int, Escalation]:
         )
         found.setdefault(step.incident_id, Escalation()).steps.append(step)
     return found
-
-
-def acknowledge_by_link(notice: StaffNotice, *, actor: Any, at: datetime | None = None) -> Incident:
-    """Use a page's acknowledgment link: once only, by a signed-in person allowed to acknowledge."""
-    from incidents.actions import ActionRefused, acknowledge_incident
-
-    at = at or timezone.now()
-    with transaction.atomic():
-        # The incident first, then the notice: the order every action that stops paging takes.
-        Incident.objects.select_for_update(of=("self",)).filter(pk=notice.incident_id).first()
-        locked = StaffNotice.objects.select_for_update(of=("self",)).select_related("used_by").get(pk=notice.pk)
-        if locked.used_at is not None:
-            who = locked.used_by.get_username() if locked.used_by else "someone"
-            raise ActionRefused(
-                f"This link was already used, by {who} at {locked.used_at:%Y-%m-%d %H:%M} UTC. Links work once.",
-                code="link_used",
-            )
-        StaffNotice.objects.filter(pk=locked.pk).update(used_at=at, used_by=actor)
-        return acknowledge_incident(notice.incident, actor=actor, at=at)

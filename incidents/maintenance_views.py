@@ -32,7 +32,7 @@ from incidents.actions import ActionRefused
 from incidents.forms import StaffForm
 from incidents.maintenance_forms import CancelForm, MaintenanceUpdateForm, RescheduleForm, ScheduleForm
 from incidents.models import Maintenance, MaintenanceStatus
-from incidents.views import HtmxHttpRequest, _is_fragment_request, _see_other, render_parts, staff_login_required
+from incidents.views import HtmxHttpRequest, is_fragment_request, render_parts, see_other, staff_login_required
 
 LIST_PAGE = "incidents/maintenance_list.html"
 SCHEDULE_PAGE = "incidents/maintenance_schedule.html"
@@ -121,7 +121,7 @@ def schedule(request: HtmxHttpRequest) -> HttpResponse:
                     form.add_error(None, refused.message)
             else:
                 messages.success(request, f"Scheduled: {maintenance.title}")
-                return _see_other(_maintenance_url(maintenance.pk))
+                return see_other(_maintenance_url(maintenance.pk))
         status = 422
     else:
         form = ScheduleForm(components=components)
@@ -174,7 +174,7 @@ def _fragments(
 def maintenance_detail(request: HtmxHttpRequest, maintenance_id: int) -> HttpResponse:
     maintenance = access.get_maintenance_for_user(request.user, maintenance_id)
     context = _context(request, maintenance)
-    if _is_fragment_request(request):
+    if is_fragment_request(request):
         # The header polls, so a start or completion by the sweep (or a colleague) shows up. The forms
         # stay as they are: someone may be typing into them.
         return _fragments(request, context, "header", ("updates", "timeline"))
@@ -184,7 +184,7 @@ def maintenance_detail(request: HtmxHttpRequest, maintenance_id: int) -> HttpRes
 def _succeeded(request: HtmxHttpRequest, maintenance_id: int, message: str, primary: str) -> HttpResponse:
     messages.success(request, message)
     if not request.htmx:
-        return _see_other(_maintenance_url(maintenance_id))
+        return see_other(_maintenance_url(maintenance_id))
     maintenance = access.get_maintenance_for_user(request.user, maintenance_id)
     return _fragments(request, _context(request, maintenance), primary, with_messages=True)
 
@@ -205,7 +205,7 @@ def _refused(
     """
     if not request.htmx and form is None:
         messages.error(request, refused.message)
-        return _see_other(_maintenance_url(maintenance_id))
+        return see_other(_maintenance_url(maintenance_id))
     maintenance = access.get_maintenance_for_user(request.user, maintenance_id)
     bound: dict[str, StaffForm] = {}
     header_error = ""

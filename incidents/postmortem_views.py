@@ -35,7 +35,7 @@ from incidents.postmortem_forms import (
     ReturnForm,
     SectionForm,
 )
-from incidents.views import HtmxHttpRequest, _is_fragment_request, _see_other, staff_login_required
+from incidents.views import HtmxHttpRequest, is_fragment_request, see_other, staff_login_required
 
 PAGE = "incidents/postmortem.html"
 
@@ -97,7 +97,7 @@ def _body(request: HtmxHttpRequest, postmortem: Postmortem, *, status: int = 200
 def _done(request: HtmxHttpRequest, incident_id: int, message: str) -> HttpResponse:
     messages.success(request, message)
     if not request.htmx:
-        return _see_other(_page_url(incident_id))
+        return see_other(_page_url(incident_id))
     return _body(request, access.get_postmortem_for_user(request.user, incident_id))
 
 
@@ -112,7 +112,7 @@ def _refused(
         return _body(request, postmortem, status=422, **{name: form})
     if not request.htmx:
         messages.error(request, refused.message)
-        return _see_other(_page_url(incident_id))
+        return see_other(_page_url(incident_id))
     return _body(request, postmortem, status=422, error=refused.message)
 
 
@@ -122,7 +122,7 @@ def _refused(
 def postmortem_page(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     postmortem = access.get_postmortem_for_user(request.user, incident_id)
     context = _context(request, postmortem)
-    if _is_fragment_request(request):
+    if is_fragment_request(request):
         return render(request, f"{PAGE}#body", context)
     return render(request, PAGE, context)
 
@@ -135,9 +135,9 @@ def start(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
         actions.start_postmortem(incident, actor=request.user)
     except ActionRefused as refused:
         messages.error(request, refused.message)
-        return _see_other(reverse("incidents:detail", args=[incident.pk]))
+        return see_other(reverse("incidents:detail", args=[incident.pk]))
     messages.success(request, "Post-mortem draft opened.")
-    return _see_other(_page_url(incident.pk))
+    return see_other(_page_url(incident.pk))
 
 
 @staff_login_required
@@ -161,7 +161,7 @@ def save_section(request: HtmxHttpRequest, incident_id: int, key: str) -> HttpRe
         else:
             if not request.htmx:
                 messages.success(request, f"{section.get_key_display()} saved.")
-                return _see_other(f"{_page_url(incident_id)}#section-{key}")
+                return see_other(f"{_page_url(incident_id)}#section-{key}")
             section.refresh_from_db()
             form = SectionForm(section=section)
             form.saved = True  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 from incidents import access, analytics, reports
 from incidents.forms import SeverityChoiceField
 from incidents.models import Benchmark, Severity
+from incidents.templatetags.incident_ui import METRIC_LABELS
 from incidents.views import HtmxHttpRequest, staff_login_required
 
 DEFAULT_DAYS = 90
@@ -81,7 +82,7 @@ def report(request: HtmxHttpRequest) -> HttpResponse:
     rows = [
         {
             "name": name,
-            "label": reports.METRIC_LABELS[name],
+            "label": METRIC_LABELS[name],
             "target": severity.target_for(name) if severity else None,
             "figure": metrics.figures[name],
         }

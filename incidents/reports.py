@@ -16,13 +16,9 @@ from django.utils.safestring import SafeString
 
 from incidents import analytics
 from incidents.models import Benchmark, Incident, Severity
+from incidents.templatetags.incident_ui import METRIC_LABELS
 from incidents.templatetags.incident_ui import duration as format_duration
 
-METRIC_LABELS = {
-    "acknowledge": "Time to acknowledge",
-    "first_update": "Time to first public update",
-    "resolve": "Time to resolve",
-}
 STATISTIC_FIELDS = {"mean": "mean_seconds", "median": "median_seconds"}
 # Chart gridlines fall on round durations: 1, 5, 10, 15, 30 min, 1, 2, 4, 8, 12 h, 1, 2, 7 d…
 NICE_STEPS = [60, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 604800, 2592000]

@@ -80,12 +80,12 @@ def staff_login_required(view: View) -> View:
     return wrapper
 
 
-def _is_fragment_request(request: HtmxHttpRequest) -> bool:
+def is_fragment_request(request: HtmxHttpRequest) -> bool:
     # A history restore after a cache miss needs the whole page, though htmx sends it.
     return bool(request.htmx) and not request.htmx.history_restore_request
 
 
-def _see_other(url: str) -> HttpResponseRedirect:
+def see_other(url: str) -> HttpResponseRedirect:
     return HttpResponseRedirect(url, status=303)
 
 
@@ -122,7 +122,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         "postmortems": access.unfinished_postmortems_for(request.user),
         "overdue_items": access.overdue_action_items_for(request.user, timezone.now().date()),
     }
-    template = f"{DASHBOARD}#open-incidents" if _is_fragment_request(request) else DASHBOARD
+    template = f"{DASHBOARD}#open-incidents" if is_fragment_request(request) else DASHBOARD
     return render(request, template, context)
 
 
@@ -170,7 +170,7 @@ def declare(request: HtmxHttpRequest) -> HttpResponse:
                     form.add_error(None, refused.message)
             else:
                 messages.success(request, f"Declared {incident.severity.name}: {incident.title}")
-                return _see_other(_incident_url(incident.pk))
+                return see_other(_incident_url(incident.pk))
         status = 422
     else:
         initial: dict[str, Any] = {}
@@ -267,7 +267,7 @@ def render_parts(
 def incident_detail(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
     incident = access.get_incident_for_user(request.user, incident_id)
     context = _incident_context(request, incident)
-    if _is_fragment_request(request):
+    if is_fragment_request(request):
         # The header polls: it comes back with the updates and timeline others may have added.
         return _fragments(request, context, "header", ("updates", "timeline", "paging-status"))
     return render(request, INCIDENT_PAGE, context)
@@ -278,7 +278,7 @@ def _succeeded(
 ) -> HttpResponse:
     messages.success(request, message)
     if not request.htmx:
-        return _see_other(_incident_url(incident_id))
+        return see_other(_incident_url(incident_id))
     incident = access.get_incident_for_user(request.user, incident_id)
     return _fragments(request, _incident_context(request, incident), primary, oob, with_messages=True)
 
@@ -300,7 +300,7 @@ def _refused(
     """
     if not request.htmx and form is None:
         messages.error(request, refused.message)
-        return _see_other(_incident_url(incident_id))
+        return see_other(_incident_url(incident_id))
     incident = access.get_incident_for_user(request.user, incident_id)
     bound: dict[str, StaffForm] = {}
     header_error = ""
@@ -518,9 +518,9 @@ def ack_link(request: HtmxHttpRequest, token: str) -> HttpResponse:
     if request.method == "GET":
         return render(request, ACK_LINK_PAGE, context)
     try:
-        escalation.acknowledge_by_link(notice, actor=request.user)
+        actions.acknowledge_by_link(notice, actor=request.user)
     except ActionRefused as refused:
         context["problem"] = refused.message
         return render(request, ACK_LINK_PAGE, context, status=409)
     messages.success(request, "Acknowledged. You are on it: paging has stopped.")
-    return _see_other(_incident_url(incident.pk))
+    return see_other(_incident_url(incident.pk))

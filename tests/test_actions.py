@@ -113,6 +113,7 @@ def test_it_keeps_internal_updates_out_of_the_public_status(staff: User) -> None
 
     incident.refresh_from_db()
     assert (incident.public_status, incident.published_at, update.is_public) == ("investigating", None, False)
+    assert update.status == "identified"  # the status it was written with, for staff to read
 
 
 def test_it_renders_markdown_and_strips_scripts(staff: User) -> None:
@@ -263,7 +264,8 @@ def test_an_internal_resolve_message_stays_internal_and_customers_still_hear(sta
     )
 
     internal = incident.updates.get(is_public=False)
-    assert (internal.body, internal.component_changes) == ("Rolled back db01.", [])
+    # Written with Resolve, it says so (it was labelled "Investigating", the status it left unchanged).
+    assert (internal.body, internal.status, internal.component_changes) == ("Rolled back db01.", "resolved", [])
     assert latest_public_update(incident) == ("resolved", "This incident has been resolved.")
     # The components' recovery goes with the update customers read.
     public = incident.updates.filter(is_public=True).latest("created_at", "id")

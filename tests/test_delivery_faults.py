@@ -259,8 +259,10 @@ def test_a_poisoned_address_between_two_good_ones_does_not_hold_up_the_worker(
     worker.wait_for(lambda: smtp.copies() == {ann: 1, cat: 1}, "both good addresses' updates")
     # The emails arrive before the task has marked its rows and logged that it finished: wait for both.
     worker.wait_for(
-        lambda: update_rows().filter(status=DeliveryStatus.SENT).count() == 2
-        and update_rows().filter(subscriber=poisoned, status=DeliveryStatus.FAILED).exists(),
+        lambda: (
+            update_rows().filter(status=DeliveryStatus.SENT).count() == 2
+            and update_rows().filter(subscriber=poisoned, status=DeliveryStatus.FAILED).exists()
+        ),
         "the good rows marked sent and the poisoned one failed",
     )
     worker.wait_for(

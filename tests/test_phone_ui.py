@@ -221,6 +221,67 @@ def test_long_words_wrap_on_every_staff_page_at_tablet_and_desktop_width(
                 expect(page.get_by_text(LONG_REGION).first).to_be_visible()
 
 
+# A name of 190 characters with nowhere to break (the most a 200-character name field leaves after a
+# prefix), as a component or an incident title pasted from a generated resource id.
+LONGEST_WORD = ("checkoutservice" * 13)[:190]
+assert len(LONGEST_WORD) == 190 and not {" ", "-"} & set(LONGEST_WORD)
+
+
+def test_a_190_character_name_wraps_on_every_staff_page_on_a_phone_and_a_desktop(
+    requires_chromium: None, live_server: Any, page: Page, staff: User
+) -> None:
+    group = factories.make_component(name=LONGEST_WORD[:-5], is_group=True, actor=staff)
+    component = factories.make_component(name=LONGEST_WORD, group=group, actor=staff)
+    factories.make_component(name=LONGEST_WORD[:-1], actor=staff)
+    incident = factories.declare(
+        actor=staff,
+        title=LONGEST_WORD,
+        message=f"{LONGEST_WORD} fails.",
+        components={component: "major_outage"},
+        regions=[LONG_REGION],
+        workaround=LONGEST_WORD,
+    )
+    # The name quoted in a code block (which keeps its lines: white-space pre) made the page 1,389 px wide.
+    code_block = f"Moved:\n\n```\n{LONGEST_WORD}\n```"
+    actions.post_update(
+        incident, actor=staff, body=code_block, components={component: "partial_outage"}, is_public=False
+    )
+    resolved = factories.declare(actor=staff, title=LONGEST_WORD[:-2], components={component: "major_outage"})
+    actions.resolve_incident(resolved, actor=staff, message=code_block)
+    actions.add_postmortem_entry(  # a SEV1's resolve opened its post-mortem
+        resolved.postmortem, actor=staff, at=timezone.now(), text=f"Failover to {LONGEST_WORD}"
+    )
+    window = actions.schedule_maintenance(
+        actor=staff,
+        title=LONGEST_WORD,
+        scheduled_for=timezone.now() + timedelta(hours=2),
+        scheduled_until=timezone.now() + timedelta(hours=4),
+        components=[component],
+        message=code_block,
+    )
+    pages = [
+        ("dashboard", "/manage/"),
+        ("declare", "/manage/incidents/new"),
+        ("incident", f"/manage/incidents/{incident.pk}"),
+        ("resolved incident", f"/manage/incidents/{resolved.pk}"),
+        ("post-mortem", f"/manage/incidents/{resolved.pk}/postmortem/"),
+        ("maintenance list", "/manage/maintenance/"),
+        ("schedule maintenance", "/manage/maintenance/new"),
+        ("maintenance window", f"/manage/maintenance/{window.pk}"),
+    ]
+    problems = watch_console(page)
+    log_in(page, live_server.url)
+    for width in (390, 1280):
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, path in pages:
+            visit(page, f"{live_server.url}{path}", name)
+            assert_fits(page, f"{name} at {width} px")
+        page.goto(f"{live_server.url}/manage/incidents/{incident.pk}")
+        expect(page.locator("#updates pre")).to_have_text(LONGEST_WORD)
+        expect(page.locator("#updates .changes").first).to_contain_text(LONGEST_WORD)
+    assert problems == []
+
+
 def test_the_dashboard_lists_open_incidents_before_maintenance(staff_client: Client, staff: User) -> None:
     html = staff_client.get("/manage/").content.decode()
     assert html.index('id="open-heading"') < html.index('id="maintenance-panel"')

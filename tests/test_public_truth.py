@@ -422,7 +422,9 @@ def test_what_these_pages_now_say_fits_a_phone_and_a_desktop(
             components={exports: "major_outage"},
             # A long URL in an update wraps rather than widening the page (a third review found 493 px).
             message="Follow https://docs.example-company.com/guides/ingestion/troubleshooting/retries-and-backoff"
-            "?utm_source=status&utm_medium=page#rate-limits meanwhile.",
+            "?utm_source=status&utm_medium=page#rate-limits meanwhile.\n\n"
+            # And so does a code block's line of 190 characters with nowhere to break.
+            f"```\n{'warehouseconnector' * 10}exports_qa\n```",
         )
         running = actions.schedule_maintenance(
             actor=staff,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -707,6 +708,27 @@ def test_it_resolves_without_javascript(staff_client: Client, incident: Incident
     assert "Resolved." in text(staff_client.get(response["Location"]))
 
 
+def test_an_internal_closing_message_is_labelled_resolved_and_internal(
+    staff_client: Client, staff: User, incident: Incident
+) -> None:
+    actions.resolve_incident(incident, actor=staff, message="Rolled back db01.", is_public=False)
+
+    page = text(staff_client.get(f"/manage/incidents/{incident.pk}"))
+    updates = re.findall(r'<article class="update update--(\w+)">(.*?)</article>', page, re.DOTALL)
+    labels = [
+        (kind, re.sub(r"<[^>]+>", "", head).split(), re.sub(r"<[^>]+>", "", body).strip())
+        for kind, html in updates
+        for head, body in re.findall(
+            r'<header class="update__head">(.*?)</header>\s*<div class="prose">(.*?)</div>', html, re.DOTALL
+        )
+    ]
+    assert [(kind, words[:2], body) for kind, words, body in labels] == [
+        ("public", ["Resolved", "Public"], "This incident has been resolved."),
+        ("internal", ["Resolved", "Internal"], "Rolled back db01."),
+        ("public", ["Investigating", "Public"], "We are investigating elevated latency."),
+    ]
+
+
 def test_resolving_without_a_final_message_tells_customers(staff_client: Client, incident: Incident) -> None:
     page = text(staff_client.get(f"/manage/incidents/{incident.pk}"))
     assert "customers of a public incident read “This incident has been resolved.”" in page
@@ -851,6 +873,26 @@ def test_it_explains_a_server_error_and_points_to_the_public_page(staff: User, m
     assert response.status_code == 500
     assert "Something went wrong on our side" in text(response)
     assert 'href="/"' in text(response)
+
+
+def test_a_server_error_that_is_not_the_database_does_not_blame_it(staff: User, settings: Any, tmp_path: Path) -> None:
+    # collectstatic never ran: every page linking a stylesheet raises "Missing staticfiles manifest entry".
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+    settings.STATIC_ROOT = tmp_path
+    client = Client(raise_request_exception=False)
+    client.force_login(staff)
+
+    response = client.get("/manage/")
+
+    page = text(response)
+    assert response.status_code == 500
+    assert "Something went wrong on our side" in page
+    assert "the server hit an unexpected error, which has been logged" in page
+    assert "database" not in page.lower()  # it said "most likely because its database is out of reach"
+    assert client.get("/api/v2/summary.json").status_code == 200  # as the page says, the API still answers
 
 
 def test_it_explains_a_database_outage_with_a_503_and_points_to_the_public_page(

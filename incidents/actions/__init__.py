@@ -9,17 +9,13 @@ The actions are grouped by what they act on (incidents.actions.incidents, .maint
 from here: `from incidents import actions; actions.declare_incident(...)`.
 """
 
-from incidents.actions._common import (
-    ActionRefused,
-    Actor,
-    ComponentChange,
-    _notify,
-)
 from incidents.actions.components import (
     create_component,
     set_component_status,
     worst_status,
 )
+from incidents.actions.errors import ActionRefused
+from incidents.actions.impact import ComponentChange
 from incidents.actions.incidents import (
     acknowledge_incident,
     assign_commander,
@@ -40,6 +36,8 @@ from incidents.actions.maintenance import (
     schedule_maintenance,
     start_maintenance,
 )
+from incidents.actions.notify import notify_after_commit
+from incidents.actions.paging import acknowledge_by_link
 from incidents.actions.postmortems import (
     add_action_item,
     add_postmortem_entry,
@@ -63,6 +61,7 @@ from incidents.actions.subscriptions import (
     unsubscribe,
     update_subscription,
 )
+from incidents.actions.timeline import Actor
 from incidents.actions.timing import (
     REPORTED_METRICS,
     record_clock_thresholds,
@@ -75,7 +74,7 @@ __all__ = [
     "ActionRefused",
     "Actor",
     "ComponentChange",
-    "_notify",
+    "acknowledge_by_link",
     "acknowledge_incident",
     "add_action_item",
     "add_postmortem_entry",
@@ -90,6 +89,7 @@ __all__ = [
     "declare_incident",
     "edit_postmortem",
     "mark_postmortem_entry",
+    "notify_after_commit",
     "post_maintenance_update",
     "post_update",
     "publish_postmortem",

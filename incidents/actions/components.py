@@ -8,18 +8,11 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from incidents.actions._common import (
-    ActionRefused,
-    Actor,
-    ComponentChange,
-    _actor_name,
-    _apply_component_changes,
-    _check_status,
-    _event,
-    _lock,
-    _refresh_impact,
-    _user,
-)
+from incidents.actions.errors import ActionRefused
+from incidents.actions.impact import ComponentChange, apply_component_changes, refresh_impact
+from incidents.actions.locking import lock_incident
+from incidents.actions.timeline import Actor, acting_user, actor_name, record_event
+from incidents.actions.validation import check_component_status
 from incidents.models import (
     COMPONENT_STATUS_RANK,
     Component,
@@ -48,7 +41,7 @@ def create_component(
     name = name.strip()
     if not name:
         raise ActionRefused("A component needs a name.", field="name")
-    _check_status(status)
+    check_component_status(status)
     if group is not None and (not group.is_group or group.group_id is not None):
         raise ActionRefused(f"{group.name} is not a group.", field="group")
     if is_group and group is not None:
@@ -84,7 +77,7 @@ def create_component(
                 old_status=ComponentStatus.OPERATIONAL,
                 new_status=status,
                 changed_at=at,
-                actor=_user(actor),
+                actor=acting_user(actor),
             )
         return component
 
@@ -99,24 +92,24 @@ def set_component_status(
 ) -> Component:
     """Change one component's status outside an update (the change is recorded in its history)."""
     at = at or timezone.now()
-    _check_status(status)
+    check_component_status(status)
     with transaction.atomic():
         if incident is not None:
-            incident = _lock(incident)
+            incident = lock_incident(incident)
             if incident.is_resolved:
                 raise ActionRefused("This incident is resolved; reopen it first.")
-        applied = _apply_component_changes(incident, [ComponentChange(component, status)], actor=actor, at=at)
+        applied = apply_component_changes(incident, [ComponentChange(component, status)], actor=actor, at=at)
         if applied:
             request_publish()
         if incident is not None and applied:
             incident.components.add(component)
-            _refresh_impact(incident, [status])
+            refresh_impact(incident, [status])
             incident.updated_at = at
             incident.save(update_fields=["impact", "updated_at"])
-            _event(
+            record_event(
                 incident,
                 EventKind.COMPONENT_CHANGED,
-                f"{_actor_name(actor)} set {component.display_name} to {ComponentStatus(status).label.lower()}",
+                f"{actor_name(actor)} set {component.display_name} to {ComponentStatus(status).label.lower()}",
                 actor=actor,
                 at=at,
                 components=applied,

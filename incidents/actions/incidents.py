@@ -11,35 +11,25 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from incidents import escalation
-from incidents.actions._common import (
-    ActionRefused,
-    Actor,
-    ComponentChange,
-    _actor_name,
-    _apply_component_changes,
-    _check_status,
-    _clean_percent,
-    _clean_regions,
-    _derived_impact,
-    _event,
-    _lock,
-    _refresh_impact,
-    _user,
-)
-from incidents.actions.postmortems import _open_postmortem, _pause_postmortem, _resume_postmortem
-from incidents.actions.subscriptions import _message_for_update
+from incidents.actions.errors import ActionRefused
+from incidents.actions.impact import ComponentChange, apply_component_changes, derived_impact, refresh_impact
+from incidents.actions.locking import lock_incident
+from incidents.actions.postmortems import open_postmortem, pause_postmortem, resume_postmortem
+from incidents.actions.subscriptions import message_for_update
+from incidents.actions.timeline import Actor, acting_user, actor_name, record_event
 from incidents.actions.timing import (
-    _advance,
-    _clock,
-    _copy_targets,
-    _duration,
-    _restart_cadence,
-    _resume_clock,
-    _retarget_clocks,
-    _stamp_acknowledged,
-    _start_clocks,
-    _stop_clock,
+    advance_status,
+    copy_targets,
+    format_duration,
+    locked_clock,
+    restart_cadence,
+    resume_clock,
+    retarget_clocks,
+    stamp_acknowledged,
+    start_clocks,
+    stop_clock,
 )
+from incidents.actions.validation import check_component_status, clean_percent, clean_regions
 from incidents.markup import render_markdown
 from incidents.models import (
     Component,
@@ -93,8 +83,8 @@ def declare_incident(
         raise ActionRefused(f"Unknown status {public_status!r}.", field="public_status")
     if impact_override and impact_override not in Impact.values:
         raise ActionRefused(f"Unknown impact {impact_override!r}.", field="impact_override")
-    percent = _clean_percent(customer_impact_percent)
-    user = _user(actor)
+    percent = clean_percent(customer_impact_percent)
+    user = acting_user(actor)
 
     with transaction.atomic():
         if idempotency_key and user is not None:
@@ -111,7 +101,7 @@ def declare_incident(
             severity=severity,
             public_status=PublicStatus.INVESTIGATING,
             customer_impact_percent=percent,
-            regions=_clean_regions(regions),
+            regions=clean_regions(regions),
             workaround=workaround.strip(),
             impact_override=impact_override,
             commander=commander or user,
@@ -130,20 +120,20 @@ def declare_incident(
                 winner.replayed = True
                 return winner
 
-        _start_clocks(incident, severity, at)
-        _copy_targets(incident)
+        start_clocks(incident, severity, at)
+        copy_targets(incident)
         escalation.copy_policy(incident, severity, at)
         changes = [ComponentChange(c, s) for c, s in (components or {}).items()]
         for change in changes:
-            _check_status(change.status, field="components")
+            check_component_status(change.status, field="components")
         if changes:
             incident.components.set([change.component for change in changes])
-        _refresh_impact(incident, [change.status for change in changes])
+        refresh_impact(incident, [change.status for change in changes])
         incident.save(update_fields=["impact", "impact_override"])
-        _event(
+        record_event(
             incident,
             EventKind.DECLARED,
-            f"{_actor_name(actor)} declared {severity.name}: {incident.title}",
+            f"{actor_name(actor)} declared {severity.name}: {incident.title}",
             actor=actor,
             at=at,
             severity=severity.key,
@@ -160,32 +150,32 @@ def declare_incident(
                 component_changes=changes,
                 at=at,
             )
-        elif _apply_component_changes(incident, changes, actor=actor, at=at):
+        elif apply_component_changes(incident, changes, actor=actor, at=at):
             request_publish()
         return incident
 
 
 def acknowledge_incident(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Incident:
     at = at or timezone.now()
-    if _user(actor) is None:
+    if acting_user(actor) is None:
         raise ActionRefused("Only a person can acknowledge an incident.")
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if incident.is_resolved:
             raise ActionRefused("This incident is already resolved; reopen it first.")
         if incident.acknowledged_at is not None:
             who = incident.acknowledged_by.get_username() if incident.acknowledged_by else "someone"
             raise ActionRefused(f"Already acknowledged by {who}.", code="already_acknowledged")
-        _stamp_acknowledged(incident, actor, at)
+        stamp_acknowledged(incident, actor, at)
         if incident.status == IncidentStatus.DECLARED:
             incident.status = IncidentStatus.ACKNOWLEDGED
         incident.updated_at = at
         incident.save(update_fields=["acknowledged_at", "acknowledged_by", "status", "updated_at"])
         elapsed = (at - incident.declared_at).total_seconds()
-        _event(
+        record_event(
             incident,
             EventKind.ACKNOWLEDGED,
-            f"{_actor_name(actor)} acknowledged after {_duration(round(elapsed))}",
+            f"{actor_name(actor)} acknowledged after {format_duration(round(elapsed))}",
             actor=actor,
             at=at,
             elapsed_seconds=elapsed,
@@ -206,7 +196,7 @@ def post_update(
     """Post an update; a public one restarts the cadence clock and may move the public status."""
     at = at or timezone.now()
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if incident.is_resolved:
             raise ActionRefused("This incident is resolved; reopen it before posting an update.")
         status = public_status or incident.public_status
@@ -239,14 +229,14 @@ def _post_update_locked(
     body = body.strip()
     if not body:
         raise ActionRefused("An update needs a message.", field="body")
-    applied = _apply_component_changes(incident, component_changes, actor=actor, at=at)
+    applied = apply_component_changes(incident, component_changes, actor=actor, at=at)
     if component_changes:
         incident.components.add(*[change.component for change in component_changes])
     previous_status = incident.public_status
     fields = {"public_status", "status", "impact", "updated_at"}
     if is_public:
         incident.public_status = public_status
-    stamped = _advance(incident, public_status, actor, at)
+    stamped = advance_status(incident, public_status, actor, at)
     fields.update(stamped)
     if "acknowledged_at" in stamped:
         fields.add("acknowledged_by")
@@ -254,32 +244,34 @@ def _post_update_locked(
         if incident.published_at is None:
             incident.published_at = at
             fields.add("published_at")
-            _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at)
+            stop_clock(locked_clock(incident, Metric.FIRST_UPDATE), at)
         if public_status != PublicStatus.RESOLVED:
-            _restart_cadence(incident, incident.severity, at)
-    _refresh_impact(incident, [c["new_status"] for c in applied])
+            restart_cadence(incident, incident.severity, at)
+    refresh_impact(incident, [c["new_status"] for c in applied])
     incident.updated_at = at
     incident.save(update_fields=sorted(fields))
     if is_public or applied:
         request_publish()
     update = IncidentUpdate.objects.create(
         incident=incident,
-        status=public_status if is_public else incident.public_status,
+        # The status it was written with, internal or not: an internal closing note is "Resolved" (it was
+        # labelled with the public status it left unchanged, "Investigating"), and the milestones moved.
+        status=public_status,
         body=body,
         body_html=render_markdown(body),
         is_public=is_public,
         component_changes=applied,
-        author=_user(actor),
+        author=acting_user(actor),
         created_at=at,
     )
     if is_public:
-        _message_for_update(incident, update, sorted({c.pk for c in incident.components.all()}))
+        message_for_update(incident, update, sorted({c.pk for c in incident.components.all()}))
     kind = "a public" if is_public else "an internal"
     status_note = f" ({previous_status} → {public_status})" if is_public and previous_status != public_status else ""
-    _event(
+    record_event(
         incident,
         EventKind.UPDATE_POSTED,
-        f"{_actor_name(actor)} posted {kind} update{status_note}",
+        f"{actor_name(actor)} posted {kind} update{status_note}",
         actor=actor,
         at=at,
         update_id=update.pk,
@@ -294,21 +286,21 @@ def _post_update_locked(
 def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at: datetime | None = None) -> Incident:
     at = at or timezone.now()
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if incident.severity_id == severity.pk:
             raise ActionRefused(f"The incident is already {severity.name}.", code="unchanged")
         previous = incident.severity
         incident.severity = severity
         incident.updated_at = at
         incident.save(update_fields=["severity", "updated_at"])
-        _retarget_clocks(incident, severity, at)
-        _copy_targets(incident)
+        retarget_clocks(incident, severity, at)
+        copy_targets(incident)
         if incident.published_at is not None:
             request_publish()  # the public "next update by" follows the new cadence target
-        _event(
+        record_event(
             incident,
             EventKind.SEVERITY_CHANGED,
-            f"{_actor_name(actor)} changed severity from {previous.name} to {severity.name}",
+            f"{actor_name(actor)} changed severity from {previous.name} to {severity.name}",
             actor=actor,
             at=at,
             old=previous.key,
@@ -339,7 +331,7 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
                     text = f"{severity.name}'s steps had all passed when the severity was lowered: paging stopped"
                 else:
                     text = f"{severity.name} has no escalation steps: paging stopped"
-                _event(
+                record_event(
                     incident,
                     EventKind.PAGED if to_come else EventKind.PAGING_STOPPED,
                     text,
@@ -357,19 +349,19 @@ def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime |
     """
     at = at or timezone.now()
     reason = reason.strip()
-    if _user(actor) is None:
+    if acting_user(actor) is None:
         raise ActionRefused("Only a person can stop paging.")
     if not reason:
         raise ActionRefused("Say why paging stops.", field="reason")
     with transaction.atomic():
-        incident = _lock(incident)
-        stopped = escalation.stop_pending(incident, at, f"stopped by {_actor_name(actor)}: {reason}")
+        incident = lock_incident(incident)
+        stopped = escalation.stop_pending(incident, at, f"stopped by {actor_name(actor)}: {reason}")
         if not stopped:
             raise ActionRefused("Nobody is waiting to be paged for this incident.", code="not_paging")
-        _event(
+        record_event(
             incident,
             EventKind.PAGING_STOPPED,
-            f"{_actor_name(actor)} stopped paging ({stopped} step(s) left): {reason}",
+            f"{actor_name(actor)} stopped paging ({stopped} step(s) left): {reason}",
             actor=actor,
             at=at,
             reason=reason,
@@ -384,7 +376,7 @@ def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: da
     if commander is None or not commander.is_active or not commander.is_staff:
         raise ActionRefused("The commander must be an active staff user.", field="commander")
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if incident.commander_id == commander.pk:
             raise ActionRefused(
                 f"{commander.get_username()} is already the commander.", field="commander", code="unchanged"
@@ -393,10 +385,10 @@ def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: da
         incident.commander = commander
         incident.updated_at = at
         incident.save(update_fields=["commander", "updated_at"])
-        _event(
+        record_event(
             incident,
             EventKind.COMMANDER_CHANGED,
-            f"{_actor_name(actor)} made {commander.get_username()} the incident commander",
+            f"{actor_name(actor)} made {commander.get_username()} the incident commander",
             actor=actor,
             at=at,
             old=previous,
@@ -421,10 +413,10 @@ def update_impact_scope(
     """Change who is affected. Only the arguments given change; the event records old and new."""
     at = at or timezone.now()
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         changed: dict[str, dict[str, Any]] = {}
         if customer_impact_percent is not _UNSET:
-            percent = _clean_percent(customer_impact_percent)
+            percent = clean_percent(customer_impact_percent)
             if percent != incident.customer_impact_percent:
                 old = incident.customer_impact_percent
                 changed["customer_impact_percent"] = {
@@ -433,7 +425,7 @@ def update_impact_scope(
                 }
                 incident.customer_impact_percent = percent
         if regions is not _UNSET:
-            cleaned = _clean_regions(regions)
+            cleaned = clean_regions(regions)
             if cleaned != incident.regions:
                 changed["regions"] = {"old": incident.regions, "new": cleaned}
                 incident.regions = cleaned
@@ -449,7 +441,7 @@ def update_impact_scope(
                 incident.impact = incident.impact_override
             else:
                 statuses = list(incident.components.values_list("status", flat=True))
-                incident.impact = _derived_impact(statuses)
+                incident.impact = derived_impact(statuses)
         if not changed:
             raise ActionRefused("Nothing changed.", code="unchanged")
         incident.updated_at = at
@@ -460,10 +452,10 @@ def update_impact_scope(
         )  # fmt: skip
         if incident.published_at is not None:
             request_publish()
-        _event(
+        record_event(
             incident,
             EventKind.SCOPE_CHANGED,
-            f"{_actor_name(actor)} changed the impact scope ({', '.join(changed)})",
+            f"{actor_name(actor)} changed the impact scope ({', '.join(changed)})",
             actor=actor,
             at=at,
             changes=changed,
@@ -489,7 +481,7 @@ def resolve_incident(
     there is none or it is internal), so its page, its latest update and its subscribers agree."""
     at = at or timezone.now()
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if incident.is_resolved:
             raise ActionRefused("This incident is already resolved.", code="already_resolved")
         restore = (
@@ -518,12 +510,12 @@ def resolve_incident(
             if carries_changes:
                 restore = []
         if not posts:
-            _advance(incident, PublicStatus.RESOLVED, actor, at)
-        applied = _apply_component_changes(incident, restore, actor=actor, at=at)
+            advance_status(incident, PublicStatus.RESOLVED, actor, at)
+        applied = apply_component_changes(incident, restore, actor=actor, at=at)
         # Skipped milestones fill forward, so every resolved incident has all of them.
         if incident.acknowledged_at is None:
             incident.acknowledged_at = at
-            _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
+            stop_clock(locked_clock(incident, Metric.ACKNOWLEDGE), at)
         escalation.stop_pending(incident, at, "the incident was resolved")
         incident.identified_at = incident.identified_at or at
         incident.mitigated_at = incident.mitigated_at or at
@@ -537,25 +529,25 @@ def resolve_incident(
                 "status", "public_status", "published_at", "impact", "updated_at",
             ]
         )  # fmt: skip
-        _stop_clock(_clock(incident, Metric.FIRST_UPDATE), at, satisfied=False)
-        _stop_clock(_clock(incident, Metric.UPDATE_CADENCE), at, satisfied=False)
-        _stop_clock(_clock(incident, Metric.RESOLVE), at)
+        stop_clock(locked_clock(incident, Metric.FIRST_UPDATE), at, satisfied=False)
+        stop_clock(locked_clock(incident, Metric.UPDATE_CADENCE), at, satisfied=False)
+        stop_clock(locked_clock(incident, Metric.RESOLVE), at)
         request_publish()
         duration = (at - incident.declared_at).total_seconds()
         opens_postmortem = (
             incident.severity.postmortem_required and not Postmortem.objects.filter(incident=incident).exists()
         )
-        resumed = "" if opens_postmortem else _resume_postmortem(incident, at)
-        _event(
+        resumed = "" if opens_postmortem else resume_postmortem(incident, at)
+        record_event(
             incident,
             EventKind.RESOLVED,
-            f"{_actor_name(actor)} resolved the incident after {_duration(round(duration))}{resumed}",
+            f"{actor_name(actor)} resolved the incident after {format_duration(round(duration))}{resumed}",
             actor=actor,
             at=at,
             components=applied,
         )
         if opens_postmortem:
-            _open_postmortem(incident, actor=actor, at=at)
+            open_postmortem(incident, actor=actor, at=at)
         return incident
 
 
@@ -580,22 +572,22 @@ def reopen_incident(
     if not reason:
         raise ActionRefused("Say why the incident is reopened.", field="reason")
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if not incident.is_resolved:
             raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
-        paused = _pause_postmortem(incident, at)  # reads the resolve about to be undone
+        paused = pause_postmortem(incident, at)  # reads the resolve about to be undone
         incident.status = IncidentStatus.ACKNOWLEDGED
         incident.public_status = PublicStatus.INVESTIGATING
         incident.resolved_at = None
         incident.reopened_count += 1
         incident.updated_at = at
         incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
-        _resume_clock(_clock(incident, Metric.RESOLVE), at)
+        resume_clock(locked_clock(incident, Metric.RESOLVE), at)
         note = "; the post-mortem clock waits for the next resolve" if paused.get("postmortem_clock_paused") else ""
-        _event(
+        record_event(
             incident,
             EventKind.REOPENED,
-            f"{_actor_name(actor)} reopened the incident: {reason}{note}",
+            f"{actor_name(actor)} reopened the incident: {reason}{note}",
             actor=actor,
             at=at,
             reason=reason,

@@ -10,18 +10,15 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from incidents.actions._common import (
+from incidents.actions.errors import ActionRefused
+from incidents.actions.impact import (
     OUTAGE_STATUSES,
-    ActionRefused,
-    Actor,
     ComponentChange,
-    _actor_name,
-    _apply_component_changes,
-    _user,
-    _when,
+    apply_component_changes,
     components_in_open_incidents,
 )
-from incidents.actions.subscriptions import _message_for_maintenance
+from incidents.actions.subscriptions import message_for_maintenance
+from incidents.actions.timeline import Actor, acting_user, actor_name, format_moment
 from incidents.markup import render_markdown
 from incidents.models import (
     Component,
@@ -41,7 +38,7 @@ def _maintenance_event(
     maintenance: Maintenance, kind: str, message: str, *, actor: Actor, at: datetime, **data: Any
 ) -> None:
     TimelineEvent.objects.create(
-        maintenance=maintenance, kind=kind, actor=_user(actor), message=message[:500], data=data, created_at=at
+        maintenance=maintenance, kind=kind, actor=acting_user(actor), message=message[:500], data=data, created_at=at
     )
 
 
@@ -70,7 +67,7 @@ def _check_window(
         raise ActionRefused("The window must end after it starts.", field="scheduled_until")
     if scheduled_until <= now:
         raise ActionRefused(
-            f"The window would end in the past ({_when(scheduled_until)}); choose an end after now.",
+            f"The window would end in the past ({format_moment(scheduled_until)}); choose an end after now.",
             field="scheduled_until",
             code="in_the_past",
         )
@@ -95,10 +92,10 @@ def _maintenance_update(
         body=body,
         body_html=render_markdown(body),
         component_changes=changes,
-        author=_user(actor),
+        author=acting_user(actor),
         created_at=at,
     )
-    _message_for_maintenance(maintenance, update)
+    message_for_maintenance(maintenance, update)
     return update
 
 
@@ -123,7 +120,7 @@ def schedule_maintenance(
     components = list(components)
     if any(component.is_group for component in components):
         raise ActionRefused("Choose components, not groups.", field="components")
-    body = message.strip() or f"{title} is scheduled from {_when(start)} to {_when(end)}."
+    body = message.strip() or f"{title} is scheduled from {format_moment(start)} to {format_moment(end)}."
     with transaction.atomic():
         maintenance = Maintenance.objects.create(
             title=title[:200],
@@ -131,7 +128,7 @@ def schedule_maintenance(
             scheduled_until=end,
             auto_start=auto_start,
             auto_complete=auto_complete,
-            created_by=_user(actor),
+            created_by=acting_user(actor),
             created_at=at,
             updated_at=at,
         )
@@ -142,7 +139,7 @@ def schedule_maintenance(
         _maintenance_event(
             maintenance,
             EventKind.MAINTENANCE_SCHEDULED,
-            f"{_actor_name(actor)} scheduled maintenance from {_when(start)} to {_when(end)}",
+            f"{actor_name(actor)} scheduled maintenance from {format_moment(start)} to {format_moment(end)}",
             actor=actor,
             at=at,
         )
@@ -175,7 +172,7 @@ def reschedule_maintenance(
             to_the_minute(maintenance.scheduled_until),
         ):
             raise ActionRefused("Nothing changed.", code="unchanged")
-        old = (_when(maintenance.scheduled_for), _when(maintenance.scheduled_until))
+        old = (format_moment(maintenance.scheduled_for), format_moment(maintenance.scheduled_until))
         maintenance.scheduled_for, maintenance.scheduled_until = start, end
         maintenance.sequence += 1
         maintenance.next_action_at = _next_maintenance_action(maintenance)
@@ -183,11 +180,11 @@ def reschedule_maintenance(
             maintenance,
             ["scheduled_for", "scheduled_until", "sequence", "next_action_at"],
             status=maintenance.status,
-            body=message.strip() or f"Rescheduled: now from {_when(start)} to {_when(end)}.",
+            body=message.strip() or f"Rescheduled: now from {format_moment(start)} to {format_moment(end)}.",
             changes=[],
             kind=EventKind.MAINTENANCE_RESCHEDULED,
-            text=f"{_actor_name(actor)} rescheduled the maintenance from {old[0]}–{old[1]} to {_when(start)}–"
-            f"{_when(end)}",
+            text=f"{actor_name(actor)} rescheduled the maintenance from {old[0]}–{old[1]} to {format_moment(start)}–"
+            f"{format_moment(end)}",
             actor=actor,
             at=at,
         )
@@ -231,7 +228,7 @@ def start_maintenance(
         in_incidents = components_in_open_incidents(c.pk for c in covered if c.status in OUTAGE_STATUSES)
         components = [c for c in covered if c.pk not in in_incidents]
         maintenance.restore_statuses = {str(c.pk): c.status for c in components}
-        changes = _apply_component_changes(
+        changes = apply_component_changes(
             None, [ComponentChange(c, ComponentStatus.UNDER_MAINTENANCE) for c in components], actor=actor, at=at
         )
         maintenance.status = MaintenanceStatus.IN_PROGRESS
@@ -244,7 +241,7 @@ def start_maintenance(
             body=message.strip() or "The scheduled maintenance is in progress.",
             changes=changes,
             kind=EventKind.MAINTENANCE_STARTED,
-            text=f"{_actor_name(actor)} started the maintenance",
+            text=f"{actor_name(actor)} started the maintenance",
             actor=actor,
             at=at,
         )
@@ -280,7 +277,7 @@ def complete_maintenance(
                 if before == ComponentStatus.UNDER_MAINTENANCE:
                     before = ComponentStatus.OPERATIONAL
                 restore.append(ComponentChange(component, before))
-        changes = _apply_component_changes(None, restore, actor=actor, at=at, completing=maintenance)
+        changes = apply_component_changes(None, restore, actor=actor, at=at, completing=maintenance)
         maintenance.status = MaintenanceStatus.COMPLETED
         maintenance.completed_at = at
         maintenance.next_action_at = None
@@ -291,7 +288,7 @@ def complete_maintenance(
             body=message.strip() or "The scheduled maintenance has been completed.",
             changes=changes,
             kind=EventKind.MAINTENANCE_COMPLETED,
-            text=f"{_actor_name(actor)} completed the maintenance",
+            text=f"{actor_name(actor)} completed the maintenance",
             actor=actor,
             at=at,
         )
@@ -329,7 +326,7 @@ def post_maintenance_update(
             body=body,
             changes=[],
             kind=EventKind.MAINTENANCE_UPDATE,
-            text=f"{_actor_name(actor)} posted an update ({status})",
+            text=f"{actor_name(actor)} posted an update ({status})",
             actor=actor,
             at=at,
         )
@@ -358,7 +355,7 @@ def cancel_maintenance(
             body=reason.strip() or "This maintenance has been cancelled.",
             changes=[],
             kind=EventKind.MAINTENANCE_CANCELLED,
-            text=f"{_actor_name(actor)} cancelled the maintenance" + (f": {reason.strip()}" if reason.strip() else ""),
+            text=f"{actor_name(actor)} cancelled the maintenance" + (f": {reason.strip()}" if reason.strip() else ""),
             actor=actor,
             at=at,
         )

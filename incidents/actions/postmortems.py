@@ -17,8 +17,11 @@ from django.utils import timezone
 from django.utils.html import strip_tags
 
 from incidents import clocks
-from incidents.actions._common import ActionRefused, Actor, _actor_name, _event, _lock, _notify, _user, _when
-from incidents.actions.timing import _aim_clock, _clock, _duration, _pause_clock, _resume_clock, _stop_clock
+from incidents.actions.errors import ActionRefused
+from incidents.actions.locking import lock_incident
+from incidents.actions.notify import notify_after_commit
+from incidents.actions.timeline import Actor, acting_user, actor_name, format_moment, record_event
+from incidents.actions.timing import aim_clock, format_duration, locked_clock, pause_clock, resume_clock, stop_clock
 from incidents.models import (
     PUBLIC_BY_DEFAULT,
     ActionItem,
@@ -51,7 +54,7 @@ _STARRED_EVENT_KINDS = {EventKind.DECLARED, EventKind.ACKNOWLEDGED, EventKind.RE
 
 
 def _require_staff(actor: Actor, what: str) -> Any:
-    user = _user(actor)
+    user = acting_user(actor)
     if user is None or not user.is_staff:
         raise ActionRefused(f"Only staff can {what}.", code="forbidden")
     return user
@@ -73,7 +76,7 @@ def customer_impact_text(incident: Incident) -> str:
     where = f" in {', '.join(incident.regions)}" if incident.regions else ""
     components = ", ".join(sorted(c.display_name for c in incident.components.select_related("group")))
     lines = [
-        f"{who}{where} were affected for {_duration((ended - started).total_seconds())}, "
+        f"{who}{where} were affected for {format_duration((ended - started).total_seconds())}, "
         f"from {started:%Y-%m-%d %H:%M} to {ended:%Y-%m-%d %H:%M} UTC.",
     ]
     if components:
@@ -122,12 +125,12 @@ def _collect_timeline(postmortem: Postmortem) -> int:
     return postmortem.entries.count() - before
 
 
-def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postmortem:
+def open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postmortem:
     """A draft with every section, the customer impact filled in and the timeline collected."""
     target = incident.severity.postmortem_target
     postmortem = Postmortem.objects.create(
         incident=incident,
-        owner=incident.commander or _user(actor),
+        owner=incident.commander or acting_user(actor),
         due_at=at + timedelta(seconds=target) if target else None,
         created_at=at,
         updated_at=at,
@@ -156,8 +159,8 @@ def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postm
         clock.next_check_at = clocks.next_check_at(clock)
         clock.save()
     owner = postmortem.owner.get_username() if postmortem.owner else "nobody"
-    due = f", due {_when(postmortem.due_at)}" if postmortem.due_at else ""
-    _event(
+    due = f", due {format_moment(postmortem.due_at)}" if postmortem.due_at else ""
+    record_event(
         incident,
         EventKind.POSTMORTEM_STARTED,
         f"Post-mortem draft opened, owned by {owner}{due}",
@@ -168,7 +171,7 @@ def _open_postmortem(incident: Incident, *, actor: Actor, at: datetime) -> Postm
     return postmortem
 
 
-def _pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
+def pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
     """On reopen, before the resolve is undone: an unpublished post-mortem's clock waits for the final
     resolve. Returns what the reopen event records: whether the clock paused, and the customer-impact
     text if it is still the one filled in from the incident (the next resolve writes it again)."""
@@ -176,7 +179,7 @@ def _pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
     if postmortem is None or postmortem.is_published:
         return {}
     recorded: dict[str, Any] = {}
-    if _pause_clock(_clock(incident, Metric.POSTMORTEM), at):
+    if pause_clock(locked_clock(incident, Metric.POSTMORTEM), at):
         recorded["postmortem_clock_paused"] = True
     section = postmortem.sections.filter(key=SectionKey.CUSTOMER_IMPACT).first()
     if section is not None and section.body == customer_impact_text(incident):
@@ -184,7 +187,7 @@ def _pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
     return recorded
 
 
-def _resume_postmortem(incident: Incident, at: datetime) -> str:
+def resume_postmortem(incident: Incident, at: datetime) -> str:
     """On the resolve after a reopen: the paused post-mortem clock runs again, its due date moved on by the
     pause, and a customer-impact section nobody edited is written again for the final duration. Returns
     what the resolve event adds."""
@@ -197,17 +200,17 @@ def _resume_postmortem(incident: Incident, at: datetime) -> str:
         postmortem.sections.filter(key=SectionKey.CUSTOMER_IMPACT, body=prefilled).update(
             body=customer_impact_text(incident)
         )
-    clock = _clock(incident, Metric.POSTMORTEM)
+    clock = locked_clock(incident, Metric.POSTMORTEM)
     if clock is None or clock.state != ClockState.PAUSED or clock.stopped_at is None:
         return ""
     paused_for = at - clock.stopped_at
-    _resume_clock(clock, at)
+    resume_clock(clock, at)
     if postmortem.due_at is None:
         return "; the post-mortem clock runs again"
     postmortem.due_at += paused_for
     postmortem.save(update_fields=["due_at"])
-    _aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
-    return f"; the post-mortem clock runs again, due {_when(postmortem.due_at)}"
+    aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
+    return f"; the post-mortem clock runs again, due {format_moment(postmortem.due_at)}"
 
 
 def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> None:
@@ -219,18 +222,18 @@ def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> Non
         raise ActionRefused("This post-mortem is published: its due date is history now.", field="due_at")
     if due_at < incident.declared_at:
         raise ActionRefused(
-            f"The due date is before the incident was declared ({_when(incident.declared_at)}).",
+            f"The due date is before the incident was declared ({format_moment(incident.declared_at)}).",
             field="due_at",
             code="before_declared",
         )
     if due_at < at:
         raise ActionRefused(
-            f"The due date is in the past ({_when(due_at)}); choose a time after now.",
+            f"The due date is in the past ({format_moment(due_at)}); choose a time after now.",
             field="due_at",
             code="in_the_past",
         )
     postmortem.due_at = due_at
-    clock = _clock(incident, Metric.POSTMORTEM)
+    clock = locked_clock(incident, Metric.POSTMORTEM)
     if clock is None:
         running = incident.is_resolved
         clock = Clock.objects.create(
@@ -242,7 +245,7 @@ def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> Non
             stopped_at=None if running else at,
             state=ClockState.RUNNING if running else ClockState.PAUSED,
         )
-    _aim_clock(clock, due_at, at)
+    aim_clock(clock, due_at, at)
 
 
 def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Postmortem:
@@ -250,12 +253,12 @@ def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = 
     at = at or timezone.now()
     _require_staff(actor, "start a post-mortem")
     with transaction.atomic():
-        incident = _lock(incident)
+        incident = lock_incident(incident)
         if Postmortem.objects.filter(incident=incident).exists():
             raise ActionRefused("This incident already has a post-mortem.", code="exists")
         if not incident.is_resolved:
             raise ActionRefused("Resolve the incident before starting its post-mortem.", code="not_resolved")
-        return _open_postmortem(incident, actor=actor, at=at)
+        return open_postmortem(incident, actor=actor, at=at)
 
 
 def edit_postmortem(
@@ -294,17 +297,17 @@ def edit_postmortem(
         if due_at is not None and due_at != postmortem.due_at:
             _set_due_date(postmortem, due_at, at)
             fields.append("due_at")
-            changed.append(f"due {_when(due_at)}")
+            changed.append(f"due {format_moment(due_at)}")
         if not changed:
             return postmortem
         postmortem.updated_at = at
         postmortem.save(update_fields=fields)
         if postmortem.is_published:
             request_publish()
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} edited the post-mortem: {', '.join(changed)}",
+            f"{actor_name(actor)} edited the post-mortem: {', '.join(changed)}",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,
@@ -427,10 +430,10 @@ def add_action_item(
             link=link,
             created_at=at,
         )
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} added action item “{title}” ({ActionKind(kind).label.lower()}, "
+            f"{actor_name(actor)} added action item “{title}” ({ActionKind(kind).label.lower()}, "
             f"{priority.upper()}{', owner ' + owner.get_username() if owner else ''})",
             actor=actor,
             at=at,
@@ -452,10 +455,10 @@ def set_action_item_status(item: ActionItem, *, actor: Actor, status: str, at: d
         item.status = status
         item.closed_at = None if item.is_open else at
         item.save(update_fields=["status", "closed_at"])
-        _event(
+        record_event(
             item.postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} moved action item “{item.title}” from {previous} to {item.get_status_display()}",
+            f"{actor_name(actor)} moved action item “{item.title}” from {previous} to {item.get_status_display()}",
             actor=actor,
             at=at,
             action_item_id=item.pk,
@@ -485,10 +488,10 @@ def submit_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | No
         postmortem.submitted_at = at
         postmortem.updated_at = at
         postmortem.save(update_fields=["state", "submitted_at", "updated_at"])
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_REVIEW,
-            f"{_actor_name(actor)} sent the post-mortem for review",
+            f"{actor_name(actor)} sent the post-mortem for review",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,
@@ -512,10 +515,10 @@ def return_postmortem_to_draft(
         postmortem.state = PostmortemState.DRAFT
         postmortem.updated_at = at
         postmortem.save(update_fields=["state", "updated_at"])
-        _event(
+        record_event(
             postmortem.incident,
             EventKind.POSTMORTEM_EDITED,
-            f"{_actor_name(actor)} sent the post-mortem back to draft: {reason}",
+            f"{actor_name(actor)} sent the post-mortem back to draft: {reason}",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,
@@ -532,7 +535,7 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
     _require_staff(actor, "publish a post-mortem")
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
-        incident = _lock(postmortem.incident)
+        incident = lock_incident(postmortem.incident)
         if postmortem.state == PostmortemState.PUBLISHED:
             raise ActionRefused("This post-mortem is already published.", code="already_published")
         if postmortem.state != PostmortemState.IN_REVIEW:
@@ -544,13 +547,13 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
         postmortem.published_at = at
         postmortem.updated_at = at
         postmortem.save(update_fields=["state", "published_at", "updated_at"])
-        _stop_clock(_clock(incident, Metric.POSTMORTEM), at)
+        stop_clock(locked_clock(incident, Metric.POSTMORTEM), at)
         if internal:
             # Never public: nothing to show customers or send them. It is finished, for staff only.
-            _event(
+            record_event(
                 incident,
                 EventKind.POSTMORTEM_PUBLISHED,
-                f"{_actor_name(actor)} completed the post-mortem (staff only: the incident was never public)",
+                f"{actor_name(actor)} completed the post-mortem (staff only: the incident was never public)",
                 actor=actor,
                 at=at,
                 postmortem_id=postmortem.pk,
@@ -566,11 +569,11 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
             component_ids=sorted(c.pk for c in incident.components.all()),
             created_at=at,
         )
-        _notify(message)
-        _event(
+        notify_after_commit(message)
+        record_event(
             incident,
             EventKind.POSTMORTEM_PUBLISHED,
-            f"{_actor_name(actor)} published the post-mortem",
+            f"{actor_name(actor)} published the post-mortem",
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,

@@ -11,7 +11,9 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
-from incidents.actions._common import ActionRefused, Actor, _notify, _user
+from incidents.actions.errors import ActionRefused
+from incidents.actions.notify import notify_after_commit
+from incidents.actions.timeline import Actor, acting_user
 from incidents.addresses import signup_problem
 from incidents.models import (
     Component,
@@ -34,7 +36,7 @@ from incidents.tokens import new_secret
 CONFIRMATION_RESEND_INTERVAL = timedelta(hours=1)
 
 
-def _message_for_update(incident: Incident, update: IncidentUpdate, component_ids: list[int]) -> None:
+def message_for_update(incident: Incident, update: IncidentUpdate, component_ids: list[int]) -> None:
     message = Message.objects.create(
         kind=MessageKind.INCIDENT_UPDATE,
         key=f"incident-update:{update.pk}",
@@ -44,10 +46,10 @@ def _message_for_update(incident: Incident, update: IncidentUpdate, component_id
         component_ids=component_ids,
         created_at=update.created_at,
     )
-    _notify(message)
+    notify_after_commit(message)
 
 
-def _message_for_maintenance(maintenance: Maintenance, update: MaintenanceUpdate) -> None:
+def message_for_maintenance(maintenance: Maintenance, update: MaintenanceUpdate) -> None:
     message = Message.objects.create(
         kind=MessageKind.MAINTENANCE,
         key=f"maintenance-update:{update.pk}",
@@ -56,7 +58,7 @@ def _message_for_maintenance(maintenance: Maintenance, update: MaintenanceUpdate
         component_ids=list(maintenance.components.values_list("pk", flat=True)),
         created_at=update.created_at,
     )
-    _notify(message)
+    notify_after_commit(message)
 
 
 def subscribe(
@@ -120,7 +122,7 @@ def subscribe(
                 subscriber=subscriber,
                 created_at=at,
             )
-            _notify(message)
+            notify_after_commit(message)
         return subscriber
 
 
@@ -219,7 +221,7 @@ def add_webhook(
 ) -> tuple[Subscriber, str]:
     """Add a webhook subscriber (staff only); returns it and its signing secret, shown once. Its host must
     resolve to public addresses only, unless settings.WEBHOOK_ALLOW_PRIVATE (incidents/netguard.py)."""
-    if _user(actor) is None or not getattr(actor, "is_staff", False):
+    if acting_user(actor) is None or not getattr(actor, "is_staff", False):
         raise ActionRefused("Only staff can add webhooks.")
     url = url.strip()
     try:
@@ -274,6 +276,6 @@ def remind_of_maintenance(*, now: datetime) -> int:
                 },
             )
             if created:
-                _notify(message)
+                notify_after_commit(message)
                 reminded += 1
     return reminded

@@ -9,7 +9,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 
 from incidents import clocks, escalation
-from incidents.actions._common import Actor, _actor_name, _event, _user
+from incidents.actions.timeline import Actor, acting_user, actor_name, record_event
 from incidents.models import (
     Clock,
     ClockEvent,
@@ -25,7 +25,7 @@ from incidents.models import (
 from incidents.publishing import request_publish
 
 
-def _start_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
+def start_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
     for metric in (Metric.ACKNOWLEDGE, Metric.FIRST_UPDATE, Metric.RESOLVE):
         target = severity.target_for(metric)
         if target:
@@ -39,7 +39,7 @@ def _start_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
 REPORTED_METRICS = (Metric.ACKNOWLEDGE, Metric.FIRST_UPDATE, Metric.RESOLVE)
 
 
-def _copy_targets(incident: Incident) -> None:
+def copy_targets(incident: Incident) -> None:
     """Copy the clocks' targets onto the incident row, where the response report reads them."""
     targets = dict(
         Clock.objects.filter(incident=incident, metric__in=REPORTED_METRICS).values_list("metric", "target_seconds")
@@ -50,7 +50,7 @@ def _copy_targets(incident: Incident) -> None:
         setattr(incident, name, value)
 
 
-def _clock(incident: Incident, metric: str) -> Clock | None:
+def locked_clock(incident: Incident, metric: str) -> Clock | None:
     return Clock.objects.select_for_update().filter(incident=incident, metric=metric).first()
 
 
@@ -69,12 +69,12 @@ def _record_clock_event(clock: Clock, kind: str, due: datetime, *, nudge: bool =
     share = {ClockEventKind.WARNING_75.value: "75%", ClockEventKind.WARNING_90.value: "90%"}.get(kind)
     label = Metric(clock.metric).label
     if share:
-        message = f"{label} clock at {share} of its {_duration(clock.target_seconds)} target"
+        message = f"{label} clock at {share} of its {format_duration(clock.target_seconds)} target"
         event_kind = EventKind.CLOCK_WARNING
     else:
-        message = f"{label} clock breached its {_duration(clock.target_seconds)} target"
+        message = f"{label} clock breached its {format_duration(clock.target_seconds)} target"
         event_kind = EventKind.CLOCK_BREACHED
-    _event(
+    record_event(
         clock.incident, event_kind, message, actor=None, at=due, metric=clock.metric, threshold=kind, cycle=clock.cycle
     )
     return True
@@ -111,7 +111,7 @@ def record_clock_thresholds(
     return recorded
 
 
-def _stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) -> None:
+def stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) -> None:
     """Stop a running (or paused) clock: met if it made its target, breached if not, stopped if not satisfied."""
     if clock is None or (clock.running_since is None and clock.state != ClockState.PAUSED):
         return
@@ -127,7 +127,7 @@ def _stop_clock(clock: Clock | None, at: datetime, *, satisfied: bool = True) ->
     clock.save(update_fields=["elapsed_seconds", "running_since", "stopped_at", "state", "next_check_at"])
 
 
-def _pause_clock(clock: Clock | None, at: datetime) -> bool:
+def pause_clock(clock: Clock | None, at: datetime) -> bool:
     """Hold a running clock (the post-mortem's while its incident is reopened): what it has used is kept,
     nothing more is recorded until it resumes, and `stopped_at` says since when it waits."""
     if clock is None or clock.running_since is None:
@@ -142,7 +142,7 @@ def _pause_clock(clock: Clock | None, at: datetime) -> bool:
     return True
 
 
-def _resume_clock(clock: Clock | None, at: datetime) -> None:
+def resume_clock(clock: Clock | None, at: datetime) -> None:
     if clock is None or clock.running_since is not None:
         return
     clock.running_since = at
@@ -152,7 +152,7 @@ def _resume_clock(clock: Clock | None, at: datetime) -> None:
     clock.save(update_fields=["running_since", "stopped_at", "state", "next_check_at"])
 
 
-def _aim_clock(clock: Clock, due: datetime, at: datetime) -> None:
+def aim_clock(clock: Clock, due: datetime, at: datetime) -> None:
     """Make a running or paused clock fall due at `due`, keeping the time it has run.
 
     For a deadline people set (the post-mortem's due date): the clock is what the sweep fires and what
@@ -172,12 +172,12 @@ def _aim_clock(clock: Clock, due: datetime, at: datetime) -> None:
         record_clock_thresholds(clock, now=at, not_before=at)
 
 
-def _restart_cadence(incident: Incident, severity: Severity, at: datetime) -> None:
+def restart_cadence(incident: Incident, severity: Severity, at: datetime) -> None:
     """A public update meets the current cadence cycle and promises the next update."""
     target = severity.update_cadence_target
-    clock = _clock(incident, Metric.UPDATE_CADENCE)
+    clock = locked_clock(incident, Metric.UPDATE_CADENCE)
     if clock is not None:
-        _stop_clock(clock, at)
+        stop_clock(clock, at)
     if not target:
         return
     if clock is None:
@@ -195,7 +195,7 @@ def _restart_cadence(incident: Incident, severity: Severity, at: datetime) -> No
     clock.save()
 
 
-def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
+def retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> None:
     """Apply a new severity's targets to the running clocks, keeping their elapsed time and any breach
     already recorded. Stopped clocks keep the target they ran against: history is not rewritten."""
     existing = {clock.metric: clock for clock in Clock.objects.select_for_update().filter(incident=incident)}
@@ -209,7 +209,7 @@ def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> No
                 continue
             if metric == Metric.UPDATE_CADENCE:
                 if incident.published_at is not None:
-                    _restart_cadence(incident, severity, at)
+                    restart_cadence(incident, severity, at)
                 continue
             if metric == Metric.ACKNOWLEDGE and incident.acknowledged_at is not None:
                 continue
@@ -223,14 +223,14 @@ def _retarget_clocks(incident: Incident, severity: Severity, at: datetime) -> No
         if clock.running_since is None:
             continue
         if not target:
-            _stop_clock(clock, at, satisfied=False)
+            stop_clock(clock, at, satisfied=False)
             continue
         clock.target_seconds = target
         clock.save(update_fields=["target_seconds"])
         record_clock_thresholds(clock, now=at, not_before=at)
 
 
-def _duration(seconds: int | float) -> str:
+def format_duration(seconds: int | float) -> str:
     """'2 h 30 min', '3 d 4 h', '45 s': the two largest units, as people read them."""
     seconds = round(seconds)
     if seconds < 60:
@@ -258,23 +258,23 @@ _INTERNAL_FOR_PUBLIC = {
 }
 
 
-def _stamp_acknowledged(incident: Incident, actor: Actor, at: datetime) -> bool:
+def stamp_acknowledged(incident: Incident, actor: Actor, at: datetime) -> bool:
     if incident.acknowledged_at is not None:
         return False
     incident.acknowledged_at = at
-    incident.acknowledged_by = _user(actor)
-    _stop_clock(_clock(incident, Metric.ACKNOWLEDGE), at)
-    escalation.stop_pending(incident, at, f"acknowledged by {_actor_name(actor)}")
+    incident.acknowledged_by = acting_user(actor)
+    stop_clock(locked_clock(incident, Metric.ACKNOWLEDGE), at)
+    escalation.stop_pending(incident, at, f"acknowledged by {actor_name(actor)}")
     return True
 
 
-def _advance(incident: Incident, public_status: str, actor: Actor, at: datetime) -> list[str]:
+def advance_status(incident: Incident, public_status: str, actor: Actor, at: datetime) -> list[str]:
     """Move the internal status forward for a public status, stamping each milestone once."""
     stamped: list[str] = []
     target = _INTERNAL_FOR_PUBLIC[PublicStatus(public_status)]
     # A person who identifies or resolves has acknowledged, even without pressing the button.
     beyond_investigating = target != IncidentStatus.ACKNOWLEDGED
-    if beyond_investigating and _user(actor) is not None and _stamp_acknowledged(incident, actor, at):
+    if beyond_investigating and acting_user(actor) is not None and stamp_acknowledged(incident, actor, at):
         stamped.append("acknowledged_at")
     if beyond_investigating and incident.identified_at is None:
         incident.identified_at = at

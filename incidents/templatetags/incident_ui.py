@@ -100,10 +100,15 @@ def seconds_text(value: float | None) -> str:
     return "–" if value is None else duration(value)
 
 
+METRIC_LABELS = {
+    "acknowledge": "Time to acknowledge",
+    "first_update": "Time to first public update",
+    "resolve": "Time to resolve",
+}
+
+
 @register.filter
 def metric_label(value: str) -> str:
-    from incidents.reports import METRIC_LABELS
-
     return METRIC_LABELS.get(value, value)
 
 

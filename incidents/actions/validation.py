@@ -1,0 +1,55 @@
+"""Checks on what an action is given (customer share, regions, component statuses): a value that cannot
+be kept is refused, naming its field, never cut or dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from incidents.actions.errors import ActionRefused
+from incidents.models import MAX_REGION_LENGTH, MAX_REGIONS, ComponentStatus
+
+
+def clean_percent(value: Decimal | float | int | str | None) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        percent = Decimal(str(value))
+    except ArithmeticError:
+        raise ActionRefused("Customer share must be a number from 0 to 100.", field="customer_impact_percent") from None
+    if not percent.is_finite() or percent < 0 or percent > 100:
+        raise ActionRefused("Customer share must be a number from 0 to 100.", field="customer_impact_percent")
+    return percent.quantize(Decimal("0.01"))
+
+
+def clean_regions(regions: Iterable[str] | str | None) -> list[str]:
+    """Regions without blanks or repeats (ignoring case: "US" and "us" are one region, spelled as first
+    given); more than MAX_REGIONS, or one longer than MAX_REGION_LENGTH,
+    is refused (naming it) rather than cut, so what was typed is never silently lost."""
+    if regions is None:
+        return []
+    if isinstance(regions, str):
+        regions = regions.split(",")
+    cleaned: list[str] = []
+    for region in regions:
+        region = region.strip()
+        if len(region) > MAX_REGION_LENGTH:
+            raise ActionRefused(
+                f"A region may be at most {MAX_REGION_LENGTH} characters; “{region[:30]}…” has {len(region)}.",
+                field="regions",
+                code="too_long",
+            )
+        if region and region.casefold() not in {seen.casefold() for seen in cleaned}:
+            cleaned.append(region)
+    if len(cleaned) > MAX_REGIONS:
+        raise ActionRefused(
+            f"At most {MAX_REGIONS} regions; {len(cleaned)} were given.", field="regions", code="too_many"
+        )
+    return cleaned
+
+
+def check_component_status(status: str, field: str = "status") -> str:
+    if status not in ComponentStatus.values:
+        allowed = ", ".join(ComponentStatus.values)
+        raise ActionRefused(f"Unknown component status {status!r}; use one of {allowed}.", field=field)
+    return status
