@@ -335,7 +335,7 @@ def add_postmortem_entry(
         # A timeline says what happened; a line dated ahead would sort after everything yet to come. A
         # minute's grace: the form is to the minute, and a client's clock may run a little ahead.
         raise ActionRefused(
-            f"That time ({_when(at)}) is in the future; a timeline line says what has happened.",
+            f"That time ({format_moment(at)}) is in the future; a timeline line says what has happened.",
             field="at",
             code="in_the_future",
         )
