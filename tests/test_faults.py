@@ -1,7 +1,8 @@
 """The fault suite's quick run (bench/faults.py --quick), as CI runs it: the production shape (gunicorn,
 a Celery worker, beat, PostgreSQL, Redis, an SMTP sink, a webhook receiver) broken one fault at a time.
-It fails on any lost or doubled message, any public 5xx and any public request over 1 s; its table is
-printed on failure. A person runs the long version (bench/README.md)."""
+It fails on any lost or doubled message, any public 5xx and any public request over 2.5 s (the full
+run's 1 s, loosened for CPU noise on a shared machine: a request that waited on a broken dependency takes
+3 s or more); its table is printed on failure. A person runs the long version (bench/README.md)."""
 
 from __future__ import annotations
 
