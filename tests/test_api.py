@@ -22,6 +22,7 @@ from statuspage.snapshot import reader
 from tests import factories
 from tests.conftest import Subscribe
 from tests.smtp import SmtpServer
+from tests.test_actions import run_concurrently
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -308,6 +309,24 @@ def test_it_returns_the_same_incident_for_the_same_idempotency_key(api: Client, 
     assert theirs.json()["id"] != first.json()["id"]
     assert theirs.json()["declared_by"] == "bob"
     assert Incident.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_declarations_with_one_new_key_declare_once(requires_postgres: None, staff: User) -> None:
+    factories.ensure_severities()
+    token = create_token(staff.username)
+    data = {"title": "Queries are slow", "severity": "sev1"}
+
+    def declare_with_key() -> Response:
+        client = Client(headers={"Authorization": f"Bearer {token}"}, raise_request_exception=False)
+        return post(client, "/api/v1/incidents", data, **{"Idempotency-Key": "k"})
+
+    responses = run_concurrently(*[declare_with_key] * 10)
+
+    statuses = sorted(getattr(response, "status_code", response) for response in responses)
+    assert statuses == [200] * 9 + [201], [getattr(r, "content", r) for r in responses]
+    assert Incident.objects.count() == 1
+    assert {response.json()["id"] for response in responses} == {Incident.objects.get().pk}
 
 
 def test_it_needs_no_csrf_token_with_a_bearer_token(token: str) -> None:

@@ -378,6 +378,19 @@ def test_it_answers_a_server_error_in_json_and_logs_it(staff: User, caplog: pyte
     assert record.levelno == logging.ERROR and record.exc_info is not None
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_server_errors_detail_names_the_exception_only_with_debug(staff: User, settings: Any, debug: bool) -> None:
+    settings.DEBUG = debug
+    client = Client(headers={"Authorization": f"Bearer {create_token(staff.username)}"}, raise_request_exception=False)
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE incidents_component RENAME TO incidents_component_gone")
+
+    detail = refused(client.get("/api/v1/components"), 500)["detail"]
+
+    assert detail.startswith("Something went wrong on our side.")
+    assert ("incidents_component" in detail) is debug, detail
+
+
 def failing_middleware(get_response: Any) -> Any:
     def middleware(request: Any) -> Any:
         raise RuntimeError("a middleware failed before the API ran")

@@ -85,7 +85,52 @@ def declare_incident(
         raise ActionRefused(f"Unknown impact {impact_override!r}.", field="impact_override")
     percent = clean_percent(customer_impact_percent)
     user = acting_user(actor)
+    try:
+        return _declare(
+            actor=actor,
+            user=user,
+            title=title,
+            severity=severity,
+            message=message,
+            message_is_public=message_is_public,
+            public_status=public_status,
+            components=components,
+            percent=percent,
+            regions=regions,
+            workaround=workaround,
+            impact_override=impact_override,
+            commander=commander,
+            idempotency_key=idempotency_key,
+            at=at,
+        )
+    except _KeyTakenMeanwhile:
+        winner = IdempotencyKey.objects.select_related("incident").get(user=user, key=idempotency_key).incident
+        winner.replayed = True
+        return winner
 
+
+class _KeyTakenMeanwhile(Exception):
+    """A concurrent declaration with the same Idempotency-Key committed first."""
+
+
+def _declare(
+    *,
+    actor: Actor,
+    user: Any,
+    title: str,
+    severity: Severity,
+    message: str,
+    message_is_public: bool,
+    public_status: str,
+    components: Mapping[Component, str] | None,
+    percent: Decimal | None,
+    regions: Iterable[str] | str | None,
+    workaround: str,
+    impact_override: str,
+    commander: Any,
+    idempotency_key: str | None,
+    at: datetime,
+) -> Incident:
     with transaction.atomic():
         if idempotency_key and user is not None:
             previous = IdempotencyKey.objects.filter(user=user, key=idempotency_key).select_related("incident")
@@ -114,11 +159,9 @@ def declare_incident(
                 with transaction.atomic():
                     IdempotencyKey.objects.create(user=user, key=idempotency_key, incident=incident, created_at=at)
             except IntegrityError:
-                # Another request with the same key won the race: ours never happened.
-                transaction.set_rollback(True)
-                winner = IdempotencyKey.objects.get(user=user, key=idempotency_key).incident
-                winner.replayed = True
-                return winner
+                # Another request with the same key won the race: ours never happened. The winner is read
+                # after this block is rolled back (no query may run in a block that is to be rolled back).
+                raise _KeyTakenMeanwhile from None
 
         start_clocks(incident, severity, at)
         copy_targets(incident)
