@@ -259,6 +259,33 @@ def test_it_refuses_a_due_date_that_is_no_date(api: Client, due_date: Any) -> No
     assert fields_of(response) == ["due_date"]
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("since=9999-12-31T23:59:59-14:00", "since"),
+        ("until=9999-12-31T23:59:59-13:00", "until"),
+        ("since=0001-01-01T00:00:00%2B14:00", "since"),
+    ],
+)
+def test_it_refuses_a_query_time_beyond_what_a_datetime_holds_in_utc(api: Client, query: str, field: str) -> None:
+    response = api.get(f"/api/v1/metrics?{query}")
+
+    body = refused(response)
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert "from 2000 to 2099" in body["detail"]
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-14:00", "0001-01-01T00:00:00+14:00"])
+def test_it_refuses_a_body_time_beyond_what_a_datetime_holds_in_utc(api: Client, moment: str) -> None:
+    data = {"title": "Upgrade", "scheduled_for": moment, "scheduled_until": "2026-03-06T01:00:00Z"}
+
+    response = send(api, "POST", "/api/v1/maintenances", data)
+
+    assert fields_of(response) == ["scheduled_for"]
+    assert "from 2000 to 2099" in refused(response)["detail"]
+    assert not Maintenance.objects.exists()
+
+
 def test_it_reads_a_time_with_an_offset_as_utc(api: Client) -> None:
     response = send(
         api,

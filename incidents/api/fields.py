@@ -140,8 +140,11 @@ def _moment(value: Any) -> datetime:
         )
     if abs(offset) > MAX_OFFSET:
         raise PydanticCustomError("datetime_offset", "has a UTC offset beyond ±14:00, which no place uses")
-    in_utc = moment.astimezone(UTC)
-    if not EARLIEST <= in_utc < LATEST:
+    try:
+        in_utc = moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-14:00 is past the last year a datetime holds
+        in_utc = None
+    if in_utc is None or not EARLIEST <= in_utc < LATEST:
         raise PydanticCustomError("datetime_range", "must be from 2000 to 2099 in UTC (before 2100-01-01T00:00:00Z)")
     return in_utc
 
