@@ -321,6 +321,34 @@ def test_moving_the_due_date_moves_the_clock_everywhere_it_is_shown(
     assert incident.postmortem.due_at == postmortem_clock(incident).due_at == sooner + timedelta(days=1)
 
 
+def test_sending_back_the_due_date_the_api_shows_changes_nothing(staff: User, api: Component, client: Client) -> None:
+    # The review: the API shows due_at to the millisecond, stored to the microsecond, so a PATCH of what
+    # GET returned recorded an edit.
+    from tests.test_analytics import _token
+
+    incident = resolved_sev1(staff, api)
+    actions.edit_postmortem(
+        incident.postmortem,
+        actor=staff,
+        due_at=T0 + timedelta(days=9, microseconds=710_345),
+        at=T0 + timedelta(hours=4),
+    )
+    auth = {"Authorization": f"Bearer {_token(staff)}"}
+    url = f"/api/v1/incidents/{incident.pk}/postmortem"
+    edits = TimelineEvent.objects.filter(incident=incident, kind=EventKind.POSTMORTEM_EDITED)
+    before = edits.count()
+
+    with time_machine.travel(T0 + timedelta(days=1), tick=False):
+        read = client.get(url, headers=auth).json()
+        assert read["due_at"] == "2026-03-11T09:00:00.710Z"
+        same = {"owner": read["owner"], "due_at": read["due_at"]}
+        response = client.patch(url, same, content_type="application/json", headers=auth)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["due_at"] == read["due_at"]
+    assert edits.count() == before
+
+
 def test_a_later_due_date_is_the_one_the_sweep_breaches_at(staff: User, api: Component) -> None:
     incident = resolved_sev1(staff, api)
     old_due = incident.postmortem.due_at

@@ -148,6 +148,12 @@ def _out(postmortem: Postmortem) -> dict[str, Any]:
     }
 
 
+def _as_shown(moment: datetime) -> datetime:
+    """A time at the precision the API's JSON gives it: milliseconds, the rest cut off (as ninja's encoder,
+    Django's DjangoJSONEncoder, writes it)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def _read(user: Any, incident_id: int) -> dict[str, Any]:
     return _out(access.get_postmortem_for_user(user, incident_id))
 
@@ -187,8 +193,13 @@ def patch_postmortem(request: HttpRequest, incident_id: int, payload: Postmortem
             raise ActionRefused(f"{name} cannot be null: leave it out to keep it as it is.", field=name, code="invalid")
     postmortem = access.get_postmortem_for_user(user, incident_id)
     sections = {key.value: (s.body, s.is_public) for key, s in (payload.sections or {}).items()}
+    due_at = payload.due_at
+    if due_at is not None and postmortem.due_at is not None and _as_shown(due_at) == _as_shown(postmortem.due_at):
+        # The due date as this API shows it (to the millisecond; it is stored to the microsecond): a client
+        # sending back what it read changes nothing.
+        due_at = None
     actions.edit_postmortem(
-        postmortem, actor=user, sections=sections, owner=_person(user, payload.owner, "owner"), due_at=payload.due_at
+        postmortem, actor=user, sections=sections, owner=_person(user, payload.owner, "owner"), due_at=due_at
     )
     return _read(user, incident_id)
 
