@@ -169,6 +169,42 @@ def test_a_reopened_incident_pauses_its_post_mortem_clock(staff: User, api: Comp
     assert "the post-mortem clock runs again, due" in incident.events.filter(kind="resolved").latest("id").message
 
 
+@pytest.mark.parametrize("through", ["api", "page"])
+def test_a_due_date_chosen_while_reopened_is_kept_at_the_next_resolve(
+    staff: User, api: Component, client: Client, staff_client: Client, through: str
+) -> None:
+    # The review: set to 10:00:00 while reopened, it became 10:00:12.7 at the resolve (moved by the pause).
+    from tests.test_analytics import _token
+
+    incident = resolved_sev1(staff, api)  # at T0 + 3 h
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=T0 + timedelta(hours=4))
+    chosen = datetime(2026, 3, 20, 10, 0, tzinfo=UTC)
+    with time_machine.travel(T0 + timedelta(hours=5, seconds=0.3), tick=False):
+        if through == "api":
+            auth = {"Authorization": f"Bearer {_token(staff)}"}
+            url = f"/api/v1/incidents/{incident.pk}/postmortem"
+            response = client.patch(
+                url, {"due_at": "2026-03-20T10:00:00Z"}, content_type="application/json", headers=auth
+            )
+        else:
+            url = f"/manage/incidents/{incident.pk}/postmortem/details"
+            response = staff_client.post(url, {"owner": staff.pk, "due_at": "2026-03-20T10:00"})
+        assert response.status_code in (200, 303), response.content
+
+    with time_machine.travel(T0 + timedelta(hours=5, seconds=13), tick=False):
+        actions.resolve_incident(incident, actor=staff)
+
+    incident.postmortem.refresh_from_db()
+    assert incident.postmortem.due_at == postmortem_clock(incident).due_at == chosen
+    assert "the post-mortem clock runs again, due 20 Mar 2026 10:00" in incident.events.latest("id").message
+
+    # A later reopen moves it by that pause, as any due date not chosen during it.
+    actions.reopen_incident(incident, actor=staff, reason="Again", at=T0 + timedelta(hours=6))
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=8))
+    incident.postmortem.refresh_from_db()
+    assert incident.postmortem.due_at == postmortem_clock(incident).due_at == chosen + timedelta(hours=2)
+
+
 def test_the_customer_impact_is_written_again_for_the_final_duration(staff: User, api: Component) -> None:
     incident = resolved_sev1(staff, api)
     section = incident.postmortem.sections.get(key="customer_impact")

@@ -207,8 +207,16 @@ def resume_postmortem(incident: Incident, at: datetime) -> str:
     resume_clock(clock, at)
     if postmortem.due_at is None:
         return "; the post-mortem clock runs again"
-    postmortem.due_at += paused_for
-    postmortem.save(update_fields=["due_at"])
+    # A due date someone chose while the incident was reopened is kept as chosen: they knew of the pause.
+    chosen_in_pause = (
+        reopened is not None
+        and incident.events.filter(
+            kind=EventKind.POSTMORTEM_EDITED, pk__gt=reopened.pk, data__has_key="due_at"
+        ).exists()
+    )
+    if not chosen_in_pause:
+        postmortem.due_at += paused_for
+        postmortem.save(update_fields=["due_at"])
     aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
     return f"; the post-mortem clock runs again, due {format_moment(postmortem.due_at)}"
 
@@ -294,10 +302,12 @@ def edit_postmortem(
             postmortem.owner = owner
             fields.append("owner")
             changed.append(f"owner → {owner.get_username()}")
+        recorded: dict[str, Any] = {}
         if due_at is not None and due_at != postmortem.due_at:
             _set_due_date(postmortem, due_at, at)
             fields.append("due_at")
             changed.append(f"due {format_moment(due_at)}")
+            recorded["due_at"] = due_at.isoformat()  # resume_postmortem keeps one set while reopened
         if not changed:
             return postmortem
         postmortem.updated_at = at
@@ -311,6 +321,7 @@ def edit_postmortem(
             actor=actor,
             at=at,
             postmortem_id=postmortem.pk,
+            **recorded,
         )
         return postmortem
 
