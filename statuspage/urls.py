@@ -3,16 +3,33 @@ import sys
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 
 from incidents import database
+from incidents.api import ROOT_DETAIL as api_root_detail
 from incidents.api import urls as api_urls
 from statuspage import signin, subscriptions
 from statuspage.middleware import database_unavailable
 
 # The admin's sign-in says until when it is paused after too many failures, as /login/ does.
 admin.site.login_form = signin.AdminSignInForm
+
+
+@csrf_exempt
+def api_not_found(request: HttpRequest) -> HttpResponse:
+    """A JSON 404 for an /api URL no API serves; /api/v1 (as /api/v1/) says where its endpoints are listed."""
+    if request.path == "/api/v1":
+        detail = api_root_detail
+    else:
+        detail = (
+            "No such API endpoint. The staff API's endpoints are listed in /api/v1/openapi.json; the public "
+            "status API (Statuspage's v2) answers /api/v2/summary.json, status.json, components.json, "
+            "incidents.json and scheduled-maintenances.json."
+        )
+    return JsonResponse({"detail": detail, "code": "not_found"}, status=404)
+
 
 urlpatterns = [
     # Subscribing: ordinary pages (sessions, CSRF), not snapshot routes (statuspage/subscriptions.py).
@@ -24,6 +41,8 @@ urlpatterns = [
     path("", include("statuspage.urls_api_v2")),
     path("manage/", include("incidents.urls")),
     path("api/v1/", api_urls()),
+    # Whatever else is under /api (/api/v1 itself, an unknown /api/v2/… path) answers JSON, not the HTML page.
+    re_path(r"^api(?:/.*)?$", api_not_found, name="api_not_found"),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(authentication_form=signin.SignInForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -498,15 +498,28 @@ def test_it_answers_404_for_an_unknown_incident(api: Client, incident_id: str) -
     assert_error(post(api, f"/api/v1/incidents/{incident_id}/acknowledge"), 404, "No such incident.")
 
 
-def test_it_refuses_an_incident_id_that_is_not_a_number(api: Client) -> None:
-    response = api.get("/api/v1/incidents/abc")
-    assert_error(response, 422)
-    assert error_fields(response) == ["incident_id"]
+@pytest.mark.parametrize("url", ["/api/v1/incidents/abc", "/api/v1/incidents/-1/paging", "/api/v1/maintenances/1.0"])
+def test_an_id_that_is_not_a_number_matches_no_url(api: Client, url: str) -> None:
+    assert_error(api.get(url), 404, "No such API endpoint.", code="not_found")
 
 
 def test_it_answers_json_for_unknown_api_urls(api: Client) -> None:
     assert_error(api.get("/api/v1/nothing-here"), 404, "No such API endpoint.")
     assert_error(Client().post("/api/v1/incidents/1/explode"), 404, "No such API endpoint.")
+
+
+@pytest.mark.parametrize("url", ["/api/v1/", "/api/v1"])
+def test_the_api_root_answers_json_naming_where_the_endpoints_are(url: str) -> None:
+    body = assert_error(Client().get(url), 404, code="not_found")
+    assert "/api/v1/openapi.json" in body["detail"]
+
+
+@pytest.mark.parametrize("url", ["/api/v2/nope.json", "/api/v2/", "/api/v2", "/api/v3/x", "/api", "/api/"])
+def test_unknown_urls_anywhere_under_api_answer_json(url: str) -> None:
+    client = Client(enforce_csrf_checks=True)
+    for response in (client.get(url), client.post(url, "{}", content_type="application/json")):
+        body = assert_error(response, 404, code="not_found")
+        assert "/api/v1/openapi.json" in body["detail"] and "/api/v2/summary.json" in body["detail"]
 
 
 # --- acknowledge --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import URLPattern
 from ninja import NinjaAPI, Router
 from ninja.errors import ValidationError
@@ -78,12 +78,23 @@ def schema_view_as_strict(view: Callable[..., HttpResponseBase]) -> Callable[...
     return strict
 
 
+ROOT_DETAIL = "No endpoint here: the staff API's endpoints are listed in its OpenAPI schema, /api/v1/openapi.json."
+
+
+def api_root(request: HttpRequest) -> HttpResponse:
+    """/api/v1/ itself: a JSON 404 saying where the endpoints are (ninja's own raised Http404 for Django's
+    HTML page, as it serves no docs page)."""
+    return JsonResponse({"detail": ROOT_DETAIL, "code": "not_found"}, status=404)
+
+
 def urls() -> tuple[list[Any], str, str]:
     """What statuspage/urls.py includes at /api/v1/."""
     patterns, app_name, namespace = api.urls
     strict = [
         URLPattern(p.pattern, schema_view_as_strict(p.callback), p.default_args, p.name)
         if isinstance(p, URLPattern) and p.name == "openapi-json"
+        else URLPattern(p.pattern, api_root, p.default_args, p.name)
+        if isinstance(p, URLPattern) and p.name == "api-root"
         else p
         for p in patterns
     ]

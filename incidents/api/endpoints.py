@@ -204,13 +204,13 @@ def list_incidents(request: HttpRequest, filters: Query[IncidentListQuery]) -> d
     }
 
 
-@router.get("/incidents/{incident_id}", response={200: IncidentOut, **READ_ERRORS}, tags=["incidents"])
+@router.get("/incidents/{int:incident_id}", response={200: IncidentOut, **READ_ERRORS}, tags=["incidents"])
 def get_incident(request: HttpRequest, incident_id: int) -> dict[str, Any]:
     return _incident_read(request.auth, incident_id)  # type: ignore[attr-defined]
 
 
 @router.patch(
-    "/incidents/{incident_id}",
+    "/incidents/{int:incident_id}",
     response={200: IncidentOut, **WRITE_ERRORS},
     tags=["incidents"],
     summary="Change severity and/or impact scope",
@@ -255,7 +255,9 @@ def patch_incident(request: HttpRequest, incident_id: int, payload: IncidentPatc
     return _incident_read(user, incident_id)
 
 
-@router.post("/incidents/{incident_id}/acknowledge", response={200: IncidentOut, **WRITE_ERRORS}, tags=["incidents"])
+@router.post(
+    "/incidents/{int:incident_id}/acknowledge", response={200: IncidentOut, **WRITE_ERRORS}, tags=["incidents"]
+)
 def acknowledge_incident(request: HttpRequest, incident_id: int) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
     actions.acknowledge_incident(access.get_incident_for_user(user, incident_id), actor=user)
@@ -263,7 +265,7 @@ def acknowledge_incident(request: HttpRequest, incident_id: int) -> dict[str, An
 
 
 @router.get(
-    "/incidents/{incident_id}/paging",
+    "/incidents/{int:incident_id}/paging",
     response={200: PagingOut, **READ_ERRORS},
     tags=["incidents"],
     summary="Who is paged, which step, when next",
@@ -276,7 +278,7 @@ def paging(request: HttpRequest, incident_id: int) -> dict[str, Any]:
 
 
 @router.post(
-    "/incidents/{incident_id}/stop-paging",
+    "/incidents/{int:incident_id}/stop-paging",
     response={200: PagingOut, **WRITE_ERRORS},
     tags=["incidents"],
     summary="Stop paging",
@@ -290,7 +292,7 @@ def stop_paging(request: HttpRequest, incident_id: int, payload: StopPagingIn) -
 
 
 @router.post(
-    "/incidents/{incident_id}/updates",
+    "/incidents/{int:incident_id}/updates",
     response={201: IncidentOut, **WRITE_ERRORS},
     tags=["incidents"],
     summary="Post an update",
@@ -310,7 +312,7 @@ def post_update(request: HttpRequest, incident_id: int, payload: UpdateIn) -> St
     return Status(201, _incident_read(user, incident_id))
 
 
-@router.post("/incidents/{incident_id}/resolve", response={200: IncidentOut, **WRITE_ERRORS}, tags=["incidents"])
+@router.post("/incidents/{int:incident_id}/resolve", response={200: IncidentOut, **WRITE_ERRORS}, tags=["incidents"])
 def resolve_incident(request: HttpRequest, incident_id: int, payload: ResolveIn | None = None) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
     incident = access.get_incident_for_user(user, incident_id)
@@ -321,7 +323,7 @@ def resolve_incident(request: HttpRequest, incident_id: int, payload: ResolveIn 
     return _incident_read(user, incident_id)
 
 
-@router.post("/incidents/{incident_id}/reopen", response={200: IncidentOut, **WRITE_ERRORS}, tags=["incidents"])
+@router.post("/incidents/{int:incident_id}/reopen", response={200: IncidentOut, **WRITE_ERRORS}, tags=["incidents"])
 def reopen_incident(request: HttpRequest, incident_id: int, payload: ReopenIn) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
     actions.reopen_incident(
@@ -376,7 +378,7 @@ def create_component(request: HttpRequest, payload: ComponentIn) -> Status[dict[
 
 
 @router.patch(
-    "/components/{component_id}",
+    "/components/{int:component_id}",
     response={200: ComponentOut, **WRITE_ERRORS},
     tags=["components"],
     summary="Set a component's status",

@@ -100,13 +100,13 @@ def schedule_maintenance(request: HttpRequest, payload: MaintenanceIn) -> Status
     return Status(201, _read(user, maintenance.pk))
 
 
-@router.get("/maintenances/{maintenance_id}", response={200: MaintenanceOut, **READ_ERRORS})
+@router.get("/maintenances/{int:maintenance_id}", response={200: MaintenanceOut, **READ_ERRORS})
 def get_maintenance(request: HttpRequest, maintenance_id: int) -> dict[str, Any]:
     return _read(request.auth, maintenance_id)  # type: ignore[attr-defined]
 
 
 @router.patch(
-    "/maintenances/{maintenance_id}",
+    "/maintenances/{int:maintenance_id}",
     response={200: MaintenanceOut, **WRITE_ERRORS},
     summary="Reschedule a maintenance window",
     description="Send scheduled_for and/or scheduled_until; a time left out keeps its value. Once the window "
@@ -135,7 +135,7 @@ def reschedule_maintenance(request: HttpRequest, maintenance_id: int, payload: M
 
 
 @router.post(
-    "/maintenances/{maintenance_id}/updates",
+    "/maintenances/{int:maintenance_id}/updates",
     response={201: MaintenanceOut, **WRITE_ERRORS},
     summary="Post an update on a maintenance window",
     description="201 with the window; the new update is first in `updates`.",
@@ -150,7 +150,7 @@ def post_maintenance_update(
 
 
 @router.post(
-    "/maintenances/{maintenance_id}/start",
+    "/maintenances/{int:maintenance_id}/start",
     response={200: MaintenanceOut, **WRITE_ERRORS},
     summary="Start a maintenance window now",
     description="Its components go under maintenance; the status each had is kept to restore on completion.",
@@ -165,7 +165,7 @@ def start_maintenance(
 
 
 @router.post(
-    "/maintenances/{maintenance_id}/complete",
+    "/maintenances/{int:maintenance_id}/complete",
     response={200: MaintenanceOut, **WRITE_ERRORS},
     summary="Complete a maintenance window now",
     description="Components still under maintenance get back the status they had before the start.",
@@ -180,7 +180,7 @@ def complete_maintenance(
 
 
 @router.post(
-    "/maintenances/{maintenance_id}/cancel",
+    "/maintenances/{int:maintenance_id}/cancel",
     response={200: MaintenanceOut, **WRITE_ERRORS},
     summary="Cancel a maintenance window that has not started",
 )

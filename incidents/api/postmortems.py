@@ -167,12 +167,12 @@ def _person(user: Any, username: str | None, field: str) -> Any:
     return person
 
 
-@router.get("/incidents/{incident_id}/postmortem", response={200: PostmortemOut, **READ_ERRORS})
+@router.get("/incidents/{int:incident_id}/postmortem", response={200: PostmortemOut, **READ_ERRORS})
 def get_postmortem(request: HttpRequest, incident_id: int) -> dict[str, Any]:
     return _read(request.auth, incident_id)  # type: ignore[attr-defined]
 
 
-@router.post("/incidents/{incident_id}/postmortem", response={201: PostmortemOut, **WRITE_ERRORS})
+@router.post("/incidents/{int:incident_id}/postmortem", response={201: PostmortemOut, **WRITE_ERRORS})
 def start_postmortem(request: HttpRequest, incident_id: int) -> Status[dict[str, Any]]:
     """Open a post-mortem by hand (resolving a SEV1 or SEV2 opens one by itself)."""
     user = request.auth  # type: ignore[attr-defined]
@@ -180,7 +180,7 @@ def start_postmortem(request: HttpRequest, incident_id: int) -> Status[dict[str,
     return Status(201, _read(user, incident_id))
 
 
-@router.patch("/incidents/{incident_id}/postmortem", response={200: PostmortemOut, **WRITE_ERRORS})
+@router.patch("/incidents/{int:incident_id}/postmortem", response={200: PostmortemOut, **WRITE_ERRORS})
 def patch_postmortem(request: HttpRequest, incident_id: int, payload: PostmortemPatchIn) -> dict[str, Any]:
     """Change sections (only those sent), the owner or the due date."""
     user = request.auth  # type: ignore[attr-defined]
@@ -204,14 +204,14 @@ def patch_postmortem(request: HttpRequest, incident_id: int, payload: Postmortem
     return _read(user, incident_id)
 
 
-@router.post("/incidents/{incident_id}/postmortem/submit", response={200: PostmortemOut, **WRITE_ERRORS})
+@router.post("/incidents/{int:incident_id}/postmortem/submit", response={200: PostmortemOut, **WRITE_ERRORS})
 def submit_postmortem(request: HttpRequest, incident_id: int) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
     actions.submit_postmortem(access.get_postmortem_for_user(user, incident_id), actor=user)
     return _read(user, incident_id)
 
 
-@router.post("/incidents/{incident_id}/postmortem/return", response={200: PostmortemOut, **WRITE_ERRORS})
+@router.post("/incidents/{int:incident_id}/postmortem/return", response={200: PostmortemOut, **WRITE_ERRORS})
 def return_postmortem(request: HttpRequest, incident_id: int, payload: ReturnIn) -> dict[str, Any]:
     user = request.auth  # type: ignore[attr-defined]
     actions.return_postmortem_to_draft(
@@ -220,7 +220,7 @@ def return_postmortem(request: HttpRequest, incident_id: int, payload: ReturnIn)
     return _read(user, incident_id)
 
 
-@router.post("/incidents/{incident_id}/postmortem/publish", response={200: PostmortemOut, **WRITE_ERRORS})
+@router.post("/incidents/{int:incident_id}/postmortem/publish", response={200: PostmortemOut, **WRITE_ERRORS})
 def publish_postmortem(request: HttpRequest, incident_id: int) -> dict[str, Any]:
     """Public sections to the status page and the v2 API; an email to subscribers who chose post-mortems."""
     user = request.auth  # type: ignore[attr-defined]
@@ -228,7 +228,7 @@ def publish_postmortem(request: HttpRequest, incident_id: int) -> dict[str, Any]
     return _read(user, incident_id)
 
 
-@router.post("/incidents/{incident_id}/postmortem/timeline", response={201: PostmortemOut, **WRITE_ERRORS})
+@router.post("/incidents/{int:incident_id}/postmortem/timeline", response={201: PostmortemOut, **WRITE_ERRORS})
 def add_entry(request: HttpRequest, incident_id: int, payload: EntryIn) -> Status[dict[str, Any]]:
     user = request.auth  # type: ignore[attr-defined]
     postmortem = access.get_postmortem_for_user(user, incident_id)
@@ -236,7 +236,7 @@ def add_entry(request: HttpRequest, incident_id: int, payload: EntryIn) -> Statu
     return Status(201, _read(user, incident_id))
 
 
-@router.post("/incidents/{incident_id}/postmortem/action-items", response={201: PostmortemOut, **WRITE_ERRORS})
+@router.post("/incidents/{int:incident_id}/postmortem/action-items", response={201: PostmortemOut, **WRITE_ERRORS})
 def add_action_item(request: HttpRequest, incident_id: int, payload: ActionItemIn) -> Status[dict[str, Any]]:
     user = request.auth  # type: ignore[attr-defined]
     postmortem = access.get_postmortem_for_user(user, incident_id)
@@ -254,7 +254,7 @@ def add_action_item(request: HttpRequest, incident_id: int, payload: ActionItemI
 
 
 @router.patch(
-    "/incidents/{incident_id}/postmortem/action-items/{item_id}", response={200: PostmortemOut, **WRITE_ERRORS}
+    "/incidents/{int:incident_id}/postmortem/action-items/{int:item_id}", response={200: PostmortemOut, **WRITE_ERRORS}
 )
 def patch_action_item(
     request: HttpRequest, incident_id: int, item_id: int, payload: ActionItemPatchIn
