@@ -130,6 +130,25 @@ def test_it_refuses_a_body_sent_to_an_operation_that_takes_none(api: Client) -> 
     assert api.post(f"/api/v1/incidents/{incident['id']}/acknowledge").status_code == 200
 
 
+def test_a_null_body_is_refused_where_no_body_or_an_optional_one_is_taken(api: Client) -> None:
+    # The review: POST …/acknowledge with the body null was acknowledged, where [] was a 422.
+    incident = declare(api)
+    schema = api.get("/api/v1/openapi.json").json()
+    writes = [
+        (method, path.replace("{incident_id}", str(incident["id"])).replace("{maintenance_id}", "1"))
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in ("post", "patch", "put") and not operation.get("requestBody", {}).get("required", False)
+    ]
+    assert ("post", f"/api/v1/incidents/{incident['id']}/acknowledge") in writes
+    assert ("post", f"/api/v1/incidents/{incident['id']}/resolve") in writes  # its body is optional
+
+    for method, url in writes:
+        assert fields_of(send(api, method.upper(), url, "null")) == ["body"], url
+
+    assert Incident.objects.get().acknowledged_at is None
+
+
 def test_it_calls_visibility_is_public_when_declaring(api: Client) -> None:
     internal = declare(api, message="Looking at the primary.", is_public=False)
     assert [u["is_public"] for u in internal["updates"]] == [False]

@@ -293,6 +293,8 @@ class StrictParser(Parser):
             data = json.loads(text, object_pairs_hook=_pairs_once)
         except RecursionError:
             raise BodyRefused("The request body is nested too deeply.") from None
+        if data is None:  # where the body is optional, null would read as no body at all
+            raise BodyRefused("The request body must be a JSON object (or left out), not null.")
         if _depth(data) > MAX_DEPTH:  # validating it would recurse as deep (a 500, not an answer)
             raise BodyRefused(f"The request body is nested too deeply (more than {MAX_DEPTH} levels).")
         return data
@@ -337,14 +339,15 @@ _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def _empty_body(request: HttpRequest) -> bool:
-    """No body, `{}`, `null`, or a form with no fields (what a bare POST from many clients carries)."""
+    """No body, `{}`, or a form with no fields (what a bare POST from many clients carries). Not `null`: a
+    body, if sent, is a JSON object, as `[]` is refused."""
     raw = request.body.strip()
     if not raw:
         return True
     if request.content_type in _FORM_TYPES:
         return not request.POST and not request.FILES
     try:
-        return bool(json.loads(raw) in ({}, None))
+        return bool(json.loads(raw) == {})
     except ValueError:
         return False
 
