@@ -15,6 +15,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from incidents.actions import ActionRefused
+from incidents.api.fields import is_blank
 from incidents.models import (
     MAX_MESSAGE_LENGTH,
     MAX_REASON_LENGTH,
@@ -51,7 +52,28 @@ class OptionalTextField(forms.CharField):
 
     def clean(self, value: Any) -> str:
         text: str = super().clean(value)
-        if text and not text.strip():
+        if text and is_blank(text):  # invisible characters (a zero-width space) count as spaces
+            raise forms.ValidationError(self.error_messages["blank"], code="blank")
+        return text.strip()
+
+
+class RegionsField(forms.CharField):
+    """Comma-separated regions. An empty one ("EU, , US", a comma at either end, or only spaces) is an error
+    next to the field, as the API refuses a blank region, rather than quietly dropped."""
+
+    default_error_messages = {
+        "blank": "A region is empty (only spaces, or nothing between two commas): write it, or remove the comma."
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", REGIONS_INPUT_LENGTH)
+        kwargs.setdefault("label", "Regions or segments")
+        super().__init__(strip=False, **kwargs)
+
+    def clean(self, value: Any) -> str:
+        text: str = super().clean(value)
+        if text and any(is_blank(region) for region in text.split(",")):
             raise forms.ValidationError(self.error_messages["blank"], code="blank")
         return text.strip()
 
@@ -200,12 +222,7 @@ class DeclareForm(ComponentStatusForm):
         decimal_places=2,
         label="Customers affected (%)",
     )
-    regions = forms.CharField(
-        required=False,
-        max_length=REGIONS_INPUT_LENGTH,
-        label="Regions or segments",
-        help_text="Comma-separated, e.g. eu-west, us-east",
-    )
+    regions = RegionsField(help_text="Comma-separated, e.g. eu-west, us-east")
 
     def __init__(self, *args: Any, severities: Iterable[Severity], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -277,9 +294,7 @@ class ScopeForm(StaffForm):
         decimal_places=2,
         label="Customers affected (%)",
     )
-    regions = forms.CharField(
-        required=False, max_length=REGIONS_INPUT_LENGTH, label="Regions or segments", help_text="Comma-separated."
-    )
+    regions = RegionsField(help_text="Comma-separated.")
     workaround = OptionalTextField(max_length=MAX_WORKAROUND_LENGTH, widget=forms.Textarea(attrs={"rows": 3}))
     impact_override = forms.ChoiceField(
         required=False,

@@ -697,6 +697,46 @@ def test_the_forms_refuse_too_many_or_too_long_regions_next_to_the_field(
     assert incident.regions == ["EU"]
 
 
+@pytest.mark.parametrize("regions", ["  ,  ,", "EU, , US", "EU,", "   ", "\u200b", "EU, \u200b"])
+def test_the_forms_refuse_a_blank_region_next_to_the_field_as_the_api_does(
+    staff_client: Client, staff: User, api: Client, regions: str
+) -> None:
+    # The review: the staff UI read "  ,  ," as no regions where the API refuses a "   " region.
+    as_list = regions.split(",")
+    assert fields_of(send(api, "POST", "/api/v1/incidents", {"title": "T", "severity": "sev2", "regions": as_list}))
+    declared = staff_client.post(
+        "/manage/incidents/new",
+        {
+            "title": "Search is down",
+            "severity": factories.severity("sev2").pk,
+            "public_status": "investigating",
+            "regions": regions,
+            "message_visibility": "public",
+        },
+    )
+    assert declared.status_code == 422
+    assert errors_of(declared.content.decode(), "id_regions").startswith("A region is empty")
+    assert not Incident.objects.exists()
+
+    incident = factories.declare(actor=staff, regions=["EU"])
+    scoped = staff_client.post(f"/manage/incidents/{incident.pk}/scope", {"regions": regions})
+    assert scoped.status_code == 422
+    assert errors_of(scoped.content.decode(), "scope-regions").startswith("A region is empty")
+    incident.refresh_from_db()
+    assert incident.regions == ["EU"]
+
+
+def test_the_scope_form_refuses_a_workaround_of_invisible_characters(staff_client: Client, staff: User) -> None:
+    incident = factories.declare(actor=staff)
+
+    response = staff_client.post(f"/manage/incidents/{incident.pk}/scope", {"workaround": INVISIBLE})
+
+    assert response.status_code == 422
+    assert errors_of(response.content.decode(), "scope-workaround").startswith("This is only spaces")
+    incident.refresh_from_db()
+    assert incident.workaround == ""
+
+
 # --- what a fresh-clone review found still guessed at ----------------------------------------------
 
 
@@ -814,12 +854,18 @@ def test_free_text_beyond_its_limit_is_refused_not_cut(api: Client, url: str, fi
 
 
 SPACES = " \n\t "
+# Shows nothing either: a zero-width space, non-joiner, joiner, word joiner, byte order mark, no-break space.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00a0"
 
 
 @pytest.mark.parametrize(
     ("method", "url", "data", "field"),
     [
         ("POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "message": SPACES}, "message"),
+        ("POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "workaround": "\u200b"}, "workaround"),
+        ("POST", "/api/v1/incidents/{id}/resolve", {"message": INVISIBLE}, "message"),
+        ("POST", "/api/v1/components", {"name": "DNS", "description": "   "}, "description"),
+        ("POST", "/api/v1/components", {"name": "DNS", "description": INVISIBLE}, "description"),
         ("POST", "/api/v1/incidents/{id}/resolve", {"message": SPACES}, "message"),
         ("POST", "/api/v1/incidents/{resolved}/reopen", {"reason": "Back", "message": SPACES}, "message"),
         ("PATCH", "/api/v1/incidents/{id}", {"workaround": SPACES}, "workaround"),
@@ -864,8 +910,41 @@ def test_optional_text_of_only_spaces_is_refused_not_read_as_none(
         list(Incident.objects.order_by("pk").values_list("status", "workaround")),
         list(window.updates.all()),
     ) == before
+    assert not Component.objects.filter(name="DNS").exists()
     # The same request with text in the field is not refused for it (complete answers 409: not started).
     assert send(api, method, target, {**data, field: "Some text."}).status_code in (200, 201, 409)
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "field"),
+    [
+        ("/api/v1/incidents", {"title": "\u200b", "severity": "sev1"}, "title"),
+        ("/api/v1/incidents", {"title": "T", "severity": "sev1", "regions": ["EU", INVISIBLE]}, "regions.1"),
+        ("/api/v1/incidents/{id}/updates", {"body": INVISIBLE}, "body"),
+        ("/api/v1/incidents/{id}/stop-paging", {"reason": "\u2060 \u200d"}, "reason"),
+        ("/api/v1/incidents/{resolved}/reopen", {"reason": "\ufeff"}, "reason"),
+        ("/api/v1/components", {"name": "\u200c"}, "name"),
+        (
+            "/api/v1/maintenances",
+            {"title": "\u200b", "scheduled_for": "2026-03-05T10:00:00Z", "scheduled_until": "2026-03-05T11:00:00Z"},
+            "title",
+        ),
+    ],
+)
+def test_required_text_of_only_invisible_characters_is_refused(
+    api: Client, url: str, data: dict[str, Any], field: str
+) -> None:
+    # The review: a workaround (and a title) of "\u200b" was accepted: strip() keeps format characters.
+    incident = declare(api)
+    reopenable = resolved(api)
+    before = list(Incident.objects.order_by("pk").values_list("status", "title"))
+
+    response = send(api, "POST", url.format(id=incident["id"], resolved=reopenable["id"]), data)
+
+    assert fields_of(response) == [field]
+    assert list(Incident.objects.order_by("pk").values_list("status", "title")) == before
+    assert not IncidentUpdate.objects.filter(incident_id=incident["id"]).exclude(body__startswith="We are").exists()
+    assert not Maintenance.objects.exists() and not Component.objects.exists()
 
 
 def test_the_schema_says_optional_text_is_empty_or_says_something(db: None) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import wraps
@@ -113,9 +114,30 @@ class QueryIn(InputSchema):
 # --- field types --------------------------------------------------------------------------------
 
 
+# Characters that show nothing: spaces of every kind (Zs), control characters (Cc: tabs, newlines) and
+# invisible format characters (Cf: the zero-width space U+200B, joiners U+200C/U+200D, the word joiner
+# U+2060, a byte order mark U+FEFF). str.strip() keeps the Cf ones, so "\u200b" would pass for text.
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Cc", "Cf"})
+
+
+def is_blank(text: str) -> bool:
+    """True for text that shows nothing: empty, or only whitespace and invisible characters."""
+    return all(char.isspace() or unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise PydanticCustomError("blank", "must not be empty or only spaces")
+    if is_blank(value):
+        raise PydanticCustomError("blank", "must not be empty or only spaces (or other invisible characters)")
+    return value
+
+
+def _says_something(value: str) -> str:
+    """Required text. The actions refuse empty text and spaces with their own message naming the field; text
+    of only invisible characters ("\u200b") survives their strip(), so it is refused here."""
+    if value.strip() and is_blank(value):
+        raise PydanticCustomError(
+            "blank", "must say something: it holds only invisible characters (such as a zero-width space, U+200B)"
+        )
     return value
 
 
@@ -179,12 +201,15 @@ Day = Annotated[
 ]
 # A string that must say something. The actions refuse empty or blank text with their own message
 # (which names the field); this states the rule in the OpenAPI schema as minLength and pattern.
-NonBlank = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]
+NonBlank = Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"}), AfterValidator(_says_something)]
 
 
 def _empty_or_not_blank(value: str) -> str:
-    if value and not value.strip():
-        raise PydanticCustomError("blank", 'must not be only spaces: send text, or "" (or leave it out) for none')
+    if value and is_blank(value):
+        raise PydanticCustomError(
+            "blank",
+            'must not be only spaces (or other invisible characters): send text, or "" (or leave it out) for none',
+        )
     return value
 
 
@@ -201,12 +226,20 @@ Workaround = Annotated[
 OptionalReason = Annotated[
     str, Field(max_length=MAX_REASON_LENGTH, json_schema_extra=_EMPTY_OR_TEXT), AfterValidator(_empty_or_not_blank)
 ]
-ComponentDescription = Annotated[str, Field(max_length=MAX_COMPONENT_DESCRIPTION_LENGTH)]
+ComponentDescription = Annotated[
+    str,
+    Field(max_length=MAX_COMPONENT_DESCRIPTION_LENGTH, json_schema_extra=_EMPTY_OR_TEXT),
+    AfterValidator(_empty_or_not_blank),
+]
 NonBlankMarkdown = Annotated[
-    str, Field(max_length=MAX_MESSAGE_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"})
+    str,
+    Field(max_length=MAX_MESSAGE_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"}),
+    AfterValidator(_says_something),
 ]
 NonBlankReason = Annotated[
-    str, Field(max_length=MAX_REASON_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"})
+    str,
+    Field(max_length=MAX_REASON_LENGTH, json_schema_extra={"minLength": 1, "pattern": r"\S"}),
+    AfterValidator(_says_something),
 ]
 # A choice (an enum whose JSON form is a string): BodyIn's strict mode would want an enum instance.
 Choice = Strict(False)
