@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -421,6 +422,22 @@ def test_it_refuses_a_body_that_is_not_json(api: Client, body: str | bytes, deta
     response = api.post("/api/v1/incidents", body, content_type="application/json")
     assert_error(response, 422, detail, code="invalid")
     assert error_fields(response) == ["body"]
+
+
+def test_it_says_a_number_is_too_long_rather_than_the_body_is_no_object(api: Client) -> None:
+    body = '{"title": "x", "severity": "sev1", "customer_impact_percent": ' + "1" * 5001 + "}"
+    response = api.post("/api/v1/incidents", body, content_type="application/json")
+    body_error = assert_error(response, 422, code="invalid")
+    assert body_error["detail"].startswith("The request body holds a number too long to read (more than")
+    assert error_fields(response) == ["body"]
+    assert not Incident.objects.exists()
+
+
+def test_it_reads_a_body_that_starts_with_a_byte_order_mark(api: Client) -> None:
+    body = "\ufeff" + json.dumps({"title": "Queries are slow", "severity": "sev1"})
+    response = api.post("/api/v1/incidents", body.encode(), content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert Incident.objects.get().title == "Queries are slow"
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", '"title"', "null"])

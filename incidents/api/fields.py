@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -322,10 +323,19 @@ class StrictParser(Parser):
             text = request.body.decode("utf-8")
         except UnicodeDecodeError:
             raise BodyRefused("The request body is not valid UTF-8.") from None
+        # A byte order mark ahead of the JSON says only "UTF-8", which it is: RFC 8259 lets a parser ignore it.
+        text = text.removeprefix("\ufeff")
         try:
             data = json.loads(text, object_pairs_hook=_pairs_once)
         except RecursionError:
             raise BodyRefused("The request body is nested too deeply.") from None
+        except (json.JSONDecodeError, BodyRefused):
+            raise
+        except ValueError:  # Python reads no integer of more than sys.get_int_max_str_digits() digits
+            limit = sys.get_int_max_str_digits()
+            raise BodyRefused(
+                f"The request body holds a number too long to read (more than {limit:,} digits)."
+            ) from None
         if data is None:  # where the body is optional, null would read as no body at all
             raise BodyRefused("The request body must be a JSON object (or left out), not null.")
         if _depth(data) > MAX_DEPTH:  # validating it would recurse as deep (a 500, not an answer)
