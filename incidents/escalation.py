@@ -114,8 +114,10 @@ def copy_policy(
     rows: list[PageStep] = []
     for run in range(runs):
         for index, step in enumerate(steps, start=1):
+            # Deactivated people too: the step reports them when it fires ("could not page …"), instead of
+            # leaving them out without a word.
             recipients: list[dict[str, Any]] = [
-                {"user_id": user.pk, "name": user.get_username()} for user in step.users.all() if user.is_active
+                {"user_id": user.pk, "name": user.get_username()} for user in step.users.all()
             ]
             recipients += [{"email": address} for address in step.address_list()]
             due_at = start + run * run_length + timedelta(minutes=step.after_minutes)
@@ -233,7 +235,7 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
 
 
 NO_ADDRESS = "no email address"
-INACTIVE = "their account is deactivated"
+INACTIVE = "deactivated account"
 DECLARED_IT = "declared the incident"
 SAME_ADDRESS = "same email address as another person in the step"
 

@@ -840,6 +840,54 @@ def test_a_target_without_an_address_is_shown_as_not_paged_in_red(staff: User, s
     assert fired["paged"] == [] and fired["problems"] == ["could not page nomail: no email address"]
 
 
+def test_a_deactivated_target_is_reported_as_not_paged_like_one_without_an_address(staff: User) -> None:
+    # A deactivated person was left out of the step when the policy was copied: the timeline said
+    # "Paging oncall" and nothing about them, and the API listed no problem.
+    oncall = User.objects.create_user("oncall", email="oncall@example.com", password="pw", is_staff=True)
+    gone = User.objects.create_user("gone", email="gone@example.com", password="pw", is_staff=True, is_active=False)
+    step = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    step.users.set([oncall, gone])
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+
+    event = TimelineEvent.objects.get(incident=incident, kind=EventKind.PAGED)
+    assert event.message == "Paging oncall (step 1 of 1): just declared; could not page gone: deactivated account"
+    assert list(StaffNotice.objects.filter(incident=incident).values_list("email", flat=True)) == ["oncall@example.com"]
+
+    from tests.test_api import client_for, create_token
+
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        body = client_for(create_token(staff.username)).get(f"/api/v1/incidents/{incident.pk}/paging").json()
+    [fired] = body["steps"]
+    assert fired["problems"] == ["could not page gone: deactivated account"]
+
+
+def test_deactivating_a_target_in_the_user_admin_warns_with_the_right_advice(staff: User) -> None:
+    # It said "Nomail is deactivated … Give them an email address": the admin capitalised the username,
+    # and an address is not what a deactivated account lacks.
+    gone = User.objects.create_user("gone", email="gone@example.com", password="pw", is_staff=True)
+    step = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    step.users.set([gone])
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    form = {
+        "username": "gone", "first_name": "", "last_name": "", "email": "gone@example.com", "is_staff": "on",
+        "date_joined_0": f"{gone.date_joined:%Y-%m-%d}", "date_joined_1": f"{gone.date_joined:%H:%M:%S}",
+    }  # fmt: skip
+
+    response = client.post(f"/admin/auth/user/{gone.pk}/change/", form, follow=True)
+
+    gone.refresh_from_db()
+    assert not gone.is_active
+    warning = (
+        "gone is deactivated but is paged by SEV1 step 1: those pages cannot reach them. SEV1 step 1 would page "
+        "nobody. Reactivate them, or take them out of those escalation steps (Severities)."
+    )
+    assert [str(m) for m in response.context["messages"] if m.level_tag == "warning"] == [warning]
+    assert f'<li class="warning">{warning}</li>' in response.content.decode()
+
+
 def test_each_page_shows_its_real_state_and_the_dashboard_warns_while_mail_is_refused(
     policy: list[EscalationStep], staff: User, staff_client: Client, smtp: SmtpServer
 ) -> None:
