@@ -1049,6 +1049,42 @@ def test_after_a_raise_whose_steps_all_fired_the_panel_says_so_not_stopped(
     assert "Every step has fired" not in page
 
 
+def test_the_paging_panel_names_each_severity_s_steps_and_when_they_took_over(
+    sev2_policy: list[EscalationStep], staff: User, carol: User, staff_client: Client
+) -> None:
+    # After a raise the panel listed "Step 1 of 1", "Step 1 of 2", "Step 2 of 2": whose steps, and that
+    # SEV2's replaced SEV3's, was left to guess.
+    sev3 = EscalationStep.objects.create(severity=factories.severity("sev3"), position=1, after_minutes=0)
+    sev3.users.set([carol])
+    incident = declare(staff, severity_key="sev3")
+    sweep(T0 + timedelta(seconds=1))
+    with time_machine.travel(T0 + timedelta(minutes=14), tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev2"))
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{incident.pk}").content.decode())
+
+    texts = [
+        "SEV3's escalation, from the declaration:",
+        "Step 1 of 1",
+        '<p class="page-steps__policy small">Severity raised to SEV2 at <time datetime="2026-03-02T09:14:00Z">09:14 '
+        "UTC</time>: paging follows SEV2's escalation from then.</p>",
+        "Step 1 of 2",
+        "Step 2 of 2",
+    ]
+    positions = [panel.find(text) for text in texts]
+    assert -1 not in positions, list(zip(texts, positions, strict=True))
+    assert positions == sorted(positions)
+
+    lowered = declare(staff, title="Lowered", severity_key="sev2", at=T0 + timedelta(hours=1))
+    with time_machine.travel(T0 + timedelta(hours=1, minutes=1), tick=False):
+        actions.change_severity(lowered, actor=staff, severity=factories.severity("sev3"))
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{lowered.pk}").content.decode())
+    assert (
+        'Severity lowered to SEV3 at <time datetime="2026-03-02T10:01:00Z">10:01 UTC</time>: paging follows '
+        "SEV3's escalation from the declaration, skipping steps already past."
+    ) in panel
+    assert panel.index("SEV2's escalation, from the declaration:") < panel.index("Severity lowered to SEV3")
+
+
 def test_lowering_the_severity_does_not_page_again_as_if_just_declared(
     policy: list[EscalationStep], sev2_policy: list[EscalationStep], staff: User, smtp: SmtpServer
 ) -> None:
