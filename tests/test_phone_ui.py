@@ -282,6 +282,26 @@ def test_a_190_character_name_wraps_on_every_staff_page_on_a_phone_and_a_desktop
     assert problems == []
 
 
+# 190 of the widest letters: 13 to a line on a 390 px phone.
+WIDE_TITLE = "MW" * 95
+
+
+def test_a_190_character_title_leaves_the_acknowledge_button_in_view_on_a_phone(
+    requires_chromium: None, live_server: Any, page: Page, staff: User
+) -> None:
+    # The title wrapped to 15 lines above the button, which ended up below the fold of a 390 x 844 phone.
+    incident = factories.declare(actor=staff, title=WIDE_TITLE)
+    log_in(page, live_server.url)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/manage/incidents/{incident.pk}")
+
+    button = page.locator("#incident-header button:text-is('Acknowledge')")
+    box = button.bounding_box()
+    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844, box
+    expect(page.locator("#incident-title")).to_have_text(WIDE_TITLE)
+    assert_fits(page, "incident with a 190-character title at 390 px")
+
+
 def test_the_dashboard_lists_open_incidents_before_maintenance(staff_client: Client, staff: User) -> None:
     html = staff_client.get("/manage/").content.decode()
     assert html.index('id="open-heading"') < html.index('id="maintenance-panel"')
