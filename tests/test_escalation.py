@@ -272,6 +272,34 @@ def test_the_page_email_carries_a_link_that_needs_a_login_and_works_once(
         check_link(link, incident, staff, other_staff)
 
 
+def test_an_ack_link_opened_by_someone_else_says_who_was_paged_and_who_is_signed_in(
+    policy: list[EscalationStep], staff: User, other_staff: User, carol: User, smtp: SmtpServer
+) -> None:
+    # bob's link opened by carol read "You were paged for this incident", then acknowledged as carol.
+    declare(staff, title="Query API down")
+    sweep(T0 + timedelta(minutes=10))
+    send(T0 + timedelta(minutes=10))
+    bobs = ack_link(smtp.inbox("bob@example.com")[0])
+    alias = ack_link(smtp.inbox("oncall@example.com")[0])  # the step's address, nobody's account
+
+    with time_machine.travel(T0 + timedelta(minutes=11), tick=False):
+        pages = {}
+        for user, link in ((carol, bobs), (other_staff, bobs), (carol, alias)):
+            client = Client()
+            client.force_login(user)
+            pages[user.username, link] = client.get(link).content.decode()
+
+    assert (
+        "bob was paged for this incident (step 2 of 2, run 1 of 2); you are signed in as carol." in pages["carol", bobs]
+    )
+    assert "Acknowledge as carol" in pages["carol", bobs]
+    assert "You were paged for this incident (step 2 of 2, run 1 of 2)." in pages["bob", bobs]
+    assert (
+        "oncall@example.com was paged for this incident (step 2 of 2, run 1 of 2); you are signed in as carol."
+        in pages["carol", alias]
+    )
+
+
 def check_link(link: str, incident: Incident, staff: User, other_staff: User) -> None:
     # Signed out: the login page, and nothing happens.
     anonymous = Client()
