@@ -160,13 +160,16 @@ class StaffUserAdmin(UserAdmin):
         if not targets:
             return
         steps = ", ".join(target.where for target in targets)
-        problem = "has no email address" if targets[0].no_address else "is deactivated"
+        if targets[0].no_address:
+            problem, remedy = "has no email address", "Give them an email address"
+        else:
+            problem, remedy = "is deactivated", "Reactivate them"
         nobody = [target.where for target in targets if target.nobody]
         consequence = f" {', '.join(nobody)} would page nobody." if nobody else ""
         self.message_user(
             request,
             f"{user.get_username()} {problem} but is paged by {steps}: those pages cannot reach them.{consequence} "
-            "Give them an email address, or take them out of those escalation steps (Severities).",
+            f"{remedy}, or take them out of those escalation steps (Severities).",
             messages.WARNING,
         )
 

@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -114,8 +115,10 @@ def copy_policy(
     rows: list[PageStep] = []
     for run in range(runs):
         for index, step in enumerate(steps, start=1):
+            # Deactivated people too: the step reports them when it fires ("could not page …"), instead of
+            # leaving them out without a word.
             recipients: list[dict[str, Any]] = [
-                {"user_id": user.pk, "name": user.get_username()} for user in step.users.all() if user.is_active
+                {"user_id": user.pk, "name": user.get_username()} for user in step.users.all()
             ]
             recipients += [{"email": address} for address in step.address_list()]
             due_at = start + run * run_length + timedelta(minutes=step.after_minutes)
@@ -233,7 +236,7 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
 
 
 NO_ADDRESS = "no email address"
-INACTIVE = "their account is deactivated"
+INACTIVE = "deactivated account"
 DECLARED_IT = "declared the incident"
 SAME_ADDRESS = "same email address as another person in the step"
 
@@ -711,11 +714,45 @@ def page_targets(step: PageStep, notices: Iterable[StaffNotice], *, resolved: li
     return found
 
 
+@dataclass(frozen=True)
+class PolicyCopy:
+    """One severity's escalation as copied onto an incident: at the declaration (`change` ""), or when the
+    severity was raised (its steps timed from then) or lowered (timed from the declaration, the steps
+    already past skipped)."""
+
+    severity_key: str
+    severity_name: str
+    copied_at: datetime
+    change: str  # "", "raised" or "lowered"
+    steps: list[PageStep]
+
+
 @dataclass
 class Escalation:
     """One incident's paging, as the dashboard and the incident page show it."""
 
     steps: list[PageStep] = field(default_factory=list)
+
+    @cached_property
+    def policies(self) -> list[PolicyCopy]:
+        """The steps grouped by the policy copy they came from, oldest first: after a severity change the
+        new severity's steps replace the old one's, and the panel says so. One query (the severities)."""
+        groups: dict[tuple[datetime, str], list[PageStep]] = {}
+        for step in self.steps:
+            groups.setdefault((step.created_at, step.severity_key), []).append(step)
+        severities = {s.key: s for s in Severity.objects.filter(key__in={key for _, key in groups})}
+        found: list[PolicyCopy] = []
+        previous: Severity | None = None
+        for (copied_at, key), steps in sorted(groups.items(), key=lambda item: (item[0][0], item[1][0].number)):
+            severity = severities.get(key)
+            change = ""
+            if found:
+                lowered = severity is not None and previous is not None and severity.rank > previous.rank
+                change = "lowered" if lowered else "raised"
+            name = severity.name if severity else key.upper()
+            found.append(PolicyCopy(key, name, copied_at, change, sorted(steps, key=lambda s: (s.due_at, s.number))))
+            previous = severity
+        return found
 
     @property
     def last_fired(self) -> PageStep | None:

@@ -94,6 +94,9 @@ def _body(request: HtmxHttpRequest, postmortem: Postmortem, *, status: int = 200
     return render(request, PAGE, context, status=status)
 
 
+NOTHING_CHANGED = "Nothing changed."
+
+
 def _done(request: HtmxHttpRequest, incident_id: int, message: str) -> HttpResponse:
     messages.success(request, message)
     if not request.htmx:
@@ -149,7 +152,13 @@ def save_section(request: HtmxHttpRequest, incident_id: int, key: str) -> HttpRe
         return HttpResponse("No such section.", status=404)
     form = SectionForm(request.POST, section=section)
     status = 422
-    if form.is_valid():
+    if form.is_valid() and (section.body, section.is_public) == (
+        form.cleaned_data["body"].strip(),
+        form.cleaned_data["is_public"],
+    ):
+        # As the incident and maintenance pages say: nothing is saved or recorded, and the form says so.
+        form.add_error(None, NOTHING_CHANGED)
+    elif form.is_valid():
         try:
             actions.edit_postmortem(
                 postmortem,
@@ -188,8 +197,11 @@ def save_details(request: HtmxHttpRequest, incident_id: int) -> HttpResponse:
         # The field shows the due date to the minute: sent back as shown, it is not a new due date (and an
         # overdue one must not stop a change of owner).
         due_at = None
+    owner = form.cleaned_data["owner"]
+    if owner == postmortem.owner and (due_at is None or due_at == postmortem.due_at):
+        return _refused(request, incident_id, ActionRefused(NOTHING_CHANGED, code="unchanged"), "details", form)
     try:
-        actions.edit_postmortem(postmortem, actor=request.user, owner=form.cleaned_data["owner"], due_at=due_at)
+        actions.edit_postmortem(postmortem, actor=request.user, owner=owner, due_at=due_at)
     except ActionRefused as refused:
         return _refused(request, incident_id, refused, "details", form)
     return _done(request, incident_id, "Saved.")

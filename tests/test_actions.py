@@ -608,3 +608,81 @@ def test_no_action_fails_while_another_transaction_changes_the_severity(requires
     assert severity_changes == before[EventKind.SEVERITY_CHANGED] + changes
     if kind != EventKind.SEVERITY_CHANGED:
         assert incident.events.filter(kind=kind).count() == before[kind] + 1
+
+
+def holding_the_incident_while(incident: Incident, waiting: Callable[[], Any], then: Callable[[], Any]) -> Any:
+    """Lock the incident in this connection, run `waiting` in its own thread and connection, and once it
+    waits for the row lock run `then` here and commit. Returns what `waiting` returned or raised."""
+    outcome: list[Any] = [None]
+
+    def runner() -> None:
+        try:
+            outcome[0] = waiting()
+        except Exception as error:
+            outcome[0] = error
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=runner)
+    with transaction.atomic():
+        Incident.objects.locked(incident.pk)
+        thread.start()
+        deadline = time.monotonic() + 20
+        with connection.cursor() as cursor:
+            while True:  # until the other connection waits for our row lock
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+                assert thread.is_alive() and time.monotonic() < deadline, f"it never waited: {outcome[0]!r}"
+                time.sleep(0.01)
+        then()
+    thread.join(30)
+    assert not thread.is_alive()
+    return outcome[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_timeline_keeps_the_order_of_severity_changes_that_waited_for_each_other(
+    requires_postgres: None,
+) -> None:
+    # An action took its time before waiting for the incident's lock: the change that waited, written
+    # second, was dated before the one it waited for, and the timeline read "SEV3 to SEV1" before
+    # "SEV4 to SEV3". The time is taken once the lock is held, so time order is commit order.
+    staff = factories.make_user(username="alice")
+    incident = factories.declare(actor=staff, severity_key="sev4")
+
+    result = holding_the_incident_while(
+        incident,
+        lambda: actions.change_severity(incident, actor=staff, severity=factories.severity("sev1")),
+        lambda: actions.change_severity(incident, actor=staff, severity=factories.severity("sev3")),
+    )
+
+    assert not isinstance(result, Exception), repr(result)
+    changes = list(incident.events.filter(kind=EventKind.SEVERITY_CHANGED).order_by("created_at", "id"))
+    assert [(e.data["old"], e.data["new"]) for e in changes] == [("sev4", "sev3"), ("sev3", "sev1")]
+    assert [e.pk for e in changes] == sorted(e.pk for e in changes)
+    assert changes[0].created_at < changes[1].created_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_public_updates_are_dated_in_the_order_they_were_written(requires_postgres: None) -> None:
+    # The same race for updates: a "resolved" update that waited for a "monitoring" one was dated before
+    # it, so the public page showed the incident resolved, then monitoring.
+    staff = factories.make_user(username="alice")
+    incident = factories.declare(actor=staff, severity_key="sev3")
+
+    result = holding_the_incident_while(
+        incident,
+        lambda: actions.resolve_incident(incident, actor=staff, message="Fixed."),
+        lambda: actions.post_update(incident, actor=staff, body="Watching it.", public_status="monitoring"),
+    )
+
+    assert not isinstance(result, Exception), repr(result)
+    public = list(incident.updates.filter(is_public=True).order_by("created_at", "id"))
+    assert [u.status for u in public] == ["investigating", "monitoring", "resolved"]
+    assert [u.pk for u in public] == sorted(u.pk for u in public)
+    assert public[1].created_at < public[2].created_at

@@ -272,6 +272,34 @@ def test_the_page_email_carries_a_link_that_needs_a_login_and_works_once(
         check_link(link, incident, staff, other_staff)
 
 
+def test_an_ack_link_opened_by_someone_else_says_who_was_paged_and_who_is_signed_in(
+    policy: list[EscalationStep], staff: User, other_staff: User, carol: User, smtp: SmtpServer
+) -> None:
+    # bob's link opened by carol read "You were paged for this incident", then acknowledged as carol.
+    declare(staff, title="Query API down")
+    sweep(T0 + timedelta(minutes=10))
+    send(T0 + timedelta(minutes=10))
+    bobs = ack_link(smtp.inbox("bob@example.com")[0])
+    alias = ack_link(smtp.inbox("oncall@example.com")[0])  # the step's address, nobody's account
+
+    with time_machine.travel(T0 + timedelta(minutes=11), tick=False):
+        pages = {}
+        for user, link in ((carol, bobs), (other_staff, bobs), (carol, alias)):
+            client = Client()
+            client.force_login(user)
+            pages[user.username, link] = client.get(link).content.decode()
+
+    assert (
+        "bob was paged for this incident (step 2 of 2, run 1 of 2); you are signed in as carol." in pages["carol", bobs]
+    )
+    assert "Acknowledge as carol" in pages["carol", bobs]
+    assert "You were paged for this incident (step 2 of 2, run 1 of 2)." in pages["bob", bobs]
+    assert (
+        "oncall@example.com was paged for this incident (step 2 of 2, run 1 of 2); you are signed in as carol."
+        in pages["carol", alias]
+    )
+
+
 def check_link(link: str, incident: Incident, staff: User, other_staff: User) -> None:
     # Signed out: the login page, and nothing happens.
     anonymous = Client()
@@ -840,6 +868,54 @@ def test_a_target_without_an_address_is_shown_as_not_paged_in_red(staff: User, s
     assert fired["paged"] == [] and fired["problems"] == ["could not page nomail: no email address"]
 
 
+def test_a_deactivated_target_is_reported_as_not_paged_like_one_without_an_address(staff: User) -> None:
+    # A deactivated person was left out of the step when the policy was copied: the timeline said
+    # "Paging oncall" and nothing about them, and the API listed no problem.
+    oncall = User.objects.create_user("oncall", email="oncall@example.com", password="pw", is_staff=True)
+    gone = User.objects.create_user("gone", email="gone@example.com", password="pw", is_staff=True, is_active=False)
+    step = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    step.users.set([oncall, gone])
+    incident = declare(staff)
+    sweep(T0 + timedelta(seconds=1))
+
+    event = TimelineEvent.objects.get(incident=incident, kind=EventKind.PAGED)
+    assert event.message == "Paging oncall (step 1 of 1): just declared; could not page gone: deactivated account"
+    assert list(StaffNotice.objects.filter(incident=incident).values_list("email", flat=True)) == ["oncall@example.com"]
+
+    from tests.test_api import client_for, create_token
+
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        body = client_for(create_token(staff.username)).get(f"/api/v1/incidents/{incident.pk}/paging").json()
+    [fired] = body["steps"]
+    assert fired["problems"] == ["could not page gone: deactivated account"]
+
+
+def test_deactivating_a_target_in_the_user_admin_warns_with_the_right_advice(staff: User) -> None:
+    # It said "Nomail is deactivated … Give them an email address": the admin capitalised the username,
+    # and an address is not what a deactivated account lacks.
+    gone = User.objects.create_user("gone", email="gone@example.com", password="pw", is_staff=True)
+    step = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    step.users.set([gone])
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(admin)
+    form = {
+        "username": "gone", "first_name": "", "last_name": "", "email": "gone@example.com", "is_staff": "on",
+        "date_joined_0": f"{gone.date_joined:%Y-%m-%d}", "date_joined_1": f"{gone.date_joined:%H:%M:%S}",
+    }  # fmt: skip
+
+    response = client.post(f"/admin/auth/user/{gone.pk}/change/", form, follow=True)
+
+    gone.refresh_from_db()
+    assert not gone.is_active
+    warning = (
+        "gone is deactivated but is paged by SEV1 step 1: those pages cannot reach them. SEV1 step 1 would page "
+        "nobody. Reactivate them, or take them out of those escalation steps (Severities)."
+    )
+    assert [str(m) for m in response.context["messages"] if m.level_tag == "warning"] == [warning]
+    assert f'<li class="warning">{warning}</li>' in response.content.decode()
+
+
 def test_each_page_shows_its_real_state_and_the_dashboard_warns_while_mail_is_refused(
     policy: list[EscalationStep], staff: User, staff_client: Client, smtp: SmtpServer
 ) -> None:
@@ -999,6 +1075,42 @@ def test_after_a_raise_whose_steps_all_fired_the_panel_says_so_not_stopped(
         page = staff_client.get(f"/manage/incidents/{other.pk}").content.decode()
     assert "Paging stopped at" in page and ": severity changed to SEV3." in page
     assert "Every step has fired" not in page
+
+
+def test_the_paging_panel_names_each_severity_s_steps_and_when_they_took_over(
+    sev2_policy: list[EscalationStep], staff: User, carol: User, staff_client: Client
+) -> None:
+    # After a raise the panel listed "Step 1 of 1", "Step 1 of 2", "Step 2 of 2": whose steps, and that
+    # SEV2's replaced SEV3's, was left to guess.
+    sev3 = EscalationStep.objects.create(severity=factories.severity("sev3"), position=1, after_minutes=0)
+    sev3.users.set([carol])
+    incident = declare(staff, severity_key="sev3")
+    sweep(T0 + timedelta(seconds=1))
+    with time_machine.travel(T0 + timedelta(minutes=14), tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev2"))
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{incident.pk}").content.decode())
+
+    texts = [
+        "SEV3's escalation, from the declaration:",
+        "Step 1 of 1",
+        '<p class="page-steps__policy small">Severity raised to SEV2 at <time datetime="2026-03-02T09:14:00Z">09:14 '
+        "UTC</time>: paging follows SEV2's escalation from then.</p>",
+        "Step 1 of 2",
+        "Step 2 of 2",
+    ]
+    positions = [panel.find(text) for text in texts]
+    assert -1 not in positions, list(zip(texts, positions, strict=True))
+    assert positions == sorted(positions)
+
+    lowered = declare(staff, title="Lowered", severity_key="sev2", at=T0 + timedelta(hours=1))
+    with time_machine.travel(T0 + timedelta(hours=1, minutes=1), tick=False):
+        actions.change_severity(lowered, actor=staff, severity=factories.severity("sev3"))
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{lowered.pk}").content.decode())
+    assert (
+        'Severity lowered to SEV3 at <time datetime="2026-03-02T10:01:00Z">10:01 UTC</time>: paging follows '
+        "SEV3's escalation from the declaration, skipping steps already past."
+    ) in panel
+    assert panel.index("SEV2's escalation, from the declaration:") < panel.index("Severity lowered to SEV3")
 
 
 def test_lowering_the_severity_does_not_page_again_as_if_just_declared(

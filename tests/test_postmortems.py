@@ -480,6 +480,37 @@ def test_an_overdue_post_mortem_can_still_change_owner_on_the_page(
     assert (incident.postmortem.owner, incident.postmortem.due_at) == (other_staff, due)
 
 
+def test_saving_a_post_mortem_form_unchanged_says_nothing_changed_and_records_nothing(
+    staff: User, api: Component, staff_client: Client
+) -> None:
+    # It said "Saved." (and the details form recorded nothing, the section form nothing either), where the
+    # incident and maintenance pages say "Nothing changed.".
+    incident = resolved_sev1(staff, api)
+    postmortem = incident.postmortem
+    actions.edit_postmortem(postmortem, actor=staff, sections={"summary": ("The API was slow.", True)})
+    postmortem.refresh_from_db()
+    events = incident.events.count()
+    url = f"/manage/incidents/{incident.pk}/postmortem/"
+    assert postmortem.due_at is not None
+    shown = f"{postmortem.due_at:%Y-%m-%dT%H:%M}"
+    nothing = '<div class="form-errors" role="alert"><p>Nothing changed.</p></div>'
+    with time_machine.travel(T0 + timedelta(hours=4), tick=False):
+        for headers in ({"HX-Request": "true"}, {}):
+            section = staff_client.post(
+                f"{url}sections/summary", {"body": "The API was slow.\n", "is_public": "on"}, headers=headers
+            )
+            details = staff_client.post(f"{url}details", {"owner": staff.pk, "due_at": shown}, headers=headers)
+            for response in (section, details):
+                html = response.content.decode()
+                assert response.status_code == 422, html
+                assert nothing in html and "Saved." not in html
+
+    assert incident.events.count() == events
+    before = postmortem.updated_at
+    postmortem.refresh_from_db()
+    assert postmortem.updated_at == before
+
+
 def test_a_due_date_in_another_year_shows_its_year_everywhere(
     staff: User, api: Component, staff_client: Client
 ) -> None:

@@ -91,13 +91,13 @@ def set_component_status(
     at: datetime | None = None,
 ) -> Component:
     """Change one component's status outside an update (the change is recorded in its history)."""
-    at = at or timezone.now()
     check_component_status(status)
     with transaction.atomic():
         if incident is not None:
             incident = lock_incident(incident)
             if incident.is_resolved:
                 raise ActionRefused("This incident is resolved; reopen it first.")
+        at = at or timezone.now()  # after the incident's lock, so time order is commit order
         applied = apply_component_changes(incident, [ComponentChange(component, status)], actor=actor, at=at)
         if applied:
             request_publish()

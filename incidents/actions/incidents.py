@@ -199,11 +199,11 @@ def _declare(
 
 
 def acknowledge_incident(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Incident:
-    at = at or timezone.now()
     if acting_user(actor) is None:
         raise ActionRefused("Only a person can acknowledge an incident.")
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if incident.is_resolved:
             raise ActionRefused("This incident is already resolved; reopen it first.")
         if incident.acknowledged_at is not None:
@@ -237,9 +237,9 @@ def post_update(
     at: datetime | None = None,
 ) -> IncidentUpdate:
     """Post an update; a public one restarts the cadence clock and may move the public status."""
-    at = at or timezone.now()
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if incident.is_resolved:
             raise ActionRefused("This incident is resolved; reopen it before posting an update.")
         status = public_status or incident.public_status
@@ -327,9 +327,9 @@ def _post_update_locked(
 
 
 def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at: datetime | None = None) -> Incident:
-    at = at or timezone.now()
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if incident.severity_id == severity.pk:
             raise ActionRefused(f"The incident is already {severity.name}.", code="unchanged")
         previous = incident.severity
@@ -390,7 +390,6 @@ def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime |
 
     Returns how many steps were stopped. Audited with the reason; the acknowledge clock keeps running.
     """
-    at = at or timezone.now()
     reason = reason.strip()
     if acting_user(actor) is None:
         raise ActionRefused("Only a person can stop paging.")
@@ -398,6 +397,7 @@ def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime |
         raise ActionRefused("Say why paging stops.", field="reason")
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         stopped = escalation.stop_pending(incident, at, f"stopped by {actor_name(actor)}: {reason}")
         if not stopped:
             raise ActionRefused("Nobody is waiting to be paged for this incident.", code="not_paging")
@@ -415,11 +415,11 @@ def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime |
 
 def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: datetime | None = None) -> Incident:
     """Hand the incident to a commander (a staff user)."""
-    at = at or timezone.now()
     if commander is None or not commander.is_active or not commander.is_staff:
         raise ActionRefused("The commander must be an active staff user.", field="commander")
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if incident.commander_id == commander.pk:
             raise ActionRefused(
                 f"{commander.get_username()} is already the commander.", field="commander", code="unchanged"
@@ -454,9 +454,9 @@ def update_impact_scope(
     at: datetime | None = None,
 ) -> Incident:
     """Change who is affected. Only the arguments given change; the event records old and new."""
-    at = at or timezone.now()
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         changed: dict[str, dict[str, Any]] = {}
         if customer_impact_percent is not _UNSET:
             percent = clean_percent(customer_impact_percent)
@@ -522,9 +522,9 @@ def resolve_incident(
 
     A published incident always gets a public "resolved" update (the message, or a default one when
     there is none or it is internal), so its page, its latest update and its subscribers agree."""
-    at = at or timezone.now()
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if incident.is_resolved:
             raise ActionRefused("This incident is already resolved.", code="already_resolved")
         restore = (
@@ -610,12 +610,12 @@ def reopen_incident(
     had already run, and an unpublished post-mortem's clock waits for the next resolve. A message is
     posted at once; a public incident always gets a public update (the message, or a default one when
     there is none or it is internal), so its page and its latest update agree."""
-    at = at or timezone.now()
     reason = reason.strip()
     if not reason:
         raise ActionRefused("Say why the incident is reopened.", field="reason")
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if not incident.is_resolved:
             raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
         paused = pause_postmortem(incident, at)  # reads the resolve about to be undone

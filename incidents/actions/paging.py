@@ -15,10 +15,10 @@ from incidents.models import Incident, StaffNotice
 
 def acknowledge_by_link(notice: StaffNotice, *, actor: Actor, at: datetime | None = None) -> Incident:
     """Use a page's acknowledgment link: once only, by a signed-in person allowed to acknowledge."""
-    at = at or timezone.now()
     with transaction.atomic():
         # The incident first, then the notice: the order every action that stops paging takes.
         Incident.objects.select_for_update(of=("self",)).filter(pk=notice.incident_id).first()
+        at = at or timezone.now()  # after the lock, so time order is commit order
         locked = StaffNotice.objects.select_for_update(of=("self",)).select_related("used_by").get(pk=notice.pk)
         if locked.used_at is not None:
             who = locked.used_by.get_username() if locked.used_by else "someone"

@@ -258,10 +258,10 @@ def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> Non
 
 def start_postmortem(incident: Incident, *, actor: Actor, at: datetime | None = None) -> Postmortem:
     """Open a post-mortem by hand (resolving a severity that requires one opens it by itself)."""
-    at = at or timezone.now()
     _require_staff(actor, "start a post-mortem")
     with transaction.atomic():
         incident = lock_incident(incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if Postmortem.objects.filter(incident=incident).exists():
             raise ActionRefused("This incident already has a post-mortem.", code="exists")
         if not incident.is_resolved:
@@ -542,11 +542,11 @@ def publish_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | N
     """In review → published: its public sections go on the incident's public page and into the v2
     API (status "postmortem"), and subscribers who chose post-mortems are emailed, once. For an
     incident that was never public it is completed for staff only: nothing is shown or sent."""
-    at = at or timezone.now()
     _require_staff(actor, "publish a post-mortem")
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
         incident = lock_incident(postmortem.incident)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if postmortem.state == PostmortemState.PUBLISHED:
             raise ActionRefused("This post-mortem is already published.", code="already_published")
         if postmortem.state != PostmortemState.IN_REVIEW:
