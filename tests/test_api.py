@@ -1021,6 +1021,19 @@ def test_it_hands_an_incident_to_a_commander(api: Client, staff: User, other_sta
     assert "commander" in error_fields(response)
 
 
+def test_it_refuses_a_commander_without_an_email_address(api: Client, staff: User) -> None:
+    # Nudges go to the commander by email, so the staff UI refuses such a commander too.
+    User.objects.create_user("nomail", email="", password="pw", is_staff=True)
+    incident = factories.declare(actor=staff)
+
+    response = patch(api, f"/api/v1/incidents/{incident.pk}", {"commander": "nomail", "severity": "sev2"})
+
+    body = assert_error(response, 422, field="commander", code="no_email")
+    assert "nomail has no email address, so nudges to the commander could not reach them" in body["detail"]
+    incident.refresh_from_db()
+    assert (incident.commander, incident.severity.key) == (staff, "sev1")  # nothing of the PATCH applied
+
+
 def test_it_reopens_with_a_message(api: Client, staff: User) -> None:
     incident = factories.declare(actor=staff)
     actions.resolve_incident(incident, actor=staff)

@@ -639,6 +639,21 @@ def test_it_refuses_a_commander_who_is_not_staff(
     assert errors_of(text(response), "commander-commander") == "alice is already the commander."
 
 
+def test_it_refuses_a_commander_without_an_email_address(staff_client: Client, incident: Incident) -> None:
+    # Nudges go to the commander by email: one without an address would never hear of them.
+    nomail = User.objects.create_user("nomail", email="", password="pw", is_staff=True)
+
+    response = staff_client.post(f"/manage/incidents/{incident.pk}/commander", {"commander": nomail.pk}, headers=HTMX)
+
+    assert response.status_code == 422
+    assert errors_of(text(response), "commander-commander").startswith(
+        "nomail has no email address, so nudges to the commander could not reach them."
+    )
+    incident.refresh_from_db()
+    assert incident.commander != nomail
+    assert not incident.events.filter(kind="commander_changed").exists()
+
+
 def test_it_edits_the_impact_scope(staff_client: Client, incident: Incident) -> None:
     data = {
         "customer_impact_percent": "60",

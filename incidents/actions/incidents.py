@@ -424,6 +424,14 @@ def assign_commander(incident: Incident, *, actor: Actor, commander: Any, at: da
             raise ActionRefused(
                 f"{commander.get_username()} is already the commander.", field="commander", code="unchanged"
             )
+        if not (commander.email or "").strip():
+            # The commander's nudges (an update due, a clock breaching) go by email, as pages do.
+            raise ActionRefused(
+                f"{commander.get_username()} has no email address, so nudges to the commander could not reach "
+                "them. Add one in /admin/ first, or choose someone else.",
+                field="commander",
+                code="no_email",
+            )
         previous = incident.commander.get_username() if incident.commander else None
         incident.commander = commander
         incident.updated_at = at
