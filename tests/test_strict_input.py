@@ -726,6 +726,32 @@ def test_the_forms_refuse_a_blank_region_next_to_the_field_as_the_api_does(
     assert incident.regions == ["EU"]
 
 
+def test_the_forms_refuse_required_text_of_invisible_characters(staff_client: Client, staff: User) -> None:
+    """The fourth review: the staff UI's required texts (a title, an update) took "\u200b", which strip()
+    keeps, while the API refused it."""
+    declared = staff_client.post(
+        "/manage/incidents/new",
+        {
+            "title": "\u200b\u2060",
+            "severity": factories.severity("sev2").pk,
+            "public_status": "investigating",
+            "message_visibility": "public",
+        },
+    )
+    assert declared.status_code == 422
+    assert errors_of(declared.content.decode(), "id_title") == "This field is required."
+    assert not Incident.objects.exists()
+
+    incident = factories.declare(actor=staff)
+    updates = incident.updates.count()
+    posted = staff_client.post(
+        f"/manage/incidents/{incident.pk}/update",
+        {"body": "\u200b", "visibility": "public", "public_status": "investigating"},
+    )
+    assert posted.status_code == 422
+    assert incident.updates.count() == updates
+
+
 def test_the_scope_form_refuses_a_workaround_of_invisible_characters(staff_client: Client, staff: User) -> None:
     incident = factories.declare(actor=staff)
 
