@@ -12,10 +12,19 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.utils import timezone
 
 from incidents import actions, escalation
 from incidents.actions import ActionRefused
-from incidents.models import Component, ComponentStatusChange, EscalationStep, EventKind, Incident, TimelineEvent
+from incidents.models import (
+    Component,
+    ComponentStatusChange,
+    EscalationStep,
+    EventKind,
+    Incident,
+    Postmortem,
+    TimelineEvent,
+)
 from tests import factories
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -686,3 +695,36 @@ def test_public_updates_are_dated_in_the_order_they_were_written(requires_postgr
     assert [u.status for u in public] == ["investigating", "monitoring", "resolved"]
     assert [u.pk for u in public] == sorted(u.pk for u in public)
     assert public[1].created_at < public[2].created_at
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("edit", ["due date", "owner", "action item status", "submit"])
+def test_post_mortem_actions_take_the_incidents_lock_first(requires_postgres: None, edit: str) -> None:
+    """The fifth review: due-date edits racing a resolve or reopen deadlocked (PostgreSQL's
+    DeadlockDetected, 500s). A post-mortem action locked the post-mortem, then the clock; reopen locked
+    the incident, then the clock. Every post-mortem action now takes the incident's lock first, so they
+    queue behind a resolve or reopen instead: here it waits for the incident held by this connection."""
+    staff = factories.make_user(username="alice")
+    incident = factories.declare(actor=staff, severity_key="sev1")
+    actions.resolve_incident(incident, actor=staff)  # opens the SEV1's post-mortem
+    postmortem = Postmortem.objects.get(incident=incident)
+    item = actions.add_action_item(
+        postmortem, actor=staff, title="Alert on switch errors", kind="detect", priority="p1"
+    )
+    later = timezone.now() + timedelta(days=9)
+    for key in ("summary", "root_cause"):
+        actions.edit_postmortem(postmortem, actor=staff, sections={key: ("Written.", False)})
+    act = {
+        "due date": lambda: actions.edit_postmortem(postmortem, actor=staff, due_at=later),
+        "owner": lambda: actions.edit_postmortem(postmortem, actor=staff, owner=staff),
+        "action item status": lambda: actions.set_action_item_status(item, actor=staff, status="done"),
+        "submit": lambda: actions.submit_postmortem(postmortem, actor=staff),
+    }[edit]
+
+    # Holding the incident, lock the post-mortem as a reopen does next (pausing its clock): with the old
+    # order the other connection held the post-mortem and waited for the incident, a deadlock.
+    result = holding_the_incident_while(
+        incident, act, lambda: Postmortem.objects.select_for_update().get(pk=postmortem.pk)
+    )
+
+    assert not isinstance(result, Exception), repr(result)

@@ -61,6 +61,10 @@ def _require_staff(actor: Actor, what: str) -> Any:
 
 
 def _lock_postmortem(postmortem: Postmortem) -> Postmortem:
+    """The incident's row first, then the post-mortem's: the order resolve and reopen take them (and then
+    the post-mortem clock). Locking the post-mortem alone, an edit that moved the due date and a reopen
+    pausing the clock waited on each other in a circle: PostgreSQL's deadlock error, answered as a 500."""
+    lock_incident(Incident(pk=postmortem.incident_id))
     return Postmortem.objects.select_for_update(of=("self",)).select_related("incident").get(pk=postmortem.pk)
 
 
@@ -281,10 +285,10 @@ def edit_postmortem(
     """Change sections ({key: (markdown, is_public)}), the owner or the due date (after now and the
     declaration; the post-mortem clock follows it). A published post-mortem can be corrected: the public
     page follows."""
-    at = at or timezone.now()
     _require_staff(actor, "edit a post-mortem")
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         changed: list[str] = []
         for key, (body, is_public) in (sections or {}).items():
             if key not in SectionKey.values:
@@ -421,16 +425,16 @@ def add_action_item(
     link: str = "",
     at: datetime | None = None,
 ) -> ActionItem:
-    at = at or timezone.now()
     _require_staff(actor, "add action items")
     title, link = _check_action_item(title, owner, link)
     if kind not in ActionKind.values:
         raise ActionRefused("Choose detect, mitigate, prevent or process.", field="kind")
     if priority not in ActionPriority.values:
         raise ActionRefused("Choose P1, P2 or P3.", field="priority")
-    _check_due_date(due_date, at)
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
+        at = at or timezone.now()  # after the lock, so time order is commit order
+        _check_due_date(due_date, at)
         item = ActionItem.objects.create(
             postmortem=postmortem,
             title=title,
@@ -454,12 +458,13 @@ def add_action_item(
 
 
 def set_action_item_status(item: ActionItem, *, actor: Actor, status: str, at: datetime | None = None) -> ActionItem:
-    at = at or timezone.now()
     _require_staff(actor, "update action items")
     if status not in ActionStatus.values:
         raise ActionRefused("Choose open, in progress, done or won't do.", field="status")
     with transaction.atomic():
+        lock_incident(Incident(pk=item.postmortem.incident_id))  # the incident first, as everywhere
         item = ActionItem.objects.select_for_update().select_related("postmortem__incident").get(pk=item.pk)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if item.status == status:
             return item
         previous = item.get_status_display()
@@ -479,10 +484,10 @@ def set_action_item_status(item: ActionItem, *, actor: Actor, status: str, at: d
 
 def submit_postmortem(postmortem: Postmortem, *, actor: Actor, at: datetime | None = None) -> Postmortem:
     """Draft → in review: the summary and the root cause must be written."""
-    at = at or timezone.now()
     _require_staff(actor, "send a post-mortem for review")
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if postmortem.state != PostmortemState.DRAFT:
             raise ActionRefused(
                 f"Only a draft can be sent for review; this one is {postmortem.get_state_display().lower()}.",
@@ -514,13 +519,13 @@ def return_postmortem_to_draft(
     postmortem: Postmortem, *, actor: Actor, reason: str, at: datetime | None = None
 ) -> Postmortem:
     """In review → draft, with what the reviewer wants changed."""
-    at = at or timezone.now()
     _require_staff(actor, "review a post-mortem")
     reason = reason.strip()
     if not reason:
         raise ActionRefused("Say what should change.", field="reason")
     with transaction.atomic():
         postmortem = _lock_postmortem(postmortem)
+        at = at or timezone.now()  # after the lock, so time order is commit order
         if postmortem.state != PostmortemState.IN_REVIEW:
             raise ActionRefused("Only a post-mortem in review can go back to draft.", code="not_in_review")
         postmortem.state = PostmortemState.DRAFT
