@@ -828,6 +828,8 @@ def test_the_dashboard_warns_in_red_when_a_step_cannot_reach_its_target(staff: U
         "SEV1 step 1: gone has a deactivated account; "
         "SEV3 step 1: nomail has no email address — <strong>nobody would be paged</strong>."
     ) in html
+    # An address alone would not help gone (the fifth review): the advice names both fixes.
+    assert "give them an address or reactivate them (Users)" in html
 
     nomail.email = "nomail@example.com"
     nomail.save()
