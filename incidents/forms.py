@@ -110,14 +110,18 @@ class StaffForm(forms.Form):
     # ActionRefused.field names that differ from the form's field names.
     refusal_fields: dict[str, str] = {}
 
-    def _post_clean(self) -> None:
+    def full_clean(self) -> None:
         """A required text of only invisible characters (a zero-width space survives strip()) is as empty
         as no text: the field's "required" error, as the API's 422 for the same text."""
-        super()._post_clean()
-        for name, field in self.fields.items():
+        super().full_clean()
+        if not self.is_bound:
+            return
+        for name, form_field in self.fields.items():
             value = self.cleaned_data.get(name)
-            if isinstance(field, forms.CharField) and field.required and isinstance(value, str) and is_blank(value):
-                self.add_error(name, forms.ValidationError(field.error_messages["required"], code="required"))
+            text_required = isinstance(form_field, forms.CharField) and form_field.required
+            if text_required and isinstance(value, str) and is_blank(value):
+                required = form_field.error_messages["required"]
+                self.add_error(name, forms.ValidationError(required, code="required"))
 
     def attach_refusal(self, refused: ActionRefused) -> bool:
         """Show an action's refusal next to its field; False when it names no field of this form."""
