@@ -511,35 +511,13 @@ def while_another_transaction_changes_severity(incident: Incident, call: Callabl
     """Run `call` in its own thread and connection while this connection's transaction, having changed the
     incident's severity, holds the row; commit once `call` waits for the lock. Returns what `call` returned
     or raised."""
-    outcome: list[Any] = [None]
-
-    def runner() -> None:
-        try:
-            outcome[0] = call()
-        except Exception as error:
-            outcome[0] = error
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=runner)
-    with transaction.atomic():
-        actions.change_severity(incident, actor=incident.commander, severity=factories.severity(to))
-        thread.start()
-        deadline = time.monotonic() + 20
-        with connection.cursor() as cursor:
-            while True:  # until the other connection waits for our row lock
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-                if cursor.fetchone()[0]:
-                    break
-                assert thread.is_alive() and time.monotonic() < deadline, f"it never waited: {outcome[0]!r}"
-                time.sleep(0.01)
-    thread.join(30)
-    assert not thread.is_alive()
-    return outcome[0]
+    severity = factories.severity(to)
+    return holding_the_incident_while(
+        incident,
+        call,
+        lambda: actions.change_severity(incident, actor=incident.commander, severity=severity),
+        change_first=True,
+    )
 
 
 def resolved_incident(staff: User) -> Incident:
@@ -619,9 +597,12 @@ def test_no_action_fails_while_another_transaction_changes_the_severity(requires
         assert incident.events.filter(kind=kind).count() == before[kind] + 1
 
 
-def holding_the_incident_while(incident: Incident, waiting: Callable[[], Any], then: Callable[[], Any]) -> Any:
+def holding_the_incident_while(
+    incident: Incident, waiting: Callable[[], Any], then: Callable[[], Any], *, change_first: bool = False
+) -> Any:
     """Lock the incident in this connection, run `waiting` in its own thread and connection, and once it
-    waits for the row lock run `then` here and commit. Returns what `waiting` returned or raised."""
+    waits for the row lock run `then` here and commit. Returns what `waiting` returned or raised. With
+    change_first, `then` runs (and takes the lock) before `waiting` starts instead."""
     outcome: list[Any] = [None]
 
     def runner() -> None:
@@ -635,6 +616,8 @@ def holding_the_incident_while(incident: Incident, waiting: Callable[[], Any], t
     thread = threading.Thread(target=runner)
     with transaction.atomic():
         Incident.objects.locked(incident.pk)
+        if change_first:
+            then()
         thread.start()
         deadline = time.monotonic() + 20
         with connection.cursor() as cursor:
@@ -648,7 +631,8 @@ def holding_the_incident_while(incident: Incident, waiting: Callable[[], Any], t
                     break
                 assert thread.is_alive() and time.monotonic() < deadline, f"it never waited: {outcome[0]!r}"
                 time.sleep(0.01)
-        then()
+        if not change_first:
+            then()
     thread.join(30)
     assert not thread.is_alive()
     return outcome[0]
