@@ -227,6 +227,80 @@ def test_it_resumes_the_resolve_clock_on_reopen(staff: User) -> None:
     assert events(incident, "resolve")[-1] == ("breach", 1, T0 + timedelta(hours=13))
 
 
+def test_a_reopened_incident_runs_against_the_severity_it_has_now(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev1", at=T0)  # resolve target 4 h
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=2))
+    # Lowered while resolved: the stopped clock keeps the 4 h it ran against (history is not rewritten).
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev3"), at=T0 + timedelta(hours=4))
+    assert clock(incident, "resolve").target_seconds == 4 * 3600
+
+    reopened_at = T0 + timedelta(hours=5)
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=reopened_at)
+
+    resolve = clock(incident, "resolve")
+    assert (resolve.state, resolve.target_seconds, resolve.elapsed_seconds) == ("running", 3 * 86400, 2 * 3600)
+    assert resolve.due_at == reopened_at + timedelta(days=3, hours=-2)
+    incident.refresh_from_db()
+    assert incident.resolve_target == 3 * 86400
+    # An hour past SEV1's 4 h is no breach (nor a warning) for a SEV3.
+    sweep_at(reopened_at + timedelta(hours=3))
+    assert events(incident, "resolve") == []
+    assert incident.events.get(kind=EventKind.REOPENED).message.startswith(
+        "alice reopened the incident: Errors are back; the resolve clock now runs against SEV3's 3 d target;"
+    )
+
+
+def test_a_reopen_under_a_stricter_severity_records_what_it_has_already_missed(staff: User) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3", at=T0)  # resolve target 3 d
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=5))
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(hours=6))
+
+    reopened_at = T0 + timedelta(hours=7)
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=reopened_at)
+
+    resolve = clock(incident, "resolve")
+    assert (resolve.state, resolve.target_seconds, resolve.breached_at) == ("breached", 4 * 3600, reopened_at)
+    # Dated at the reopen, not before the target that made it a miss existed.
+    assert [(kind, due) for kind, _, due in events(incident, "resolve")] == [
+        ("warning_75", reopened_at),
+        ("warning_90", reopened_at),
+        ("breach", reopened_at),
+    ]
+
+
+def test_a_reopen_starts_a_resolve_clock_the_declared_severity_did_not_have(staff: User) -> None:
+    no_target = Severity.objects.create(key="sev5", name="SEV5", rank=5, acknowledge_target=3600)
+    incident = factories.declare(actor=staff, severity_key="sev5", at=T0)
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=2))
+    assert not Clock.objects.filter(incident=incident, metric="resolve").exists()
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(hours=3))
+
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=T0 + timedelta(hours=10))
+
+    resolve = clock(incident, "resolve")
+    # The 2 h it was open before the resolve count; the 8 h it was resolved do not.
+    assert (resolve.state, resolve.target_seconds, resolve.elapsed_seconds) == ("running", 4 * 3600, 2 * 3600)
+    assert resolve.due_at == T0 + timedelta(hours=12)
+    assert no_target.resolve_target is None
+
+
+def test_a_reopen_under_a_severity_without_a_resolve_target_leaves_the_clock_stopped(staff: User) -> None:
+    Severity.objects.create(key="sev5", name="SEV5", rank=5, acknowledge_target=3600)
+    incident = factories.declare(actor=staff, severity_key="sev1", at=T0)
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev5"), at=T0 + timedelta(hours=2))
+
+    actions.reopen_incident(incident, actor=staff, reason="Errors are back", at=T0 + timedelta(hours=3))
+
+    resolve = clock(incident, "resolve")
+    assert (resolve.state, resolve.running_since, resolve.target_seconds) == ("met", None, 4 * 3600)
+    sweep_at(T0 + timedelta(days=2))
+    assert events(incident, "resolve") == []
+    assert "; SEV5 sets no resolve target, so the resolve clock stays stopped" in (
+        incident.events.get(kind=EventKind.REOPENED).message
+    )
+
+
 def test_it_reports_display_levels_for_countdowns(staff: User) -> None:
     incident = factories.declare(actor=staff, at=T0)
     ack = clock(incident, "acknowledge")

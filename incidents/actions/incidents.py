@@ -22,6 +22,7 @@ from incidents.actions.timing import (
     copy_targets,
     format_duration,
     locked_clock,
+    record_clock_thresholds,
     restart_cadence,
     resume_clock,
     retarget_clocks,
@@ -32,6 +33,8 @@ from incidents.actions.timing import (
 from incidents.actions.validation import check_component_status, clean_percent, clean_regions
 from incidents.markup import render_markdown
 from incidents.models import (
+    Clock,
+    ClockState,
     Component,
     ComponentStatus,
     EventKind,
@@ -605,6 +608,41 @@ def resolve_incident(
 REOPENED_PUBLIC_MESSAGE = "We are investigating this issue again."
 
 
+def _resume_resolve_clock(incident: Incident, at: datetime, ran_before: timedelta | None) -> str:
+    """Resume the resolve clock of a reopened incident against its severity's target now: the severity
+    may have changed while it was resolved (a stopped clock keeps the target it ran against), and the
+    reopened incident is measured against the severity it has. Returns what to add to the timeline line."""
+    severity = incident.severity
+    target = severity.resolve_target
+    clock = locked_clock(incident, Metric.RESOLVE)
+    if clock is None:
+        if not target:
+            return ""
+        # Declared under a severity with no resolve target: the clock starts now, with the time the
+        # incident was open before its resolve already used (the resolved time does not count).
+        clock = Clock(
+            incident=incident,
+            metric=Metric.RESOLVE,
+            target_seconds=target,
+            started_at=incident.declared_at,
+            elapsed_seconds=ran_before.total_seconds() if ran_before else 0,
+            stopped_at=at,
+            state=ClockState.STOPPED,
+        )
+        clock.save()
+    elif clock.target_seconds == target:
+        resume_clock(clock, at)
+        return ""
+    elif not target:
+        return f"; {severity.name} sets no resolve target, so the resolve clock stays stopped"
+    resume_clock(clock, at)
+    clock.target_seconds = target
+    clock.save(update_fields=["target_seconds"])
+    record_clock_thresholds(clock, now=at, not_before=at)
+    copy_targets(incident)
+    return f"; the resolve clock now runs against {severity.name}'s {format_duration(target)} target"
+
+
 def reopen_incident(
     incident: Incident,
     *,
@@ -627,14 +665,16 @@ def reopen_incident(
         if not incident.is_resolved:
             raise ActionRefused("Only a resolved incident can be reopened.", code="not_resolved")
         paused = pause_postmortem(incident, at)  # reads the resolve about to be undone
+        ran_before = incident.resolved_at - incident.declared_at if incident.resolved_at else None
         incident.status = IncidentStatus.ACKNOWLEDGED
         incident.public_status = PublicStatus.INVESTIGATING
         incident.resolved_at = None
         incident.reopened_count += 1
         incident.updated_at = at
         incident.save(update_fields=["status", "public_status", "resolved_at", "reopened_count", "updated_at"])
-        resume_clock(locked_clock(incident, Metric.RESOLVE), at)
-        note = "; the post-mortem clock waits for the next resolve" if paused.get("postmortem_clock_paused") else ""
+        note = _resume_resolve_clock(incident, at, ran_before)
+        if paused.get("postmortem_clock_paused"):
+            note += "; the post-mortem clock waits for the next resolve"
         record_event(
             incident,
             EventKind.REOPENED,
