@@ -401,6 +401,7 @@ def paging_for(user: Any, incident: Incident) -> Paging:
     three queries (the steps, the notices, the people of steps that have not fired)."""
     require_staff(user)
     found = escalations([incident.pk]).get(incident.pk, Escalation())
+    found.declared_at = incident.declared_at
     notices = list(StaffNotice.objects.filter(incident=incident).order_by("created_at", "id"))
     by_step: dict[int, list[StaffNotice]] = {}
     for notice in notices:

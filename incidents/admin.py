@@ -34,6 +34,7 @@ from incidents.models import (
     Subscriber,
     TimelineEvent,
 )
+from incidents.text import is_blank
 
 
 class EscalationStepForm(forms.ModelForm):
@@ -196,6 +197,25 @@ class ComponentAdminForm(forms.ModelForm):
             "only_show_if_degraded",
             "start_date",
         ]
+
+    # The public page shows both: text of only invisible characters (a zero-width space) is no name,
+    # and no description (the staff API refuses the same).
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data.get("name") or "")
+        if is_blank(name):
+            raise forms.ValidationError(
+                "Give the component a name: this one shows nothing (only invisible characters)."
+            )
+        return name
+
+    def clean_description(self) -> str:
+        description = str(self.cleaned_data.get("description") or "")
+        if description and is_blank(description):
+            raise forms.ValidationError(
+                "A description of only invisible characters (such as a zero-width space) shows nothing: "
+                "write one, or leave it empty."
+            )
+        return description
 
 
 @admin.register(Component)

@@ -732,21 +732,46 @@ class Escalation:
     """One incident's paging, as the dashboard and the incident page show it."""
 
     steps: list[PageStep] = field(default_factory=list)
+    # The incident's declaration, where `policies` is read: a first copy made later came with a severity
+    # change (the declared severity had no steps), not with the declaration.
+    declared_at: datetime | None = None
+
+    def _severity_before(self, copied_at: datetime, key: str) -> str | None:
+        """The severity an incident had before the change that copied `key`'s steps at `copied_at`."""
+        event = (
+            TimelineEvent.objects.filter(
+                incident_id=self.steps[0].incident_id,
+                kind=EventKind.SEVERITY_CHANGED,
+                created_at=copied_at,
+                data__new=key,
+            )
+            .order_by("-id")
+            .first()
+        )
+        old = event.data.get("old") if event is not None else None
+        return old if isinstance(old, str) else None
 
     @cached_property
     def policies(self) -> list[PolicyCopy]:
         """The steps grouped by the policy copy they came from, oldest first: after a severity change the
-        new severity's steps replace the old one's, and the panel says so. One query (the severities)."""
+        new severity's steps replace the old one's, and the panel says so. One query (the severities);
+        one more when the first copy came with a severity change (its timeline event says from what)."""
         groups: dict[tuple[datetime, str], list[PageStep]] = {}
         for step in self.steps:
             groups.setdefault((step.created_at, step.severity_key), []).append(step)
-        severities = {s.key: s for s in Severity.objects.filter(key__in={key for _, key in groups})}
+        ordered = sorted(groups.items(), key=lambda item: (item[0][0], item[1][0].number))
+        keys = {key for _, key in groups}
+        before: str | None = None
+        if ordered and self.declared_at is not None and ordered[0][0][0] != self.declared_at:
+            before = self._severity_before(*ordered[0][0])
+            keys |= {before} if before else set()
+        severities = {s.key: s for s in Severity.objects.filter(key__in=keys)}
         found: list[PolicyCopy] = []
-        previous: Severity | None = None
-        for (copied_at, key), steps in sorted(groups.items(), key=lambda item: (item[0][0], item[1][0].number)):
+        previous: Severity | None = severities.get(before) if before else None
+        for (copied_at, key), steps in ordered:
             severity = severities.get(key)
             change = ""
-            if found:
+            if found or (self.declared_at is not None and copied_at != self.declared_at):
                 lowered = severity is not None and previous is not None and severity.rank > previous.rank
                 change = "lowered" if lowered else "raised"
             name = severity.name if severity else key.upper()

@@ -15,7 +15,6 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from incidents.actions import ActionRefused
-from incidents.api.fields import is_blank
 from incidents.models import (
     MAX_MESSAGE_LENGTH,
     MAX_REASON_LENGTH,
@@ -29,6 +28,7 @@ from incidents.models import (
     PublicStatus,
     Severity,
 )
+from incidents.text import is_blank
 
 COMPONENT_FIELD_PREFIX = "component-"
 VISIBILITY_CHOICES = [

@@ -68,6 +68,18 @@ def test_the_admin_refuses_a_component_without_a_name(staff: User) -> None:
     assert not Component.objects.exists()
 
 
+def test_the_admin_refuses_a_name_or_description_that_shows_nothing(staff: User) -> None:
+    """The fifth review saved a component described as two zero-width spaces; a name of a Hangul filler
+    (U+3164, a letter that draws nothing) passes Django's required check too."""
+    client = admin_client(staff)
+    response = client.post("/admin/incidents/component/add/", form(name="\u3164", description="\u200b\u200b"))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Give the component a name: this one shows nothing" in page
+    assert "A description of only invisible characters" in page
+    assert not Component.objects.exists()
+
+
 def test_a_rename_in_the_admin_is_published(
     staff: User, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:

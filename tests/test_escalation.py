@@ -1115,6 +1115,50 @@ def test_the_paging_panel_names_each_severity_s_steps_and_when_they_took_over(
     assert panel.index("SEV2's escalation, from the declaration:") < panel.index("Severity lowered to SEV3")
 
 
+def test_steps_that_came_with_a_severity_change_are_not_called_the_declaration_s(
+    sev2_policy: list[EscalationStep], staff: User, staff_client: Client
+) -> None:
+    # SEV4 has no steps: the only steps are SEV2's, copied when it was raised, yet the panel headed them
+    # "SEV2's escalation, from the declaration:".
+    raised = declare(staff, severity_key="sev4")
+    with time_machine.travel(T0 + timedelta(minutes=14), tick=False):
+        actions.change_severity(raised, actor=staff, severity=factories.severity("sev2"))
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{raised.pk}").content.decode())
+    assert (
+        'Severity raised to SEV2 at <time datetime="2026-03-02T09:14:00Z">09:14 UTC</time>: paging follows '
+        "SEV2's escalation from then."
+    ) in panel
+    assert "from the declaration" not in panel
+
+    # SEV1 has no steps here: lowered to SEV2, its steps are timed from the declaration.
+    lowered = declare(staff, title="Lowered", severity_key="sev1", at=T0 + timedelta(hours=1))
+    with time_machine.travel(T0 + timedelta(hours=1, minutes=1), tick=False):
+        actions.change_severity(lowered, actor=staff, severity=factories.severity("sev2"))
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{lowered.pk}").content.decode())
+    assert (
+        'Severity lowered to SEV2 at <time datetime="2026-03-02T10:01:00Z">10:01 UTC</time>: paging follows '
+        "SEV2's escalation from the declaration, skipping steps already past."
+    ) in panel
+    assert "SEV2's escalation, from the declaration:" not in panel
+
+
+def test_the_incident_page_warns_that_the_next_step_cannot_page_a_deactivated_person(
+    sev2_policy: list[EscalationStep], staff: User, other_staff: User, staff_client: Client
+) -> None:
+    # The paging API listed bob as unreachable before his step fired; the incident page said only
+    # "Next: bob".
+    incident = declare(staff, severity_key="sev2")
+    other_staff.is_active = False
+    other_staff.save()
+
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{incident.pk}").content.decode())
+
+    assert "unless someone acknowledges." in panel
+    assert "It cannot page bob: deactivated account." in panel
+    assert panel.count("Cannot page bob: deactivated account") == 2  # each of its pending steps
+
+
 def test_lowering_the_severity_does_not_page_again_as_if_just_declared(
     policy: list[EscalationStep], sev2_policy: list[EscalationStep], staff: User, smtp: SmtpServer
 ) -> None:

@@ -726,6 +726,14 @@ def test_the_forms_refuse_a_blank_region_next_to_the_field_as_the_api_does(
     assert incident.regions == ["EU"]
 
 
+def test_a_region_with_invisible_characters_at_its_ends_is_the_same_region(api: Client) -> None:
+    # The fifth review stored "EU" and "EU\u200b" as two regions.
+    incident = declare(api, regions=["EU", "EU\u200b", "\ufeffeu", "U\u200bS", "US"])
+
+    assert incident["regions"] == ["EU", "U\u200bS"]
+    assert Incident.objects.get(pk=incident["id"]).regions == ["EU", "U\u200bS"]
+
+
 def test_the_forms_refuse_required_text_of_invisible_characters(staff_client: Client, staff: User) -> None:
     """The fourth review: the staff UI's required texts (a title, an update) took "\u200b", which strip()
     keeps, while the API refused it."""
@@ -950,6 +958,11 @@ def test_optional_text_of_only_spaces_is_refused_not_read_as_none(
         ("/api/v1/incidents/{id}/stop-paging", {"reason": "\u2060 \u200d"}, "reason"),
         ("/api/v1/incidents/{resolved}/reopen", {"reason": "\ufeff"}, "reason"),
         ("/api/v1/components", {"name": "\u200c"}, "name"),
+        # Not spaces nor format characters, yet they draw nothing: a combining grapheme joiner, Hangul
+        # fillers, a variation selector, the blank braille pattern (the fifth review).
+        ("/api/v1/incidents", {"title": "\u034f\u115f\u3164\ufe0f\u2800", "severity": "sev1"}, "title"),
+        ("/api/v1/incidents/{id}/updates", {"body": "\u2800\u2800"}, "body"),
+        ("/api/v1/components", {"name": "\u3164"}, "name"),
         (
             "/api/v1/maintenances",
             {"title": "\u200b", "scheduled_for": "2026-03-05T10:00:00Z", "scheduled_until": "2026-03-05T11:00:00Z"},
@@ -1092,6 +1105,55 @@ def test_a_share_of_customers_takes_at_most_two_decimals_as_in_the_ui(api: Clien
     assert (
         send(api, "PATCH", f"/api/v1/incidents/{incident['id']}", {"customer_impact_percent": 12.35}).status_code == 200
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # A float rounded this to 100 and took it, past the 2-decimal rule.
+        ("100.000000000000000001", "less than or equal to 100"),
+        ("99.000000000000000001", "no more than 2 decimal places"),
+        ("12.3400000000001", "no more than 2 decimal places"),
+        ("1e-7", "no more than 2 decimal places"),
+        # A float made this infinity: "Input should be a finite number" answered a number sent in range.
+        ("1e400", "less than or equal to 100"),
+        ("-1e400", "greater than or equal to 0"),
+        ('"20"', "Input should be a number"),
+        ("true", "Input should be a number"),
+    ],
+)
+def test_a_share_of_customers_is_read_exactly_as_sent(api: Client, value: str, message: str) -> None:
+    incident = declare(api, customer_impact_percent=12.5)
+
+    response = send(api, "PATCH", f"/api/v1/incidents/{incident['id']}", f'{{"customer_impact_percent": {value}}}')
+
+    assert fields_of(response) == ["customer_impact_percent"]
+    assert message in refused(response)["errors"][0]["msg"]
+    assert Incident.objects.get(pk=incident["id"]).customer_impact_percent == 12.5
+
+
+@pytest.mark.parametrize(("value", "stored"), [("45", "45"), ("12.340", "12.34"), ("1E1", "10"), ("0.5e2", "50")])
+def test_a_share_of_customers_takes_any_json_spelling_of_an_allowed_number(
+    api: Client, value: str, stored: str
+) -> None:
+    response = send(
+        api, "POST", "/api/v1/incidents", f'{{"title": "T", "severity": "sev1", "customer_impact_percent": {value}}}'
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["customer_impact_percent"] == float(stored)
+
+
+def test_an_id_with_a_fraction_is_still_no_id(api: Client, web: Component) -> None:
+    response = send(
+        api,
+        "POST",
+        "/api/v1/incidents",
+        f'{{"title": "T", "severity": "sev1", "components": [{{"id": {web.pk}.0, "status": "major_outage"}}]}}',
+    )
+
+    assert fields_of(response) == ["components.0.id"]
+    assert not Incident.objects.exists()
 
 
 @pytest.mark.parametrize("value", ["1.0", "+1", " 1", "１"])

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from incidents.actions.errors import ActionRefused
 from incidents.models import MAX_REGION_LENGTH, MAX_REGIONS, ComponentStatus
+from incidents.text import is_invisible, strip_invisible
 
 
 def clean_percent(value: Decimal | float | int | str | None) -> Decimal | None:
@@ -23,23 +24,27 @@ def clean_percent(value: Decimal | float | int | str | None) -> Decimal | None:
 
 
 def clean_regions(regions: Iterable[str] | str | None) -> list[str]:
-    """Regions without blanks or repeats (ignoring case: "US" and "us" are one region, spelled as first
-    given); more than MAX_REGIONS, or one longer than MAX_REGION_LENGTH,
-    is refused (naming it) rather than cut, so what was typed is never silently lost."""
+    """Regions without blanks or repeats (ignoring case and invisible characters: "US", "us" and
+    "U\u200bS" are one region, spelled as first given); more than MAX_REGIONS, or one longer than
+    MAX_REGION_LENGTH, is refused (naming it) rather than cut, so what was typed is never lost."""
     if regions is None:
         return []
     if isinstance(regions, str):
         regions = regions.split(",")
     cleaned: list[str] = []
+    seen: set[str] = set()
     for region in regions:
-        region = region.strip()
+        # Invisible characters at the ends go like spaces: "EU\u200b" is "EU", not a second region.
+        region = strip_invisible(region)
         if len(region) > MAX_REGION_LENGTH:
             raise ActionRefused(
                 f"A region may be at most {MAX_REGION_LENGTH} characters; “{region[:30]}…” has {len(region)}.",
                 field="regions",
                 code="too_long",
             )
-        if region and region.casefold() not in {seen.casefold() for seen in cleaned}:
+        key = "".join(char for char in region if not is_invisible(char)).casefold()
+        if region and key not in seen:
+            seen.add(key)
             cleaned.append(region)
     if len(cleaned) > MAX_REGIONS:
         raise ActionRefused(

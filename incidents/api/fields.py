@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import re
 import sys
-import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from functools import wraps
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -50,6 +50,7 @@ from incidents.models import (
     MAX_REGIONS,
     MAX_WORKAROUND_LENGTH,
 )
+from incidents.text import is_blank
 
 if TYPE_CHECKING:
     from ninja.operation import Operation
@@ -113,17 +114,6 @@ class QueryIn(InputSchema):
 
 
 # --- field types --------------------------------------------------------------------------------
-
-
-# Characters that show nothing: spaces of every kind (Zs), control characters (Cc: tabs, newlines) and
-# invisible format characters (Cf: the zero-width space U+200B, joiners U+200C/U+200D, the word joiner
-# U+2060, a byte order mark U+FEFF). str.strip() keeps the Cf ones, so "\u200b" would pass for text.
-_INVISIBLE_CATEGORIES = frozenset({"Zs", "Cc", "Cf"})
-
-
-def is_blank(text: str) -> bool:
-    """True for text that shows nothing: empty, or only whitespace and invisible characters."""
-    return all(char.isspace() or unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
 
 
 def _not_blank(value: str) -> str:
@@ -247,6 +237,24 @@ Choice = Strict(False)
 Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
 
 
+def _json_number(value: Any) -> Any:
+    """A JSON number as StrictParser reads it: an int, or a Decimal for one with a fraction or exponent
+    (read exactly, never rounded). Strings and booleans are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise PydanticCustomError("decimal_type", "Input should be a number")
+    return Decimal(value)
+
+
+# A share of customers, 0-100 with at most 2 decimal places, compared exactly: 100.000000000000000001 is
+# refused, not rounded to 100; 1e400 is over 100, not "infinite".
+Percent = Annotated[
+    Decimal,
+    BeforeValidator(_json_number),
+    Field(ge=0, le=100, decimal_places=2),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01}),
+]
+
+
 def _digits(value: Any) -> Any:
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         raise PydanticCustomError("int_parsing", "must be a whole number written with digits only")
@@ -326,7 +334,9 @@ class StrictParser(Parser):
         # A byte order mark ahead of the JSON says only "UTF-8", which it is: RFC 8259 lets a parser ignore it.
         text = text.removeprefix("\ufeff")
         try:
-            data = json.loads(text, object_pairs_hook=_pairs_once)
+            # Numbers with a fraction or exponent are read exactly (a float would round
+            # 100.000000000000000001 to 100 and 1e400 to infinity before any check saw them).
+            data = json.loads(text, object_pairs_hook=_pairs_once, parse_float=Decimal)
         except RecursionError:
             raise BodyRefused("The request body is nested too deeply.") from None
         except (json.JSONDecodeError, BodyRefused):

@@ -24,6 +24,7 @@ from incidents.api.fields import (
     NonBlankReason,
     OptionalMarkdown,
     OptionalReason,
+    Percent,
     QueryIn,
     QueryInt,
     Regions,
@@ -84,10 +85,6 @@ def _optional_id(description: str) -> Any:
 def _percent() -> Any:
     return Field(
         None,
-        ge=0,
-        le=100,
-        allow_inf_nan=False,
-        multiple_of=0.01,
         description="Share of customers affected, 0–100, with at most 2 decimal places (as the staff UI).",
     )
 
@@ -120,7 +117,7 @@ class DeclareIn(VisibilityIn):
     )
     public_status: Annotated[PublicStatus, Choice] = PublicStatus.INVESTIGATING
     components: list[ComponentStatusIn] = Field(default_factory=list)
-    customer_impact_percent: float | None = _percent()
+    customer_impact_percent: Percent | None = _percent()
     regions: Regions = Field(default_factory=list, description=_REGIONS)
     workaround: Workaround = ""
     impact_override: ImpactOverride = Field(None, description="Null or empty: impact derives from components.")
@@ -155,7 +152,7 @@ class IncidentPatchIn(BodyIn):
     commander: str | None = Field(
         None, max_length=150, description="Username of the active staff user to command the incident."
     )
-    customer_impact_percent: float | None = _percent()
+    customer_impact_percent: Percent | None = _percent()
     regions: Regions | None = Field(None, description=_REGIONS)
     workaround: Workaround | None = None
     impact_override: ImpactOverride = Field(None, description="Null or empty clears the override.")
