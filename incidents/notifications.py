@@ -129,6 +129,9 @@ def breaker(transport: str) -> CircuitBreaker:
     return found
 
 
+PROBE = 1  # what may_send lets through while a breaker is open: one delivery, to see if it is back
+
+
 def may_send(transport: str, now: datetime) -> int:
     """How many deliveries the breaker lets through now: a batch, one probe, or none.
 
@@ -141,7 +144,7 @@ def may_send(transport: str, now: datetime) -> int:
     won = CircuitBreaker.objects.filter(
         pk=state.pk, state__in=[BreakerState.OPEN, BreakerState.HALF_OPEN], retry_at__lte=now
     ).update(state=BreakerState.HALF_OPEN, retry_at=now + timedelta(seconds=settings.BREAKER_COOLDOWN_SECONDS))
-    return 1 if won else 0
+    return PROBE if won else 0
 
 
 def record_success(transport: str) -> None:

@@ -212,7 +212,7 @@ def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, 
     """POST each claimed delivery, each host behind its own breaker; returns (sent, not sent).
 
     A host whose breaker is open gets nothing: its rows go back to wait for the cool-down, without
-    counting an attempt. After a failure opens a host's breaker, the rest of the batch for that
+    counting an attempt, and a failed probe counts none either. After a failure opens a host's breaker, the rest of the batch for that
     host waits too, while other hosts carry on. Whatever goes wrong with one row (any exception)
     fails or retries that row alone. A receiver that answers 410 Gone is unsubscribed.
     """
@@ -220,6 +220,7 @@ def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, 
 
     sent = failed = 0
     allowed: dict[str, int] = {}  # per host: how many this batch may still send (a batch, a probe or none)
+    probing: set[str] = set()  # hosts whose breaker is open: this batch may send them one probe
     gone: set[int] = set()  # subscribers unsubscribed by this batch (their other rows are failed already)
     for delivery in batch.deliveries:
         if not delivery.subscriber.is_active or delivery.subscriber_id in gone:
@@ -230,6 +231,8 @@ def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, 
             host = destination(delivery.subscriber)
             if host not in allowed:
                 allowed[host] = notifications.may_send(host, now)
+                if allowed[host] == notifications.PROBE:
+                    probing.add(host)
             if allowed[host] <= 0:
                 notifications.mark_deferred(delivery, batch.claim, host, now)
                 continue
@@ -249,7 +252,11 @@ def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, 
             notifications.record_success(host)  # the host answered: it is up, this request was wrong
             failed += 1
         except notifications.TransientError as error:
-            notifications.mark_retry(delivery, batch.claim, str(error), now)
+            # A probe of a host taken for down that fails says the host is still down, nothing about
+            # this row: it counts no attempt (as for email), so an outage of any length loses nothing.
+            # Failures while the breaker is closed count: an endpoint that keeps failing while its host
+            # answers gives up after DELIVERY_MAX_ATTEMPTS.
+            notifications.mark_retry(delivery, batch.claim, str(error), now, counts=host not in probing)
             if notifications.record_failure(host, str(error), now):
                 allowed[host] = 0
             failed += 1

@@ -196,14 +196,67 @@ def test_a_dead_endpoint_opens_its_own_breaker_and_pauses_nobody_else(
     assert row.next_attempt_at == notifications.breaker(dead_host).retry_at
     assert len(receiver.requests) == 2
 
-    # After the cool-down exactly one probe goes out; it fails, and the breaker stays open.
+    # After the cool-down exactly one probe goes out; it fails, and the breaker stays open. The host is
+    # still down: that says nothing about the probed row, which counts no attempt.
     later = notifications.breaker(dead_host).retry_at
     assert later is not None
     Delivery.objects.filter(subscriber=dead).update(next_attempt_at=later)
-    before = sum(Delivery.objects.filter(subscriber=dead).values_list("attempts", flat=True))
+    before = sorted(Delivery.objects.filter(subscriber=dead).values_list("attempts", flat=True))
     notifications.deliver_due(later)
-    assert sum(Delivery.objects.filter(subscriber=dead).values_list("attempts", flat=True)) == before + 1
+    assert sorted(Delivery.objects.filter(subscriber=dead).values_list("attempts", flat=True)) == before
     assert notifications.breaker(dead_host).state == "open"
+    assert notifications.breaker(dead_host).retry_at > later  # probed: the next probe is a cool-down on
+
+
+def test_a_receiver_down_longer_than_the_attempts_last_loses_nothing(
+    staff: User, receiver: Receiver, settings: Any, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    # The full fault run: a receiver answering 500 for 60 s lost 2 webhooks ("gave up after 8 attempts"):
+    # each failed probe of its open breaker used one of the probed row's attempts.
+    settings.BREAKER_THRESHOLD = 1
+    settings.DELIVERY_MAX_ATTEMPTS = 3
+    hook, _ = add_hook(staff, receiver)
+    host = webhooks.destination(hook)
+    receiver.status = 500
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+    assert notifications.breaker(host).state == "open"
+    row = Delivery.objects.get(subscriber=hook)
+    assert (row.status, row.attempts) == ("pending", 1)
+
+    for _ in range(3 * settings.DELIVERY_MAX_ATTEMPTS):
+        probe_at = notifications.breaker(host).retry_at
+        assert probe_at is not None
+        Delivery.objects.filter(pk=row.pk).update(next_attempt_at=probe_at)
+        notifications.deliver_due(probe_at)
+        row.refresh_from_db()
+        assert (row.status, row.attempts) == ("pending", 1), row.last_error
+    assert len(receiver.requests) == 1 + 3 * settings.DELIVERY_MAX_ATTEMPTS
+
+    receiver.status = 200
+    probe_at = notifications.breaker(host).retry_at
+    assert probe_at is not None
+    Delivery.objects.filter(pk=row.pk).update(next_attempt_at=probe_at)
+    notifications.deliver_due(probe_at)
+    row.refresh_from_db()
+    assert row.status == "sent"
+    assert notifications.breaker(host).state == "closed"
+
+
+def test_an_endpoint_that_keeps_failing_while_its_host_answers_gives_up(
+    staff: User, receiver: Receiver, settings: Any, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    # The breaker stays closed (the threshold is not reached): every failure counts, and the row gives up.
+    settings.BREAKER_THRESHOLD = 100
+    settings.DELIVERY_MAX_ATTEMPTS = 3
+    hook, _ = add_hook(staff, receiver)
+    receiver.status = 500
+    deliver_after(django_capture_on_commit_callbacks, lambda: factories.declare(actor=staff))
+    for _ in range(2):
+        Delivery.objects.filter(subscriber=hook).update(next_attempt_at=timezone.now())
+        notifications.deliver_due()
+
+    row = Delivery.objects.get(subscriber=hook)
+    assert (row.status, row.attempts, row.last_error) == ("failed", 3, "gave up after 3 attempts: HTTP 500")
 
 
 def test_the_dashboard_names_the_paused_webhook_host(
