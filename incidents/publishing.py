@@ -75,7 +75,10 @@ def database_identity() -> str:
 
 def identity_of(database: Mapping[str, object]) -> str:
     """The identity of a database given its settings (a DATABASES entry)."""
-    key = "|".join(str(database.get(part) or "") for part in ("ENGINE", "HOST", "PORT", "NAME"))
+    # The web process's engine is Django's PostgreSQL backend with a connection bulkhead
+    # (statuspage.postgresql): the same database as the workers', which publish.
+    engine = str(database.get("ENGINE") or "").replace("statuspage.postgresql", "django.db.backends.postgresql")
+    key = "|".join([engine, *(str(database.get(part) or "") for part in ("HOST", "PORT", "NAME"))])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

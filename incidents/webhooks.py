@@ -212,9 +212,10 @@ def send_webhook_batch(batch: notifications.Batch, now: datetime) -> tuple[int, 
     """POST each claimed delivery, each host behind its own breaker; returns (sent, not sent).
 
     A host whose breaker is open gets nothing: its rows go back to wait for the cool-down, without
-    counting an attempt, and a failed probe counts none either. After a failure opens a host's breaker, the rest of the batch for that
-    host waits too, while other hosts carry on. Whatever goes wrong with one row (any exception)
-    fails or retries that row alone. A receiver that answers 410 Gone is unsubscribed.
+    counting an attempt, and a failed probe counts none either. After a failure opens a host's
+    breaker, the rest of the batch for that host waits too, while other hosts carry on. Whatever goes
+    wrong with one row (any exception) fails or retries that row alone. A receiver that answers 410
+    Gone is unsubscribed.
     """
     from incidents.actions import unsubscribe  # the write path imports this module
 

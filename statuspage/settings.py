@@ -72,6 +72,17 @@ def envint(name: str, default: str, *, minimum: int = 0, maximum: int | None = N
     return value
 
 
+def envfloat(name: str, default: str, *, minimum: float = 0.0) -> float:
+    raw = env(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not value >= minimum or value == float("inf"):  # also NaN
+        raise ImproperlyConfigured(f"{name} must be a number of at least {minimum:g}, not {raw!r}")
+    return value
+
+
 def envurl(name: str, default: str, schemes: set[str]) -> str:
     value = env(name, default)
     if not value:
@@ -175,7 +186,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DATABASE_CONNECT_TIMEOUT = envint("DATABASE_CONNECT_TIMEOUT", "3", minimum=1)
 DATABASE_STATEMENT_TIMEOUT = envint("DATABASE_STATEMENT_TIMEOUT", "10", minimum=0)
 WEB_PROCESS = os.environ.get("SIGNALPOST_PROCESS") == "web"  # set by statuspage/wsgi.py, not by hand
+# In the web process, at most DATABASE_CONNECT_SLOTS threads of a gunicorn worker wait on a new
+# connection at once; another waits DATABASE_CONNECT_QUEUE_SECONDS for a slot and then answers 503, and
+# after a failed attempt new ones answer 503 at once for DATABASE_CONNECT_RETRY_SECONDS
+# (statuspage/postgresql/base.py): requests waiting on a hanging database never hold every thread.
+DATABASE_CONNECT_SLOTS = envint("DATABASE_CONNECT_SLOTS", "2", minimum=1)
+DATABASE_CONNECT_QUEUE_SECONDS = envfloat("DATABASE_CONNECT_QUEUE_SECONDS", "0.25", minimum=0.0)
+DATABASE_CONNECT_RETRY_SECONDS = envfloat("DATABASE_CONNECT_RETRY_SECONDS", "2", minimum=0.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if WEB_PROCESS:
+        DATABASES["default"]["ENGINE"] = "statuspage.postgresql"
+        # Connections are not kept between web requests: a kept connection's health check on a database
+        # that hangs would wait with no timeout (the statement timeout is the server's own), while a new
+        # connection gives up after DATABASE_CONNECT_TIMEOUT, behind the bulkhead above.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options.setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
     if WEB_PROCESS and DATABASE_STATEMENT_TIMEOUT:

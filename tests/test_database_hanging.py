@@ -37,7 +37,9 @@ pytestmark = pytest.mark.django_db
 
 BASE_DIR = Path(settings.BASE_DIR)
 LOAD_SECONDS = 12.0
-SUBSCRIBERS = 8
+# As many clients as gunicorn has threads (2 processes of 8): without the connection bulkhead
+# (statuspage/postgresql/base.py) they could hold every thread, and `/` would wait the connect timeout.
+SUBSCRIBERS = 16
 CONNECT_TIMEOUT = 3
 
 
@@ -169,12 +171,14 @@ def test_the_public_side_keeps_answering_while_the_database_hangs(
     port = gunicorn
     stop = time.monotonic() + LOAD_SECONDS
     attempts: list[tuple[int, int, str, float]] = []  # GET status, POST status, POST body, POST seconds
+    sign_up_pages: list[float] = []  # seconds each GET /subscribe took
     errors: list[BaseException] = []
 
     def subscribe_repeatedly(number: int) -> None:
         try:
             while time.monotonic() < stop:
-                status, headers, page, _ = request(port, "GET", "/subscribe")
+                status, headers, page, took = request(port, "GET", "/subscribe")
+                sign_up_pages.append(took)
                 token = CSRF_INPUT.search(page)
                 cookie = headers.get("set-cookie", "").split(";")[0]
                 if status != 200 or token is None:
@@ -194,6 +198,9 @@ def test_the_public_side_keeps_answering_while_the_database_hangs(
                     },
                 )
                 attempts.append((status, posted[0], posted[2], posted[3]))
+                # Again at once, as an impatient person would: a fifth of a second to read the answer. (In a
+                # loop with no pause at all, 16 clients only measure how busy 2 cores are.)
+                time.sleep(0.2)
         except BaseException as error:  # reported below
             errors.append(error)
 
@@ -209,7 +216,7 @@ def test_the_public_side_keeps_answering_while_the_database_hangs(
         thread.join(timeout=60)
 
     assert not errors, errors
-    assert hanging_database.accepted >= SUBSCRIBERS, "the subscribe attempts really waited on the database"
+    assert hanging_database.accepted >= 2, "the subscribe attempts really waited on the database"
     assert {status for status, _, _ in status_page} == {200}
     assert all("Queries fail in US" in body for _, _, body in status_page)
     seconds = sorted(s for _, s, _ in status_page)
@@ -217,10 +224,14 @@ def test_the_public_side_keeps_answering_while_the_database_hangs(
     print(
         f"\n/ under a hanging database and {SUBSCRIBERS} subscribers: {len(seconds)} requests, "
         f"p50 {statistics.median(seconds) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {seconds[-1] * 1000:.0f} ms; "
+        f"sign-up page max {max(sign_up_pages, default=0) * 1000:.0f} ms; "
         f"{len(attempts)} subscribe attempts, POST took {min(a[3] for a in attempts):.1f}–"
         f"{max(a[3] for a in attempts):.1f} s"
     )
     assert p99 < 1.0, f"p99 of / was {p99:.2f} s"
+    # Not one public request waited on the database: the slowest, not only the p99.
+    assert seconds[-1] < 1.0, f"the slowest / took {seconds[-1]:.2f} s"
+    assert sign_up_pages and max(sign_up_pages) < 1.0, f"the slowest sign-up page took {max(sign_up_pages):.2f} s"
 
     assert attempts, "no subscribe attempt finished"
     assert {get for get, _, _, _ in attempts} == {200}, "the sign-up page renders from the snapshot"
