@@ -237,6 +237,7 @@ def _fire(step_id: int, incident_id: int, now: datetime) -> int:
 
 NO_ADDRESS = "no email address"
 INACTIVE = "deactivated account"
+DELETED = "account deleted since the incident was declared"
 DECLARED_IT = "declared the incident"
 SAME_ADDRESS = "same email address as another person in the step"
 
@@ -258,7 +259,7 @@ def resolve_recipients(
         if recipient.get("user_id"):
             user = users.get(recipient["user_id"])
             if user is None or not user.is_active:
-                recipient["problem"] = INACTIVE
+                recipient["problem"] = DELETED if user is None else INACTIVE
                 continue
             address = (user.email or "").strip().lower()
             if not address:

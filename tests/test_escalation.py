@@ -892,6 +892,30 @@ def test_a_deactivated_target_is_reported_as_not_paged_like_one_without_an_addre
     assert fired["problems"] == ["could not page gone: deactivated account"]
 
 
+def test_a_target_deleted_after_the_declaration_is_reported_as_deleted_not_deactivated(
+    staff: User, staff_client: Client
+) -> None:
+    # The sixth review: erin, deleted in the admin, was "could not page erin: deactivated account", and
+    # no deactivated erin could be found among the users.
+    oncall = User.objects.create_user("oncall", email="oncall@example.com", password="pw", is_staff=True)
+    erin = User.objects.create_user("erin", email="erin@example.com", password="pw", is_staff=True)
+    first = EscalationStep.objects.create(severity=factories.severity("sev1"), position=1, after_minutes=0)
+    first.users.set([oncall])
+    second = EscalationStep.objects.create(severity=factories.severity("sev1"), position=2, after_minutes=10)
+    second.users.set([erin])
+    incident = declare(staff)
+    erin.delete()
+
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        panel = paging_panel(staff_client.get(f"/manage/incidents/{incident.pk}").content.decode())
+    assert "Cannot page erin: account deleted since the incident was declared" in panel
+    sweep(T0 + timedelta(minutes=10, seconds=1))
+
+    event = TimelineEvent.objects.filter(incident=incident, kind=EventKind.PAGED).order_by("id").last()
+    assert event is not None
+    assert event.message.endswith("could not page erin: account deleted since the incident was declared")
+
+
 def test_deactivating_a_target_in_the_user_admin_warns_with_the_right_advice(staff: User) -> None:
     # It said "Nomail is deactivated … Give them an email address": the admin capitalised the username,
     # and an address is not what a deactivated account lacks.

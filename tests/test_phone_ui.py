@@ -241,8 +241,11 @@ def test_a_190_character_name_wraps_on_every_staff_page_on_a_phone_and_a_desktop
         regions=[LONG_REGION],
         workaround=LONGEST_WORD,
     )
-    # The name quoted in a code block (which keeps its lines: white-space pre) made the page 1,389 px wide.
-    code_block = f"Moved:\n\n```\n{LONGEST_WORD}\n```"
+    # The name quoted in a code block (which keeps its lines: white-space pre) made the page 1,389 px wide;
+    # a Markdown table of 14 columns, 2,510 px (the sixth review).
+    columns = [f"shard-{n:03d} error rate" for n in range(14)]
+    table = "| " + " | ".join(columns) + " |\n|" + "---|" * 14 + "\n| " + " | ".join(["45.2%"] * 14) + " |"
+    code_block = f"Moved:\n\n```\n{LONGEST_WORD}\n```\n\n{table}"
     actions.post_update(
         incident, actor=staff, body=code_block, components={component: "partial_outage"}, is_public=False
     )
@@ -278,6 +281,7 @@ def test_a_190_character_name_wraps_on_every_staff_page_on_a_phone_and_a_desktop
             assert_fits(page, f"{name} at {width} px")
         page.goto(f"{live_server.url}/manage/incidents/{incident.pk}")
         expect(page.locator("#updates pre")).to_have_text(LONGEST_WORD)
+        expect(page.locator("#updates table th").first).to_have_text("shard-000 error rate")
         expect(page.locator("#updates .changes").first).to_contain_text(LONGEST_WORD)
     assert problems == []
 

@@ -734,6 +734,13 @@ def test_a_region_with_invisible_characters_at_its_ends_is_the_same_region(api: 
     assert Incident.objects.get(pk=incident["id"]).regions == ["EU", "U\u200bS"]
 
 
+def test_regions_that_look_the_same_are_one_region(api: Client) -> None:
+    # The sixth review: "Caf\u00e9" and "Cafe\u0301" (e and a combining accent) were stored as two regions.
+    incident = declare(api, regions=["Cafe\u0301", "Caf\u00e9", "CAFÉ"])
+
+    assert incident["regions"] == ["Caf\u00e9"]
+
+
 def test_the_forms_refuse_required_text_of_invisible_characters(staff_client: Client, staff: User) -> None:
     """The fourth review: the staff UI's required texts (a title, an update) took "\u200b", which strip()
     keeps, while the API refused it."""

@@ -3,6 +3,7 @@ be kept is refused, naming its field, never cut or dropped."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -35,7 +36,8 @@ def clean_regions(regions: Iterable[str] | str | None) -> list[str]:
     seen: set[str] = set()
     for region in regions:
         # Invisible characters at the ends go like spaces: "EU\u200b" is "EU", not a second region.
-        region = strip_invisible(region)
+        # One spelling of each character: "Cafe\u0301" (e and a combining accent) is "Café" (NFC).
+        region = unicodedata.normalize("NFC", strip_invisible(region))
         if len(region) > MAX_REGION_LENGTH:
             raise ActionRefused(
                 f"A region may be at most {MAX_REGION_LENGTH} characters; “{region[:30]}…” has {len(region)}.",
