@@ -227,6 +227,95 @@ def test_customer_impact_someone_wrote_is_kept_through_a_reopen(staff: User, api
     assert incident.postmortem.sections.get(key="customer_impact").body == "Our own words."
 
 
+def test_customer_impact_is_written_again_after_the_scope_changed_while_resolved(staff: User, api: Component) -> None:
+    # The sixth review: a scope edit while resolved made the filled-in text differ from the one the incident
+    # would write now, so the reopen took it for someone's words and the next resolve kept "20%".
+    incident = resolved_sev1(staff, api)  # 45%, at T0 + 3 h
+    actions.update_impact_scope(
+        incident, actor=staff, customer_impact_percent=Decimal("60"), at=T0 + timedelta(hours=3, minutes=30)
+    )
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=T0 + timedelta(hours=4))
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=6))
+
+    body = incident.postmortem.sections.get(key="customer_impact").body
+    assert body.startswith("About 60% of customers in us-east, us-west were affected for 6 h")
+
+
+def test_customer_impact_made_internal_but_not_rewritten_is_still_written_again(staff: User, api: Component) -> None:
+    incident = resolved_sev1(staff, api)
+    section = incident.postmortem.sections.get(key="customer_impact")
+    write(incident.postmortem, staff, customer_impact=(section.body, not section.is_public))  # visibility only
+
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=T0 + timedelta(hours=4))
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=6))
+
+    assert "were affected for 6 h" in incident.postmortem.sections.get(key="customer_impact").body
+
+
+def test_customer_impact_edited_before_the_edit_was_flagged_is_kept(staff: User, api: Component) -> None:
+    # An event recorded before the flag existed names the section in its text: the words may be someone's.
+    incident = resolved_sev1(staff, api)
+    section = incident.postmortem.sections.get(key="customer_impact")
+    TimelineEvent.objects.create(
+        incident=incident,
+        kind=EventKind.POSTMORTEM_EDITED,
+        message="alice edited the post-mortem: Summary, Customer impact",
+        data={"postmortem_id": incident.postmortem.pk},
+        created_at=T0 + timedelta(hours=3, minutes=10),
+    )
+    before = section.body
+
+    actions.reopen_incident(incident, actor=staff, reason="It came back", at=T0 + timedelta(hours=4))
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=6))
+
+    assert incident.postmortem.sections.get(key="customer_impact").body == before
+
+
+def test_a_severity_change_after_the_resolve_moves_the_post_mortem_s_due_date(staff: User, api: Component) -> None:
+    # The sixth review: raised from SEV2 (10 days) to SEV1 (5 days) after the resolve, the post-mortem stayed
+    # due in 10 days, while the same change before the resolve gave 5.
+    incident = factories.declare(actor=staff, severity_key="sev2", at=T0)
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+    assert incident.postmortem.due_at == T0 + timedelta(hours=1, days=10)
+
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(hours=2))
+
+    incident.postmortem.refresh_from_db()
+    assert incident.postmortem.due_at == postmortem_clock(incident).due_at == T0 + timedelta(hours=1, days=5)
+    assert incident.events.latest("id").message.endswith(
+        "changed severity from SEV2 to SEV1; the post-mortem is now due 07 Mar 2026 10:00 UTC (SEV1: 5 d)"
+    )
+
+
+def test_a_severity_raised_after_the_resolve_opens_the_post_mortem_it_requires(staff: User, api: Component) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev3", at=T0)  # no post-mortem required
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+    assert not Postmortem.objects.filter(incident=incident).exists()
+
+    changed = T0 + timedelta(hours=2)
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=changed)
+
+    postmortem = Postmortem.objects.get(incident=incident)
+    assert postmortem.due_at == postmortem_clock(incident).due_at == changed + timedelta(days=5)
+    assert (
+        "SEV1 requires a post-mortem: a draft is open, due 07 Mar 2026 11:00 UTC"
+        in incident.events.get(kind=EventKind.SEVERITY_CHANGED).message
+    )
+
+
+def test_a_due_date_someone_chose_is_kept_through_a_severity_change(staff: User, api: Component) -> None:
+    incident = factories.declare(actor=staff, severity_key="sev2", at=T0)
+    actions.resolve_incident(incident, actor=staff, at=T0 + timedelta(hours=1))
+    chosen = T0 + timedelta(days=20)
+    actions.edit_postmortem(incident.postmortem, actor=staff, due_at=chosen, at=T0 + timedelta(hours=2))
+
+    actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"), at=T0 + timedelta(hours=3))
+
+    incident.postmortem.refresh_from_db()
+    assert incident.postmortem.due_at == chosen
+    assert incident.events.latest("id").message.endswith("; the post-mortem keeps the due date chosen for it")
+
+
 def test_only_staff_write_post_mortems(staff: User, outsider: User, api: Component) -> None:
     postmortem = resolved_sev1(staff, api).postmortem
     with pytest.raises(ActionRefused, match="Only staff"):

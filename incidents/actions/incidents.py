@@ -14,7 +14,7 @@ from incidents import escalation
 from incidents.actions.errors import ActionRefused
 from incidents.actions.impact import ComponentChange, apply_component_changes, derived_impact, refresh_impact
 from incidents.actions.locking import lock_incident
-from incidents.actions.postmortems import open_postmortem, pause_postmortem, resume_postmortem
+from incidents.actions.postmortems import open_postmortem, pause_postmortem, resume_postmortem, retarget_postmortem
 from incidents.actions.subscriptions import message_for_update
 from incidents.actions.timeline import Actor, acting_user, actor_name, record_event
 from incidents.actions.timing import (
@@ -343,10 +343,11 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
         copy_targets(incident)
         if incident.published_at is not None:
             request_publish()  # the public "next update by" follows the new cadence target
+        postmortem_note = retarget_postmortem(incident, previous, at)
         record_event(
             incident,
             EventKind.SEVERITY_CHANGED,
-            f"{actor_name(actor)} changed severity from {previous.name} to {severity.name}",
+            f"{actor_name(actor)} changed severity from {previous.name} to {severity.name}{postmortem_note}",
             actor=actor,
             at=at,
             old=previous.key,

@@ -41,6 +41,7 @@ from incidents.models import (
     PostmortemSection,
     PostmortemState,
     SectionKey,
+    Severity,
 )
 from incidents.publishing import request_publish
 
@@ -186,9 +187,29 @@ def pause_postmortem(incident: Incident, at: datetime) -> dict[str, Any]:
     if pause_clock(locked_clock(incident, Metric.POSTMORTEM), at):
         recorded["postmortem_clock_paused"] = True
     section = postmortem.sections.filter(key=SectionKey.CUSTOMER_IMPACT).first()
-    if section is not None and section.body == customer_impact_text(incident):
+    # Nobody has written in it: it is the text filled in from the incident, whatever the impact scope
+    # says now (changed while resolved, it no longer matches the text, which is still nobody's).
+    if section is not None and not _customer_impact_edited(incident):
         recorded["customer_impact_prefilled"] = section.body
     return recorded
+
+
+CUSTOMER_IMPACT_EDITED = "customer_impact_edited"
+
+
+def _customer_impact_edited(incident: Incident) -> bool:
+    """Whether a person has edited the post-mortem's customer-impact section. Events recorded before the
+    flag existed say so in their text: "alice edited the post-mortem: Summary, Customer impact"."""
+    label = str(SectionKey.CUSTOMER_IMPACT.label)
+    for data, message in incident.events.filter(kind=EventKind.POSTMORTEM_EDITED).values_list("data", "message"):
+        if isinstance(data, dict) and CUSTOMER_IMPACT_EDITED in data:
+            if data[CUSTOMER_IMPACT_EDITED]:
+                return True
+            continue
+        _, said, edits = message.partition(" edited the post-mortem: ")
+        if said and label in edits.split(", "):
+            return True  # recorded before the flag: its text may have changed
+    return False
 
 
 def resume_postmortem(incident: Incident, at: datetime) -> str:
@@ -212,17 +233,62 @@ def resume_postmortem(incident: Incident, at: datetime) -> str:
     if postmortem.due_at is None:
         return "; the post-mortem clock runs again"
     # A due date someone chose while the incident was reopened is kept as chosen: they knew of the pause.
-    chosen_in_pause = (
-        reopened is not None
-        and incident.events.filter(
-            kind=EventKind.POSTMORTEM_EDITED, pk__gt=reopened.pk, data__has_key="due_at"
-        ).exists()
-    )
+    chosen_in_pause = reopened is not None and _due_date_chosen(incident, after_id=reopened.pk)
     if not chosen_in_pause:
         postmortem.due_at += paused_for
         postmortem.save(update_fields=["due_at"])
     aim_clock(clock, postmortem.due_at, at)  # it already falls due there; this keeps the two from drifting
     return f"; the post-mortem clock runs again, due {format_moment(postmortem.due_at)}"
+
+
+def _due_date_chosen(incident: Incident, after_id: int = 0) -> bool:
+    """Whether a person set the post-mortem's due date (after the event `after_id`)."""
+    return incident.events.filter(kind=EventKind.POSTMORTEM_EDITED, pk__gt=after_id, data__has_key="due_at").exists()
+
+
+def retarget_postmortem(incident: Incident, previous: Severity, at: datetime) -> str:
+    """On a severity change after the resolve (or while reopened): an unpublished post-mortem is due by
+    the new severity's target, counted as before (from when it opened, plus any pause), unless a person
+    chose its due date. A resolved incident without a post-mortem, whose new severity requires one, gets
+    one now, as its resolve would have opened. Returns what the severity-change event adds."""
+    severity = incident.severity
+    postmortem = Postmortem.objects.filter(incident=incident).first()
+    if postmortem is None:
+        if incident.is_resolved and severity.postmortem_required:
+            opened = open_postmortem(incident, actor=None, at=at)
+            return f"; {severity.name} requires a post-mortem: a draft is open" + (
+                f", due {format_moment(opened.due_at)}" if opened.due_at else ""
+            )
+        return ""
+    new, old = severity.postmortem_target, previous.postmortem_target
+    if postmortem.is_published or new == old:
+        return ""
+    if _due_date_chosen(incident):
+        return "; the post-mortem keeps the due date chosen for it"
+    if not new:
+        return f"; {severity.name} sets no post-mortem target: the post-mortem keeps its due date"
+    clock = locked_clock(incident, Metric.POSTMORTEM)
+    if clock is None or postmortem.due_at is None or not old:
+        # Opened under a severity without a target: due the new target after it opened.
+        due = postmortem.created_at + timedelta(seconds=new)
+    else:
+        due = postmortem.due_at + timedelta(seconds=new - old)
+    if clock is None:
+        running = incident.is_resolved
+        clock = Clock.objects.create(
+            incident=incident,
+            metric=Metric.POSTMORTEM,
+            target_seconds=1,  # aimed below
+            started_at=postmortem.created_at,
+            elapsed_seconds=0,
+            running_since=postmortem.created_at if running else None,
+            stopped_at=None if running else at,
+            state=ClockState.RUNNING if running else ClockState.PAUSED,
+        )
+    postmortem.due_at = due
+    postmortem.save(update_fields=["due_at"])
+    aim_clock(clock, due, at)  # a warning or breach the new target has already passed is recorded now
+    return f"; the post-mortem is now due {format_moment(due)} ({severity.name}: {format_duration(new)})"
 
 
 def _set_due_date(postmortem: Postmortem, due_at: datetime, at: datetime) -> None:
@@ -290,12 +356,15 @@ def edit_postmortem(
         postmortem = _lock_postmortem(postmortem)
         at = at or timezone.now()  # after the lock, so time order is commit order
         changed: list[str] = []
+        recorded: dict[str, Any] = {}
         for key, (body, is_public) in (sections or {}).items():
             if key not in SectionKey.values:
                 raise ActionRefused(f"There is no section {key!r}.", field=key)
             section = postmortem.sections.select_for_update().get(key=key)
             body = body.strip()
             if (section.body, section.is_public) != (body, is_public):
+                if key == SectionKey.CUSTOMER_IMPACT:  # its text changed, or only whether it is public
+                    recorded[CUSTOMER_IMPACT_EDITED] = section.body != body
                 section.body, section.is_public = body, is_public
                 section.save(update_fields=["body", "is_public"])
                 changed.append(section.get_key_display())
@@ -306,7 +375,6 @@ def edit_postmortem(
             postmortem.owner = owner
             fields.append("owner")
             changed.append(f"owner → {owner.get_username()}")
-        recorded: dict[str, Any] = {}
         if due_at is not None and due_at != postmortem.due_at:
             _set_due_date(postmortem, due_at, at)
             fields.append("due_at")
