@@ -458,6 +458,12 @@ class Stack:
         self.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         self.app_port = free_port() if self.nginx else self.port
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # Supervised as the systemd units in deploy/systemd are (Restart=always, RestartSec=2): a process
+        # that exits by itself is started again after 2 s, and the restart is reported with the fault.
+        self.commands: dict[str, list[str]] = {}
+        self.restarts: list[str] = []
+        self.supervising = threading.Event()
+        self.supervisor = threading.Thread(target=self._supervise, daemon=True)
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "EMAIL_"))}
         self.env = {
             **keep,
@@ -537,10 +543,27 @@ class Stack:
         return token
 
     def start(self, name: str, *args: str) -> None:
+        self.commands[name] = [*args]
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.processes[name] = subprocess.Popen(
             [*args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+    def _supervise(self) -> None:
+        while self.supervising.wait(0.5):
+            for name, process in list(self.processes.items()):
+                code = process.poll()
+                if code is None or self.processes.get(name) is not process:
+                    continue
+                time.sleep(2)  # RestartSec=2
+                if not self.supervising.is_set() or self.processes.get(name) is not process:
+                    continue  # stopping, or killed on purpose meanwhile
+                self.restarts.append(f"{name} exited (code {code}) and was restarted 2 s later, as systemd would")
+                self.start(name, *self.commands[name])
+
+    def take_restarts(self) -> list[str]:
+        taken, self.restarts = self.restarts, []
+        return taken
 
     def start_web(self) -> None:
         config = ROOT / "deploy" / "gunicorn.conf.py"
@@ -601,9 +624,14 @@ class Stack:
         self.start_web()
         self.start_worker()
         self.start_beat()
+        self.supervising.set()
+        self.supervisor.start()
         wait_for(lambda: fetch(self.port, "GET", "/")[0] == 200, "the public page", 60)
 
     def stop(self) -> None:
+        self.supervising.clear()
+        if self.supervisor.is_alive():
+            self.supervisor.join(10)
         for name in list(self.processes):
             process = self.processes.pop(name)
             with contextlib.suppress(ProcessLookupError):
@@ -1122,6 +1150,7 @@ def main() -> int:
                 except Exception as error:  # a fault that breaks the suite itself is a failure, with the logs
                     result = Result(name, name, failures=[f"{type(error).__name__}: {error}"])
                     print(stack.logs(), file=sys.stderr)
+                result.notes.extend(stack.take_restarts())
                 result.judge()
                 results.append(result)
                 verdict = "holds" if not result.failures else "FAILS: " + "; ".join(result.failures)
