@@ -53,9 +53,10 @@ pytest: install
 # The whole suite: lint, types, then every test with the services the environment names.
 test: lint typecheck pytest
 
-# The suite on SQLite alone, leaving out what needs PostgreSQL, Redis or a browser.
+# The suite on SQLite alone, leaving out what needs PostgreSQL, Redis or a browser, and the latency
+# measurements (.ci/run runs this beside the shifted-clock run, two suites on two cores).
 test-sqlite: install
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -m "not worker and not browser and not postgres and not redis" $(PYTEST_ARGS)
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -m "not worker and not browser and not postgres and not redis and not timing" $(PYTEST_ARGS)
 
 # The SQLite suite with the clock 400 days ahead (Debian's faketime): no test may depend on today's date.
 # PostgreSQL's now() would not move with it, so this runs on SQLite only.

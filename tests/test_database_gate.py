@@ -47,7 +47,7 @@ def test_a_request_does_not_wait_behind_an_attempt_that_is_already_slow(gate: Co
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError, match="1 requests of this process are already waiting"):
             gate.connect(lambda: pytest.fail("must not connect"))
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 0.2  # not the 0.25 s a request waits while connecting is quick
     finally:
         release.set()
         thread.join()

@@ -33,7 +33,8 @@ from django.conf import settings
 from incidents import publishing
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+# Latency bounds: measured in the main suite, not beside another suite on the same cores.
+pytestmark = [pytest.mark.django_db, pytest.mark.timing]
 
 BASE_DIR = Path(settings.BASE_DIR)
 LOAD_SECONDS = 12.0
