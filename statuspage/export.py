@@ -10,10 +10,12 @@ S3 website hosting and most CDNs resolve clean URLs.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -127,28 +129,69 @@ def _copy_static(directory: Path, assets: set[str]) -> list[str]:
     return copied
 
 
+SOURCE_FILE = ".source"  # in each site-v<N>: the database it was published from (publishing.database_identity)
+
+
+def _live_version(link: Path) -> int | None:
+    try:
+        name = os.readlink(link)
+    except OSError:
+        return None
+    number = name.removeprefix("site-v")
+    return int(number) if number.isdigit() else None
+
+
 def on_published(sender: object, snapshot: Any, **kwargs: object) -> None:
-    """Write this version's site beside the snapshot file and switch the `site` link to it."""
+    """Write this version's site beside the snapshot file and switch the `site` link to it.
+
+    One export at a time (a lock file in SNAPSHOT_DIR: two publishes at once, in two worker processes,
+    shared one staging folder and deleted each other's pages), never back to an older version than the
+    live one, and never over the site of another database while that one is kept up to date (two
+    instances given one SNAPSHOT_DIR by mistake: nginx would serve whichever exported last). A site whose
+    database has not touched it for two republish periods is taken over: that instance is gone, or it
+    is this one after a move to a new database.
+    """
     if not settings.PUBLISH_STATIC_SITE:
         return
     root = Path(settings.SNAPSHOT_DIR)
+    root.mkdir(parents=True, exist_ok=True)
     link = root / "site"
-    target = root / f"site-v{snapshot.version}"
-    if link.is_symlink() and os.readlink(link) == target.name:
-        return  # this version is already live
-    from statuspage.snapshot import reader
+    source = str(snapshot.document.get("source") or "")
+    with open(root / ".site.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        live = _live_version(link)
+        marker = link / SOURCE_FILE
+        owner = marker.read_text().strip() if marker.is_file() else ""
+        if owner and source and owner != source:
+            idle = time.time() - marker.stat().st_mtime
+            if idle < 2 * settings.REPUBLISH_SECONDS:
+                log.error(
+                    "static site: SNAPSHOT_DIR %s holds the site of another database (kept up to date %.0f s "
+                    "ago); not overwriting it. Give each instance its own SNAPSHOT_DIR.",
+                    root,
+                    idle,
+                )
+                return
+            live = None  # the other instance stopped publishing here: take the folder over
+        if live is not None and live >= snapshot.version:
+            if marker.is_file() and owner == source:
+                marker.touch()  # still ours, still current: a heartbeat for the check above
+            return  # this version (or a newer one) is already live
+        from statuspage.snapshot import reader
 
-    reader.reset()  # render from the version just published, not a copy this process had before
-    staging = root / f".site-v{snapshot.version}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    write_site(staging, snapshot.document)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    temporary_link = root / f".site-link-{snapshot.version}"
-    temporary_link.unlink(missing_ok=True)
-    temporary_link.symlink_to(target.name)
-    os.replace(temporary_link, link)  # atomic: readers see the old site or the new, never half
-    _prune(root, keep=target.name)
+        reader.reset()  # render from the version just published, not a copy this process had before
+        target = root / f"site-v{snapshot.version}"
+        staging = root / f".site-v{snapshot.version}.{os.getpid()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        write_site(staging, snapshot.document)
+        (staging / SOURCE_FILE).write_text(source)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        temporary_link = root / f".site-link-{snapshot.version}.{os.getpid()}"
+        temporary_link.unlink(missing_ok=True)
+        temporary_link.symlink_to(target.name)
+        os.replace(temporary_link, link)  # atomic: readers see the old site or the new, never half
+        _prune(root, keep=target.name)
 
 
 def _prune(root: Path, keep: str) -> None:

@@ -16,6 +16,7 @@ from django.core.management import CommandError, call_command
 
 from incidents import actions, publishing
 from incidents.models import Snapshot
+from statuspage import export
 from tests import factories, nginx
 from tests.conftest import need
 
@@ -100,7 +101,56 @@ def test_it_switches_the_published_site_atomically(staff: User, settings: Any) -
 
     assert os.readlink(site) != first
     assert "Second" in (site / "index.html").read_text()
-    assert sorted(p.name for p in site.parent.iterdir() if p.name.startswith(".")) == []  # nothing half-written
+    # Nothing half-written; the lock file that keeps exports one at a time stays.
+    assert sorted(p.name for p in site.parent.iterdir() if p.name.startswith(".")) == [".site.lock"]
+
+
+def test_an_older_version_never_replaces_the_live_site(staff: User, settings: Any) -> None:
+    # The issue 12 review: two publishes at once left `site` pointing at the older of their versions.
+    settings.PUBLISH_STATIC_SITE = True
+    factories.declare(actor=staff, title="First")
+    older = publishing.publish()
+    factories.declare(actor=staff, title="Second")
+    newer = publishing.publish()
+    site = Path(settings.SNAPSHOT_DIR) / "site"
+    assert os.readlink(site) == f"site-v{newer.version}"
+
+    export.on_published(sender=Snapshot, snapshot=older)  # the slower of two exports finishing last
+    assert os.readlink(site) == f"site-v{newer.version}"
+    export.on_published(sender=Snapshot, snapshot=newer)  # the same version again: already live
+
+    assert os.readlink(site) == f"site-v{newer.version}"
+    assert "Second" in (site / "index.html").read_text()
+    assert (site / "history" / "index.html").is_file()
+
+
+def test_the_site_of_another_database_is_not_overwritten_while_it_is_kept_up(
+    staff: User, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The review: a second instance given the same SNAPSHOT_DIR replaced the first one's site, so nginx
+    # served "OtherCo status" for the first one's customers until it next published.
+    settings.PUBLISH_STATIC_SITE = True
+    factories.declare(actor=staff, title="Ours")
+    publishing.publish()
+    site = Path(settings.SNAPSHOT_DIR) / "site"
+    theirs = os.readlink(site)
+    (site / export.SOURCE_FILE).write_text("another-database")  # as the other instance's export left it
+
+    factories.declare(actor=staff, title="Ours again")
+    publishing.publish()
+
+    assert os.readlink(site) == theirs
+    assert "holds the site of another database" in caplog.text
+
+    # That instance stopped publishing here two republish periods ago: the folder is taken over.
+    stale = (site / export.SOURCE_FILE).stat().st_mtime - 2 * settings.REPUBLISH_SECONDS - 1
+    os.utime(site / export.SOURCE_FILE, (stale, stale))
+    factories.declare(actor=staff, title="Ours at last")
+    publishing.publish()
+
+    assert os.readlink(site) != theirs
+    assert "Ours at last" in (site / "index.html").read_text()
+    assert (site / export.SOURCE_FILE).read_text() == publishing.database_identity()
 
 
 # --- nginx with deploy/nginx.conf ---------------------------------------------------------------
