@@ -14,6 +14,8 @@ from email.headerregistry import AddressHeader
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from incidents.text import is_invisible
+
 INVALID = "Enter a valid email address, like name@example.com."
 
 
@@ -40,8 +42,12 @@ def signup_problem(address: str) -> str | None:
     """What is wrong with an address someone gives us, in words for them; None when we take it.
 
     On top of Django's validation: no encoded words (`=?…?=`), no quoted local parts, no IP literals,
-    no @localhost, and nothing the sender could not send to.
+    no invisible characters, no @localhost (or localhost.localdomain), and nothing the sender could not send to.
     """
+    if any(is_invisible(char) for char in address):
+        # A zero-width space in "ex\u200bample.com" passes Django's check (the domain is read as
+        # international) and the mail library drops it: the address would not be the one typed.
+        return "Enter the address without spaces or invisible characters (such as a zero-width space)."
     try:
         validate_email(address)
     except ValidationError:
@@ -54,7 +60,7 @@ def signup_problem(address: str) -> str | None:
         return "Enter the address without quotation marks."
     if domain.startswith("["):
         return "Enter an address at a domain name, not at an IP address."
-    if domain == "localhost" or domain.endswith(".localhost"):
+    if domain in ("localhost", "localhost.localdomain") or domain.endswith((".localhost", ".localdomain")):
         return "Enter an address on the internet: mail to localhost never leaves our own server."
     if sending_problem(address) is not None:
         return INVALID

@@ -227,6 +227,9 @@ REFUSED_ADDRESSES = [
     ("=?utf-8?q?p?=@example.test", "“=?…?=” is an encoding for mail headers, not part of an address."),
     ("ann@localhost", "mail to localhost never leaves our own server."),
     ("ann@sub.localhost", "mail to localhost never leaves our own server."),
+    # The issue 12 review: both were taken.
+    ("ann@localhost.localdomain", "mail to localhost never leaves our own server."),
+    ("ann@ex\u200bample.com", "without spaces or invisible characters"),
     ("ann@[127.0.0.1]", "not at an IP address."),
     ("ann@[::1]", "not at an IP address."),
     ('"ann"@example.com', "without quotation marks."),
