@@ -523,5 +523,8 @@ def build_document(now: datetime | None = None) -> dict[str, Any]:
         "status": overall_status(leaf_statuses, open_impacts),
         "components": [rows[c.pk] for c in components],
         "incidents": incident_rows,
+        # When more public incidents exist than the document keeps: the history lists none declared
+        # before the oldest one here, and must not say there were none (their pages still answer).
+        "incidents_listed_since": incident_rows[-1]["created_at"] if len(incidents) >= HISTORY_LIMIT else None,
         "scheduled_maintenances": maintenance_rows,
     }

@@ -210,8 +210,14 @@ def history_context(document: dict[str, Any], page: int) -> dict[str, Any]:
             by_month[month].append({**window, "is_maintenance": True})
     for items in by_month.values():
         items.sort(key=lambda item: item["started_at"], reverse=True)  # stable: the document's order on ties
+    # Months before the oldest incident the document keeps are not "no incidents": they are not listed.
+    since = document.get("incidents_listed_since")
+    cutoff = _month_of(since) if since else ""
     return {
-        "months": [{"key": key, "incidents": by_month[key]} for key in keys],
+        "months": [
+            {"key": key, "incidents": by_month[key], "unlisted": key < cutoff, "partial": key == cutoff} for key in keys
+        ],
+        "history_limit": len(document.get("incidents", [])),
         "page_number": page,
         "pages": pages,
         "newer_page": page - 1 if page > 1 else None,

@@ -233,3 +233,27 @@ def test_old_pages_and_the_unavailable_page_fit_a_phone(
         assert page.get_by_role("heading", name=f"This incident {UNAVAILABLE}").is_visible()
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), width
     assert problems == []
+
+
+def test_the_history_does_not_say_no_incidents_for_months_it_does_not_list(archive: Archive, client: Client) -> None:
+    # The issue 12 review: with more public incidents than the snapshot keeps, months before the oldest
+    # kept one said "No incidents reported", though they had some.
+    page = html(client.get("/history"))
+
+    november = page[page.index('id="month-2026-11"') : page.index('id="month-2026-10"')]
+    assert "Slow search (2 days ago)" in november
+    assert "Earlier incidents of this month are not listed here: the history lists the newest 2." in november
+    october = page[page.index('id="month-2026-10"') :]
+    assert "No incidents reported" not in october
+    assert "Incidents of this month are not listed here: the history lists the newest 2." in october
+
+
+def test_a_history_that_lists_every_incident_still_says_when_a_month_had_none(client: Client, staff: User) -> None:
+    factories.declare(actor=staff, title="Slow search")
+    publishing.publish()
+    cold()
+
+    page = html(client.get("/history"))
+
+    assert "No incidents reported" in page
+    assert "not listed here" not in page
