@@ -187,11 +187,12 @@ DATABASE_CONNECT_TIMEOUT = envint("DATABASE_CONNECT_TIMEOUT", "3", minimum=1)
 DATABASE_STATEMENT_TIMEOUT = envint("DATABASE_STATEMENT_TIMEOUT", "10", minimum=0)
 WEB_PROCESS = os.environ.get("SIGNALPOST_PROCESS") == "web"  # set by statuspage/wsgi.py, not by hand
 # In the web process, at most DATABASE_CONNECT_SLOTS threads of a gunicorn worker wait on a new
-# connection at once; another waits DATABASE_CONNECT_QUEUE_SECONDS for a slot and then answers 503, and
-# after a failed attempt new ones answer 503 at once for DATABASE_CONNECT_RETRY_SECONDS
-# (statuspage/postgresql/base.py): requests waiting on a hanging database never hold every thread.
-DATABASE_CONNECT_SLOTS = envint("DATABASE_CONNECT_SLOTS", "2", minimum=1)
-DATABASE_CONNECT_QUEUE_SECONDS = envfloat("DATABASE_CONNECT_QUEUE_SECONDS", "0.25", minimum=0.0)
+# connection at once; others wait their turn while those attempts go at a normal pace, and answer 503 as
+# soon as one takes longer than DATABASE_CONNECT_QUEUE_SECONDS or fails; after a failed attempt new ones
+# answer 503 at once for DATABASE_CONNECT_RETRY_SECONDS (statuspage/postgresql/base.py): requests
+# waiting on a hanging database never hold every thread, and a burst on a healthy one is not refused.
+DATABASE_CONNECT_SLOTS = envint("DATABASE_CONNECT_SLOTS", "4", minimum=1)
+DATABASE_CONNECT_QUEUE_SECONDS = envfloat("DATABASE_CONNECT_QUEUE_SECONDS", "0.5", minimum=0.0)
 DATABASE_CONNECT_RETRY_SECONDS = envfloat("DATABASE_CONNECT_RETRY_SECONDS", "2", minimum=0.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if WEB_PROCESS:

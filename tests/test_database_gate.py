@@ -95,3 +95,23 @@ def test_the_web_process_s_engine_is_the_same_database_for_the_snapshot() -> Non
     theirs = {**ours, "ENGINE": "django.db.backends.postgresql"}
     assert publishing.identity_of(ours) == publishing.identity_of(theirs)
     assert publishing.identity_of(ours) != publishing.identity_of({**theirs, "NAME": "other"})
+
+
+def test_a_burst_on_a_healthy_database_takes_turns_however_long_the_queue(gate: ConnectGate) -> None:
+    # The seventh review: 20 staff requests at once on a busy machine got "the database is not answering"
+    # (503) from a healthy database, because a request waited at most 0.25 s for a slot.
+    outcomes: list[object] = []
+
+    def connect_for_a_while() -> None:
+        try:
+            outcomes.append(gate.connect(lambda: time.sleep(0.1) or "connection"))
+        except psycopg.OperationalError as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=connect_for_a_while) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes == ["connection"] * 8  # 0.8 s of connecting through one slot, each attempt 0.1 s
