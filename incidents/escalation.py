@@ -808,7 +808,13 @@ class Escalation:
         if self.next_step is not None:
             return None
         stopped = [(step.stopped_at, step.number, step) for step in self.current if step.stopped_at is not None]
-        return max(stopped, key=lambda row: (row[0], row[1]))[2] if stopped else None
+        if not stopped:
+            return None
+        last = max(stopped, key=lambda row: (row[0], row[1]))[2]
+        assert last.stopped_at is not None
+        if any(step.fired_at is not None and step.fired_at >= last.stopped_at for step in self.current):
+            return None  # a step fired after that stop (one skipped as past when lowered): paging went on
+        return last
 
     @property
     def is_paging(self) -> bool:

@@ -1183,6 +1183,62 @@ def test_the_incident_page_warns_that_the_next_step_cannot_page_a_deactivated_pe
     assert panel.count("Cannot page bob: deactivated account") == 2  # each of its pending steps
 
 
+def test_a_person_s_stop_stays_when_the_severity_is_lowered(
+    policy: list[EscalationStep], sev2_policy: list[EscalationStep], staff: User
+) -> None:
+    # The seventh review: stopped by a person, then lowered to SEV2, and SEV2's step paged dana 15 min on.
+    incident = declare(staff)
+    actions.stop_paging(incident, actor=staff, reason="On it, cannot ack from the phone", at=T0 + timedelta(minutes=1))
+
+    with time_machine.travel(T0 + timedelta(minutes=2), tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev2"))
+    sweep(T0 + timedelta(hours=2))
+
+    assert not PageStep.objects.filter(incident=incident, fired_at__isnull=True, stopped_at__isnull=True).exists()
+    assert not PageStep.objects.filter(incident=incident, fired_at__gt=T0 + timedelta(minutes=1)).exists()
+    assert incident.events.filter(
+        message="Paging stays stopped, as a person stopped it: SEV2's escalation is not started"
+    ).exists()
+
+
+def test_a_raise_after_a_person_s_stop_pages_again_and_says_so(
+    policy: list[EscalationStep], sev2_policy: list[EscalationStep], staff: User
+) -> None:
+    incident = declare(staff, severity_key="sev2")
+    actions.stop_paging(incident, actor=staff, reason="On it", at=T0 + timedelta(minutes=1))
+
+    with time_machine.travel(T0 + timedelta(minutes=2), tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev1"))
+
+    event = incident.events.filter(kind=EventKind.PAGED).latest("id")
+    assert event.message.startswith("Paging had been stopped by a person; raised to SEV1, it starts again: ")
+
+
+def test_the_panel_says_every_step_fired_when_a_step_fired_after_one_was_skipped(
+    sev2_policy: list[EscalationStep], staff: User, carol: User, staff_client: Client
+) -> None:
+    # The seventh review: SEV3's step 1 skipped as past at the lowering, its step 2 fired a minute later,
+    # and the panel and the dashboard said "Paging stopped at 22:07: its time had passed".
+    sev3 = factories.severity("sev3")
+    for position, minutes in ((1, 0), (2, 2)):
+        step = EscalationStep.objects.create(severity=sev3, position=position, after_minutes=minutes)
+        step.users.set([carol])
+    incident = declare(staff, severity_key="sev4")
+    with time_machine.travel(T0 + timedelta(seconds=30), tick=False):
+        actions.change_severity(incident, actor=staff, severity=factories.severity("sev2"))
+    sweep(T0 + timedelta(seconds=31))
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        actions.change_severity(incident, actor=staff, severity=sev3)
+    sweep(T0 + timedelta(minutes=2, seconds=1))
+
+    with time_machine.travel(T0 + timedelta(minutes=3), tick=False):
+        page = staff_client.get(f"/manage/incidents/{incident.pk}").content.decode()
+        dashboard = staff_client.get("/manage/").content.decode()
+    assert "Every step has fired and nobody has acknowledged." in page
+    assert "Paging stopped at" not in page
+    assert "All steps fired" in dashboard and "Paging stopped" not in dashboard
+
+
 def test_lowering_the_severity_does_not_page_again_as_if_just_declared(
     policy: list[EscalationStep], sev2_policy: list[EscalationStep], staff: User, smtp: SmtpServer
 ) -> None:

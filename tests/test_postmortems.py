@@ -316,6 +316,19 @@ def test_a_due_date_someone_chose_is_kept_through_a_severity_change(staff: User,
     assert incident.events.latest("id").message.endswith("; the post-mortem keeps the due date chosen for it")
 
 
+def test_a_section_of_only_invisible_characters_is_empty_and_cannot_be_sent_for_review(
+    staff: User, api: Component
+) -> None:
+    # The seventh review: a summary of "\u3164" (a Hangul filler) was sent for review and published.
+    incident = resolved_sev1(staff, api)
+    write(incident.postmortem, staff, summary=("\u3164\u2800\u200b", True), root_cause=("\ufe0f\u115f", False))
+
+    sections = {s.key: s.body for s in incident.postmortem.sections.all()}
+    assert (sections["summary"], sections["root_cause"]) == ("", "")
+    with pytest.raises(ActionRefused, match="Write the summary and the root cause before sending it for review"):
+        actions.submit_postmortem(incident.postmortem, actor=staff)
+
+
 def test_only_staff_write_post_mortems(staff: User, outsider: User, api: Component) -> None:
     postmortem = resolved_sev1(staff, api).postmortem
     with pytest.raises(ActionRefused, match="Only staff"):

@@ -44,6 +44,7 @@ from incidents.models import (
     IncidentStatus,
     IncidentUpdate,
     Metric,
+    PageStep,
     Postmortem,
     PublicStatus,
     Severity,
@@ -358,6 +359,21 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
             # more urgent than what was paged so far); lowered, it keeps the time since the declaration
             # and skips the steps whose time has passed, so nobody is paged again as if it were new.
             lowered = severity.rank > previous.rank
+            stopped_by_person = (
+                not PageStep.objects.filter(incident=incident, fired_at__isnull=True, stopped_at__isnull=True).exists()
+                and PageStep.objects.filter(incident=incident, stop_reason__startswith=STOPPED_BY).exists()
+            )
+            if lowered and stopped_by_person:
+                # Someone stopped the paging (they are on it): a less urgent severity does not undo that.
+                record_event(
+                    incident,
+                    EventKind.PAGING_STOPPED,
+                    f"Paging stays stopped, as a person stopped it: {severity.name}'s escalation is not started",
+                    actor=None,
+                    at=at,
+                    steps=0,
+                )
+                return incident
             stopped = escalation.stop_pending(incident, at, f"severity changed to {severity.name}")
             if lowered:
                 steps = escalation.copy_policy(
@@ -374,6 +390,10 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
                 if to_come:
                     timing = "from now" if not lowered else "from the declaration, skipping steps already past"
                     text = f"Paging follows {severity.name}'s escalation {timing} ({len(to_come)} step(s) to come)"
+                    if stopped_by_person:  # raised: more urgent than when the paging was stopped
+                        text = (
+                            f"Paging had been stopped by a person; raised to {severity.name}, it starts again: {text}"
+                        )
                 elif steps:
                     text = f"{severity.name}'s steps had all passed when the severity was lowered: paging stopped"
                 else:
@@ -389,6 +409,9 @@ def change_severity(incident: Incident, *, actor: Actor, severity: Severity, at:
         return incident
 
 
+STOPPED_BY = "stopped by "  # the start of the stop reason of steps a person stopped
+
+
 def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime | None = None) -> int:
     """Stop paging for an unacknowledged incident (someone is on it but cannot acknowledge yet, say).
 
@@ -402,7 +425,7 @@ def stop_paging(incident: Incident, *, actor: Actor, reason: str, at: datetime |
     with transaction.atomic():
         incident = lock_incident(incident)
         at = at or timezone.now()  # after the lock, so time order is commit order
-        stopped = escalation.stop_pending(incident, at, f"stopped by {actor_name(actor)}: {reason}")
+        stopped = escalation.stop_pending(incident, at, f"{STOPPED_BY}{actor_name(actor)}: {reason}")
         if not stopped:
             raise ActionRefused("Nobody is waiting to be paged for this incident.", code="not_paging")
         record_event(

@@ -44,6 +44,7 @@ from incidents.models import (
     Severity,
 )
 from incidents.publishing import request_publish
+from incidents.text import is_blank
 
 # Timeline events worth a line in a post-mortem's timeline, and those starred to begin with.
 _POSTMORTEM_EVENT_KINDS = {
@@ -361,7 +362,9 @@ def edit_postmortem(
             if key not in SectionKey.values:
                 raise ActionRefused(f"There is no section {key!r}.", field=key)
             section = postmortem.sections.select_for_update().get(key=key)
-            body = body.strip()
+            # Only spaces, or characters that draw nothing (a zero-width space, a Hangul filler): empty,
+            # so "write the summary" still applies, and nothing blank is published.
+            body = "" if is_blank(body) else body.strip()
             if (section.body, section.is_public) != (body, is_public):
                 if key == SectionKey.CUSTOMER_IMPACT:  # its text changed, or only whether it is public
                     recorded[CUSTOMER_IMPACT_EDITED] = section.body != body
