@@ -494,7 +494,8 @@ def test_it_still_reads_known_query_parameters_and_answers_404_for_unknown_urls(
 
 
 def test_the_openapi_schema_is_read_with_get_or_head_only(db: None) -> None:
-    client = Client()
+    # With CSRF checks on, as a real client meets them: the seventh review got Django's HTML 403 page.
+    client = Client(enforce_csrf_checks=True)
 
     assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "Signalpost staff API"
     head = client.head("/api/v1/openapi.json")
@@ -504,6 +505,7 @@ def test_the_openapi_schema_is_read_with_get_or_head_only(db: None) -> None:
         response = client.generic(method, "/api/v1/openapi.json")
         assert refused(response, 405)["code"] == "method_not_allowed"
         assert response["Allow"] == "GET, HEAD"
+        assert refused(client.generic(method, "/api/v1/"), 404)["code"] == "not_found"
 
 
 # --- a chunked body without Content-Length is never read as empty ---------------------------------

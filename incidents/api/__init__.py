@@ -12,6 +12,7 @@ from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import URLPattern
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Router
 from ninja.errors import ValidationError
 from ninja.operation import Operation
@@ -63,6 +64,9 @@ def schema_view_as_strict(view: Callable[..., HttpResponseBase]) -> Callable[...
     """openapi.json is no operation, so refuse_unknown_input never sees it, and ninja serves it to any
     method: hold it to the rules every endpoint keeps (GET or HEAD; no query parameters)."""
 
+    # No cookies are read here, so no CSRF check: without this, a POST met Django's HTML 403 page before
+    # the JSON 405 below.
+    @csrf_exempt
     @wraps(view)
     def strict(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method not in ("GET", "HEAD"):
@@ -81,6 +85,7 @@ def schema_view_as_strict(view: Callable[..., HttpResponseBase]) -> Callable[...
 ROOT_DETAIL = "No endpoint here: the staff API's endpoints are listed in its OpenAPI schema, /api/v1/openapi.json."
 
 
+@csrf_exempt  # a JSON 404 for every method, not Django's HTML CSRF 403 for a POST
 def api_root(request: HttpRequest) -> HttpResponse:
     """/api/v1/ itself: a JSON 404 saying where the endpoints are (ninja's own raised Http404 for Django's
     HTML page, as it serves no docs page)."""
