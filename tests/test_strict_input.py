@@ -736,6 +736,21 @@ def test_a_region_with_invisible_characters_at_its_ends_is_the_same_region(api: 
     assert Incident.objects.get(pk=incident["id"]).regions == ["EU", "U\u200bS"]
 
 
+@pytest.mark.parametrize("region", [" " + "X" * 100, "X" * 100 + "\u200b", "e\u0301" * 51 + "e" * 49])
+def test_a_region_s_length_is_counted_as_it_is_kept_as_in_the_staff_ui(api: Client, region: str) -> None:
+    # The seventh review: the API refused these as over 100 characters; the staff UI's form kept them.
+    incident = declare(api, regions=[region])
+
+    kept = incident["regions"][0]
+    assert len(kept) == 100 and Incident.objects.get(pk=incident["id"]).regions == [kept]
+
+
+def test_a_region_over_100_characters_as_kept_is_still_refused(api: Client) -> None:
+    response = send(api, "POST", "/api/v1/incidents", {"title": "T", "severity": "sev1", "regions": ["X" * 101]})
+
+    assert fields_of(response) == ["regions.0"]
+
+
 def test_regions_that_look_the_same_are_one_region(api: Client) -> None:
     # The sixth review: "Caf\u00e9" and "Cafe\u0301" (e and a combining accent) were stored as two regions.
     incident = declare(api, regions=["Cafe\u0301", "Caf\u00e9", "CAFÉ"])

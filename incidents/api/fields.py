@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -50,7 +51,7 @@ from incidents.models import (
     MAX_REGIONS,
     MAX_WORKAROUND_LENGTH,
 )
-from incidents.text import is_blank
+from incidents.text import is_blank, strip_invisible
 
 if TYPE_CHECKING:
     from ninja.operation import Operation
@@ -263,7 +264,23 @@ def _digits(value: Any) -> Any:
 
 # A whole number in a query string: "1", never "1.0", "+1" or " 1".
 QueryInt = Annotated[int, BeforeValidator(_digits)]
-Region = Annotated[str, Field(min_length=1, max_length=MAX_REGION_LENGTH), AfterValidator(_not_blank)]
+
+
+def _region(value: str) -> str:
+    """A region as the actions keep it (invisible characters at the ends dropped, NFC), its length counted
+    then, as the staff UI's form counts it: " " + 100 letters is 100 characters, not 101."""
+    _not_blank(value)
+    cleaned = unicodedata.normalize("NFC", strip_invisible(value))
+    if len(cleaned) > MAX_REGION_LENGTH:
+        raise PydanticCustomError(
+            "string_too_long", "String should have at most {max_length} characters", {"max_length": MAX_REGION_LENGTH}
+        )
+    return cleaned
+
+
+Region = Annotated[
+    str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_REGION_LENGTH}), AfterValidator(_region)
+]
 Regions = Annotated[list[Region], Field(max_length=MAX_REGIONS)]
 
 
