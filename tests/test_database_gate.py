@@ -102,9 +102,13 @@ def test_a_burst_on_a_healthy_database_takes_turns_however_long_the_queue(gate: 
     # (503) from a healthy database, because a request waited at most 0.25 s for a slot.
     outcomes: list[object] = []
 
+    def slow_connection() -> str:
+        time.sleep(0.1)
+        return "connection"
+
     def connect_for_a_while() -> None:
         try:
-            outcomes.append(gate.connect(lambda: time.sleep(0.1) or "connection"))
+            outcomes.append(gate.connect(slow_connection))
         except psycopg.OperationalError as error:
             outcomes.append(error)
 
