@@ -457,6 +457,8 @@ class Stack:
         self.port = free_port()
         self.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         self.app_port = free_port() if self.nginx else self.port
+        while self.nginx and self.app_port == self.port:  # the kernel can hand the same free port out twice
+            self.app_port = free_port()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         # Supervised as the systemd units in deploy/systemd are (Restart=always, RestartSec=2): a process
         # that exits by itself is started again after 2 s, and the restart is reported with the fault.

@@ -55,7 +55,12 @@ def local_config(
     )
     swap("http {\n", f"http {{\n    {temporary}\n")
     swap("server 127.0.0.1:8000;", f"server 127.0.0.1:{app_port};")
-    swap("listen 80;", f"listen 127.0.0.1:{free_port()};")  # the redirect to https, unused here
+    # The redirect to https, unused here, on a port of its own: the kernel can hand the same free port out
+    # twice, and with both server blocks on one port the redirect answered `/` (a flaky 302 to https).
+    redirect_port = free_port()
+    while redirect_port in (port, app_port):
+        redirect_port = free_port()
+    swap("listen 80;", f"listen 127.0.0.1:{redirect_port};")
     swap("listen 443 ssl http2;", f"listen 127.0.0.1:{port};")
     swap(SNAPSHOT_SITE, str(snapshot_site))
     swap(STATIC_ROOT, f"{static_root}/")

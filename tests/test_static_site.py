@@ -169,10 +169,13 @@ def nginx_without_app(tmp_path: Path, settings: Any) -> Iterator[str]:
     """nginx with deploy/nginx.conf over the published site, its upstream (gunicorn) not running."""
     need(Path(nginx.binary()).exists(), "needs nginx (apt-get install nginx-light)")
     port = nginx.free_port()
+    app_port = nginx.free_port()
+    while app_port == port:  # the kernel can hand the same free port out twice
+        app_port = nginx.free_port()
     config = nginx.local_config(
         tmp=tmp_path,
         port=port,
-        app_port=nginx.free_port(),
+        app_port=app_port,
         snapshot_site=Path(settings.SNAPSHOT_DIR) / "site",
         static_root=tmp_path / "static",
     )
