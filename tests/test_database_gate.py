@@ -16,6 +16,10 @@ import pytest
 from incidents import publishing
 from statuspage.postgresql.base import ConnectGate
 
+# Threads waiting with timeouts: under faketime (the shifted-clock run) a timed wait never ends, and these
+# rules are about time; they run in the main suite.
+pytestmark = pytest.mark.timing
+
 
 @pytest.fixture
 def gate(settings: Any) -> ConnectGate:
