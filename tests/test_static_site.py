@@ -124,6 +124,8 @@ def test_an_older_version_never_replaces_the_live_site(staff: User, settings: An
     assert (site / "history" / "index.html").is_file()
 
 
+# Compares file times: faketime (the shifted-clock run) distorts them; it runs in the main suite.
+@pytest.mark.timing
 def test_the_site_of_another_database_is_not_overwritten_while_it_is_kept_up(
     staff: User, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
